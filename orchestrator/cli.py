@@ -1,0 +1,155 @@
+"""The `orchestrator` command: thin commands, each calling one library function.
+
+    orchestrator submit configs/quickstart.yaml
+    orchestrator validate configs/quickstart.yaml
+    orchestrator report RUN_ID [--out DIR]
+
+Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from orchestrator.plan import PlanError
+    from orchestrator.spec import SpecError
+
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LookupError as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Train GPT-style models from one YAML spec on Ray + DeepSpeed, tracked in MLflow.",
+        epilog="example: orchestrator submit configs/quickstart.yaml",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser(
+        "submit", help="validate, plan and train a spec",
+        epilog="example: orchestrator submit configs/quickstart.yaml",
+    )
+    submit.add_argument("spec", help="path to a YAML run spec")
+    submit.set_defaults(func=cmd_submit)
+
+    validate = commands.add_parser(
+        "validate", help="check a spec and print the resolved plan",
+        epilog="example: orchestrator validate configs/quickstart.yaml",
+    )
+    validate.add_argument("spec", help="path to a YAML run spec")
+    validate.set_defaults(func=cmd_validate)
+
+    report = commands.add_parser(
+        "report", help="rebuild a run's JSON and plots from MLflow",
+        epilog="example: orchestrator report 3f2c9a... --out /tmp/report",
+    )
+    report.add_argument("run_id", help="MLflow run id (printed by submit)")
+    report.add_argument("--out", help="directory to write into (default: the run's checkpoint dir)")
+    report.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def _load_plan(spec_path: str):
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(spec_path)
+    return build_plan(spec, Path(spec_path).read_text())
+
+
+def cmd_validate(args) -> int:
+    plan = _load_plan(args.spec)
+    print(f"{args.spec}: valid")
+    print(_describe(plan))
+    return EXIT_OK
+
+
+def cmd_submit(args) -> int:
+    from launchers import get_launcher
+    from orchestrator.track.mlflow_run import create_run, finish_run
+
+    plan = _load_plan(args.spec)
+    Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
+    plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text()))
+    print(_describe(plan), flush=True)
+    handle = get_launcher(plan.spec.cluster.backend).submit(plan)
+    finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
+    if handle.error:
+        print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
+    print(_where(plan, handle.state.value), flush=True)
+    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def cmd_report(args) -> int:
+    from orchestrator.plan.plan import resolve_tracking_uri
+    from orchestrator.report import rebuild_report
+
+    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    for path in rebuild_report(uri, args.run_id, args.out):
+        print(path)
+    return EXIT_OK
+
+
+def _describe(plan) -> str:
+    spec = plan.spec
+    return "\n".join([
+        f"run        {plan.run_name}" + (f" (MLflow run {plan.run_id})" if plan.run_id else ""),
+        f"backend    {spec.cluster.backend}, {plan.world_size} workers x "
+        f"{spec.cluster.cpus_per_worker:g} CPU / {spec.cluster.gpus_per_worker:g} GPU",
+        f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
+        f"model      {spec.model.n_layers} layers, d_model {spec.model.d_model}, "
+        f"{spec.model.n_heads} heads, context {spec.model.context_length}, "
+        f"vocab {spec.model.vocab_size}",
+        f"data       {spec.data.corpus}: {plan.data.n_tokens:,} tokens, "
+        f"{plan.data.train_blocks} train / {plan.data.val_blocks} validation sequences",
+        f"batch      global {plan.global_batch_size} sequences = {plan.tokens_per_step:,} tokens/step",
+        f"steps      {plan.total_steps} ({plan.steps_per_epoch}/epoch, "
+        f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
+        f"artifacts  {plan.checkpoint_dir}",
+        f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
+    ])
+
+
+def _where(plan, state: str) -> str:
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    try:
+        mlflow_bin = mlflow_bin.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    ui = f"{mlflow_bin} ui --backend-store-uri {shlex.quote(plan.tracking_uri)} --host 127.0.0.1 --port 5000"
+    return "\n".join([
+        "",
+        f"state      {state}",
+        f"run id     {plan.run_id}",
+        f"artifacts  {plan.checkpoint_dir}",
+        "           training_metrics.json  training_curve.png  loss_by_epoch.png",
+        f"rebuild    orchestrator report {plan.run_id}",
+        f"MLflow UI  {ui}",
+        "           then open http://127.0.0.1:5000",
+    ])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

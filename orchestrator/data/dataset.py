@@ -1,0 +1,124 @@
+"""Tokenize a corpus once into a cached token file, split it 80/20, and shard it by rank.
+
+The token file and the tokenizer are keyed by a hash of the text and the vocabulary size, and
+written atomically (temporary file, then rename), so any number of workers may prepare the same
+dataset at once and all end up reading identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.data.corpus import load_corpus
+
+SPECIAL_TOKENS = ["<|endoftext|>"]
+
+
+def cache_root() -> Path:
+    """Where prepared data lives; override with ORCHESTRATOR_CACHE_DIR."""
+    default = Path.home() / ".cache" / "gpt-orchestrator"
+    return Path(os.environ.get("ORCHESTRATOR_CACHE_DIR", default))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    tokenizer_path: Path
+    tokens_path: Path
+    n_tokens: int
+    vocab_size: int
+
+
+def prepare_dataset(corpus: str, vocab_size: int, cache_dir: Path | None = None) -> PreparedData:
+    """Train (or reuse) the BPE tokenizer and the token file for a corpus; idempotent."""
+    text = load_corpus(corpus)
+    key = hashlib.sha256(f"{vocab_size}\0{text}".encode()).hexdigest()[:16]
+    folder = (cache_dir or cache_root()) / f"{corpus}-{vocab_size}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
+    if not tok_path.exists():
+        _atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
+    if not tokens_path.exists():
+        ids = _encode(tok_path, text)
+        _atomic_write(tokens_path, ids.tobytes())
+    n_tokens = tokens_path.stat().st_size // 2
+    return PreparedData(tok_path, tokens_path, n_tokens, vocab_size)
+
+
+def _train_tokenizer(text: str, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_paragraphs(text), trainer=trainer)
+    return tokenizer
+
+
+def _paragraphs(text: str):
+    yield from text.split("\n\n")
+
+
+def _encode(tok_path: Path, text: str) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tok_path))
+    eot = tokenizer.token_to_id(SPECIAL_TOKENS[0])
+    ids: list[int] = []
+    for encoding in tokenizer.encode_batch(list(_paragraphs(text))):
+        ids.extend(encoding.ids)
+        ids.append(eot)
+    if tokenizer.get_vocab_size() > np.iinfo(np.uint16).max:
+        raise ValueError("vocab_size above 65535 does not fit the uint16 token file")
+    return np.asarray(ids, dtype=np.uint16)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are meant to be read by others
+    os.replace(tmp, path)
+
+
+class TokenDataset:
+    """Fixed-length blocks of a token file, split deterministically into train and validation.
+
+    A block holds ``context_length + 1`` tokens (inputs plus the shifted targets). Blocks do not
+    overlap, and the split is a seeded permutation of block indices, so it is the same on every rank
+    and every run.
+    """
+
+    def __init__(self, tokens_path: Path, context_length: int, val_fraction: float, seed: int):
+        self.tokens = np.memmap(tokens_path, dtype=np.uint16, mode="r")
+        self.block = context_length + 1
+        n_blocks = len(self.tokens) // self.block
+        order = np.random.default_rng(seed).permutation(n_blocks)
+        n_val = max(1, round(n_blocks * val_fraction))
+        self.val_blocks = np.sort(order[:n_val])
+        self.train_blocks = np.sort(order[n_val:])
+
+    def block_tokens(self, index: int) -> np.ndarray:
+        start = int(index) * self.block
+        return np.asarray(self.tokens[start : start + self.block], dtype=np.int64)
+
+    def train_shard(self, epoch: int, rank: int, world: int, seed: int) -> np.ndarray:
+        """This rank's train blocks for an epoch: reshuffled each epoch, equal length on every rank."""
+        order = np.random.default_rng([seed, epoch]).permutation(self.train_blocks)
+        usable = len(order) - len(order) % world
+        return order[rank:usable:world]
+
+    def val_shard(self, rank: int, world: int) -> np.ndarray:
+        return self.val_blocks[rank::world]
+

@@ -1,0 +1,37 @@
+"""RunSpec -> the DeepSpeed config dict, at the edge where DeepSpeed receives it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.spec import RunSpec
+
+
+def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
+    """The config handed to ``deepspeed.initialize``.
+
+    The optimizer and LR scheduler are client objects (torch AdamW and a warmup-cosine LambdaLR),
+    so DeepSpeed needs ``zero_allow_untested_optimizer``; batch sizes are spelled out in full so
+    DeepSpeed checks that they agree with the world size.
+
+    >>> from orchestrator.spec import parse_spec
+    >>> cfg = build_deepspeed_config(parse_spec("name: x"), world_size=2)
+    >>> cfg["train_batch_size"], cfg["zero_optimization"]["stage"]
+    (16, 2)
+    """
+    train = spec.train
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "train_batch_size": train.micro_batch_size * train.gradient_accumulation_steps * world_size,
+        "gradient_clipping": spec.optimizer.grad_clip,
+        "zero_optimization": {"stage": spec.deepspeed.zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,  # progress is ours to print; keep DeepSpeed's log quiet
+        "wall_clock_breakdown": False,
+    }
+    if spec.deepspeed.precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    elif spec.deepspeed.precision == "fp16":
+        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
+    return config

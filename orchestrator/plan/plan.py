@@ -1,0 +1,119 @@
+"""RunSpec -> Plan: everything resolved before any worker starts.
+
+The Plan is plain, picklable data: the launcher ships it to every worker unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.data.dataset import TokenDataset, prepare_dataset
+from orchestrator.plan.deepspeed_config import build_deepspeed_config
+from orchestrator.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    tokens_path: str
+    tokenizer_path: str
+    n_tokens: int
+    train_blocks: int
+    val_blocks: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: RunSpec
+    spec_sha256: str
+    run_name: str
+    checkpoint_dir: str
+    tracking_uri: str
+    experiment_name: str
+    world_size: int
+    deepspeed_config: dict[str, Any]
+    data: DataPlan
+    steps_per_epoch: int
+    total_steps: int
+    run_id: str = ""  # filled in once the MLflow run exists
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.deepspeed_config["train_batch_size"]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.spec.model.context_length
+
+
+class PlanError(Exception):
+    """The spec is valid on its own but cannot run as asked (with a hint)."""
+
+
+def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
+    cwd = (cwd or Path.cwd()).resolve()
+    world = spec.cluster.num_workers
+    prepared = prepare_dataset(spec.data.corpus, spec.model.vocab_size)
+    dataset = TokenDataset(
+        prepared.tokens_path, spec.model.context_length,
+        spec.data.validation_fraction, spec.data.seed,
+    )
+    steps_per_epoch = _steps_per_epoch(spec, len(dataset.train_blocks), world)
+    total = steps_per_epoch * spec.train.epochs
+    if spec.train.max_steps is not None:
+        total = min(total, spec.train.max_steps)
+    run_name = spec.tracking.run_name or _timestamped(spec.name, cwd / spec.checkpoint.dir)
+    return Plan(
+        spec=spec,
+        spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
+        run_name=run_name,
+        checkpoint_dir=str((cwd / spec.checkpoint.dir / run_name).resolve()),
+        tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
+        experiment_name=spec.tracking.experiment or spec.name,
+        world_size=world,
+        deepspeed_config=build_deepspeed_config(spec, world),
+        data=DataPlan(
+            tokens_path=str(prepared.tokens_path),
+            tokenizer_path=str(prepared.tokenizer_path),
+            n_tokens=prepared.n_tokens,
+            train_blocks=len(dataset.train_blocks),
+            val_blocks=len(dataset.val_blocks),
+        ),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+    )
+
+
+def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:
+    per_step = spec.train.micro_batch_size * spec.train.gradient_accumulation_steps * world
+    steps = train_blocks // per_step
+    if steps < 1:
+        raise PlanError(
+            f"the training split has {train_blocks} sequences of {spec.model.context_length + 1} "
+            f"tokens, fewer than one global batch ({per_step}); hint: lower "
+            "train.micro_batch_size, train.gradient_accumulation_steps or cluster.num_workers"
+        )
+    return steps
+
+
+def resolve_tracking_uri(uri: str | None, cwd: Path) -> str:
+    """Default to a sqlite store in the working directory; make relative sqlite paths absolute,
+    because workers do not share the driver's working directory."""
+    if uri is None:
+        return f"sqlite:///{cwd / 'mlflow.db'}"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return f"{prefix}{(cwd / uri.removeprefix(prefix)).resolve()}"
+    return uri
+
+
+def _timestamped(name: str, parent: Path) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = f"{name}-{stamp}", 1
+    while (parent / candidate).exists():
+        n += 1
+        candidate = f"{name}-{stamp}-{n}"
+    return candidate

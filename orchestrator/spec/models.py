@@ -1,0 +1,142 @@
+"""The run spec: one typed, frozen pydantic model per concern.
+
+Every field a user can write lives here; nothing downstream reads untyped dicts. Cross-field checks
+are named functions that return problems with a hint, so all of them are reported at once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    # strict: "3" is not 3, and a typo is an error, not a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSpec(_Section):
+    n_layers: int = Field(4, ge=1, le=256, description="Number of transformer blocks.")
+    n_heads: int = Field(4, ge=1, le=256, description="Attention heads per block.")
+    d_model: int = Field(128, ge=8, le=65536, description="Width of the residual stream.")
+    context_length: int = Field(128, ge=8, le=131072, description="Tokens per training sequence.")
+    vocab_size: int = Field(512, ge=260, le=262144, description="BPE vocabulary size.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
+                f"hint: pick n_heads from {_divisors(self.d_model)}"
+            )
+        return self
+
+
+class DataSpec(_Section):
+    corpus: Literal["python-docs"] = Field(
+        "python-docs",
+        description="Built-in corpus: the text of Python's bundled documentation (no download).",
+    )
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, allow_inf_nan=False)
+    seed: int = 1234
+
+
+class OptimizerSpec(_Section):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(3e-4, gt=0.0, le=10.0, allow_inf_nan=False)
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2)
+    eps: float = Field(1e-8, gt=0.0, allow_inf_nan=False)
+    weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
+    grad_clip: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="0 turns clipping off.")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> OptimizerSpec:
+        for beta in self.betas:
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"betas must each be in [0, 1), got {self.betas}")
+        return self
+
+
+class ScheduleSpec(_Section):
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup from lr/warmup_steps to lr.")
+    min_lr: float = Field(3e-5, ge=0.0, allow_inf_nan=False, description="Cosine annealing floor.")
+
+
+class TrainSpec(_Section):
+    epochs: int = Field(1, ge=1, le=100000)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    micro_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    log_interval: int = Field(5, ge=1, description="Log training metrics every N steps.")
+    eval_interval: int = Field(25, ge=1, description="Evaluate every N steps (a multiple of log_interval).")
+    eval_batches: int = Field(8, ge=1, description="Validation micro batches per rank per evaluation.")
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _eval_on_logging_steps(self) -> TrainSpec:
+        if self.eval_interval % self.log_interval:
+            raise ValueError(
+                f"eval_interval ({self.eval_interval}) must be a multiple of log_interval "
+                f"({self.log_interval}) so every validation point has a logging step; "
+                f"hint: eval_interval: {self.log_interval * max(1, round(self.eval_interval / self.log_interval))}"
+            )
+        return self
+
+
+class DeepSpeedSpec(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+class ClusterSpec(_Section):
+    backend: Literal["ray-local"] = Field(
+        "ray-local", description="ray-local: an embedded Ray on 127.0.0.1 started for this run."
+    )
+    num_workers: int = Field(2, ge=1, le=4096)
+    cpus_per_worker: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    gpus_per_worker: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+
+
+class TrackingSpec(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///mlflow.db here.")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
+    run_name: str | None = Field(None, description="Default: the spec's name plus a timestamp.")
+
+
+class CheckpointSpec(_Section):
+    dir: str = Field("./checkpoints", description="Each run writes into <dir>/<run name>/.")
+
+
+class RunSpec(_Section):
+    """A whole training run. Load it with ``orchestrator.spec.load_spec(path)``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    train: TrainSpec = TrainSpec()
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    cluster: ClusterSpec = ClusterSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+
+    @model_validator(mode="after")
+    def _schedule_fits_optimizer(self) -> RunSpec:
+        if self.schedule.min_lr > self.optimizer.lr:
+            raise ValueError(
+                f"schedule.min_lr ({self.schedule.min_lr}) is above optimizer.lr "
+                f"({self.optimizer.lr}); hint: set min_lr to about lr/10"
+            )
+        if self.train.max_steps is not None and self.schedule.warmup_steps >= self.train.max_steps:
+            raise ValueError(
+                f"schedule.warmup_steps ({self.schedule.warmup_steps}) must be shorter than "
+                f"train.max_steps ({self.train.max_steps}); hint: warm up for about 5-10% of the run"
+            )
+        return self
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]

@@ -1,0 +1,31 @@
+"""Live artifacts: the reporter's documented files, rewritten while training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.report.artifacts import MetricHistory, write_metrics_json, write_plots
+from orchestrator.track.events import MetricEvent
+
+
+class LiveArtifacts:
+    """Keeps the run's history in memory and rewrites the artifacts from it.
+
+    The JSON is rewritten on every write (cheap); the PNGs whenever a validation value arrives and
+    at close, since plotting costs a noticeable fraction of a step on a small CPU model.
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.history: MetricHistory = {}
+
+    def write(self, events: list[MetricEvent]) -> None:
+        for event in events:
+            self.history.setdefault(event.name, {})[event.step] = float(event.value)
+        write_metrics_json(self.history, self.out_dir)
+        if any(e.name == "val_loss" for e in events):
+            write_plots(self.history, self.out_dir)
+
+    def close(self) -> None:
+        write_metrics_json(self.history, self.out_dir)
+        write_plots(self.history, self.out_dir)
