@@ -86,9 +86,7 @@ def _trainer(plan: Plan):
             num_workers=cluster.num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=plan.run_name, storage_path=str(Path(plan.checkpoint_dir) / "ray")
-        ),
+        run_config=RunConfig(name=plan.run_name, storage_path=str(Path(plan.checkpoint_dir) / "ray")),
     )
 
 

@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or argume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -46,27 +47,33 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser(
-        "submit", help="validate, plan and train a spec",
+        "submit",
+        help="validate, plan and train a spec",
         epilog="example: orchestrator submit configs/quickstart.yaml",
     )
     submit.add_argument("spec", help="path to a YAML run spec")
     submit.set_defaults(func=cmd_submit)
 
     validate = commands.add_parser(
-        "validate", help="check a spec and print the resolved plan",
+        "validate",
+        help="check a spec and print the resolved plan",
         epilog="example: orchestrator validate configs/quickstart.yaml",
     )
     validate.add_argument("spec", help="path to a YAML run spec")
     validate.set_defaults(func=cmd_validate)
 
     report = commands.add_parser(
-        "report", help="rebuild a run's JSON and plots from MLflow",
+        "report",
+        help="rebuild a run's JSON and plots from MLflow",
         epilog="example: orchestrator report 3f2c9a... --out /tmp/report",
     )
     report.add_argument("run_id", help="MLflow run id (printed by submit)")
     report.add_argument("--out", help="directory to write into (default: the run's checkpoint dir)")
-    report.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    report.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
     report.set_defaults(func=cmd_report)
     return parser
 
@@ -114,41 +121,43 @@ def cmd_report(args) -> int:
 
 def _describe(plan) -> str:
     spec = plan.spec
-    return "\n".join([
-        f"run        {plan.run_name}" + (f" (MLflow run {plan.run_id})" if plan.run_id else ""),
-        f"backend    {spec.cluster.backend}, {plan.world_size} workers x "
-        f"{spec.cluster.cpus_per_worker:g} CPU / {spec.cluster.gpus_per_worker:g} GPU",
-        f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
-        f"model      {spec.model.n_layers} layers, d_model {spec.model.d_model}, "
-        f"{spec.model.n_heads} heads, context {spec.model.context_length}, "
-        f"vocab {spec.model.vocab_size}",
-        f"data       {spec.data.corpus}: {plan.data.n_tokens:,} tokens, "
-        f"{plan.data.train_blocks} train / {plan.data.val_blocks} validation sequences",
-        f"batch      global {plan.global_batch_size} sequences = {plan.tokens_per_step:,} tokens/step",
-        f"steps      {plan.total_steps} ({plan.steps_per_epoch}/epoch, "
-        f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
-        f"artifacts  {plan.checkpoint_dir}",
-        f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
-    ])
+    return "\n".join(
+        [
+            f"run        {plan.run_name}" + (f" (MLflow run {plan.run_id})" if plan.run_id else ""),
+            f"backend    {spec.cluster.backend}, {plan.world_size} workers x "
+            f"{spec.cluster.cpus_per_worker:g} CPU / {spec.cluster.gpus_per_worker:g} GPU",
+            f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
+            f"model      {spec.model.n_layers} layers, d_model {spec.model.d_model}, "
+            f"{spec.model.n_heads} heads, context {spec.model.context_length}, "
+            f"vocab {spec.model.vocab_size}",
+            f"data       {spec.data.corpus}: {plan.data.n_tokens:,} tokens, "
+            f"{plan.data.train_blocks} train / {plan.data.val_blocks} validation sequences",
+            f"batch      global {plan.global_batch_size} sequences = {plan.tokens_per_step:,} tokens/step",
+            f"steps      {plan.total_steps} ({plan.steps_per_epoch}/epoch, "
+            f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
+            f"artifacts  {plan.checkpoint_dir}",
+            f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
+        ]
+    )
 
 
 def _where(plan, state: str) -> str:
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    try:
+    with contextlib.suppress(ValueError):  # show a short relative path when there is one
         mlflow_bin = mlflow_bin.relative_to(Path.cwd())
-    except ValueError:
-        pass
     ui = f"{mlflow_bin} ui --backend-store-uri {shlex.quote(plan.tracking_uri)} --host 127.0.0.1 --port 5000"
-    return "\n".join([
-        "",
-        f"state      {state}",
-        f"run id     {plan.run_id}",
-        f"artifacts  {plan.checkpoint_dir}",
-        "           training_metrics.json  training_curve.png  loss_by_epoch.png",
-        f"rebuild    orchestrator report {plan.run_id}",
-        f"MLflow UI  {ui}",
-        "           then open http://127.0.0.1:5000",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"state      {state}",
+            f"run id     {plan.run_id}",
+            f"artifacts  {plan.checkpoint_dir}",
+            "           training_metrics.json  training_curve.png  loss_by_epoch.png",
+            f"rebuild    orchestrator report {plan.run_id}",
+            f"MLflow UI  {ui}",
+            "           then open http://127.0.0.1:5000",
+        ]
+    )
 
 
 if __name__ == "__main__":

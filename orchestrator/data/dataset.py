@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from orchestrator.data.corpus import load_corpus
+from orchestrator.fsutil import atomic_write
 
 SPECIAL_TOKENS = ["<|endoftext|>"]
 
@@ -42,10 +42,10 @@ def prepare_dataset(corpus: str, vocab_size: int, cache_dir: Path | None = None)
     folder.mkdir(parents=True, exist_ok=True)
     tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
     if not tok_path.exists():
-        _atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
+        atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
     if not tokens_path.exists():
         ids = _encode(tok_path, text)
-        _atomic_write(tokens_path, ids.tobytes())
+        atomic_write(tokens_path, ids.tobytes())
     n_tokens = tokens_path.stat().st_size // 2
     return PreparedData(tok_path, tokens_path, n_tokens, vocab_size)
 
@@ -84,14 +84,6 @@ def _encode(tok_path: Path, text: str) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are meant to be read by others
-    os.replace(tmp, path)
-
-
 class TokenDataset:
     """Fixed-length blocks of a token file, split deterministically into train and validation.
 
@@ -121,4 +113,3 @@ class TokenDataset:
 
     def val_shard(self, rank: int, world: int) -> np.ndarray:
         return self.val_blocks[rank::world]
-

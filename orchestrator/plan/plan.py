@@ -58,8 +58,10 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     world = spec.cluster.num_workers
     prepared = prepare_dataset(spec.data.corpus, spec.model.vocab_size)
     dataset = TokenDataset(
-        prepared.tokens_path, spec.model.context_length,
-        spec.data.validation_fraction, spec.data.seed,
+        prepared.tokens_path,
+        spec.model.context_length,
+        spec.data.validation_fraction,
+        spec.data.seed,
     )
     steps_per_epoch = _steps_per_epoch(spec, len(dataset.train_blocks), world)
     total = steps_per_epoch * spec.train.epochs

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from orchestrator.fsutil import atomic_write
+
 # name -> {step: value}
 MetricHistory = dict[str, dict[int, float]]
 
@@ -47,7 +49,7 @@ def loss_by_epoch(metrics: dict[str, list]) -> dict[int, float]:
 
 def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
     path = Path(out_dir) / METRICS_JSON
-    _atomic_write(path, json.dumps(training_metrics(history), indent=2).encode())
+    atomic_write(path, json.dumps(training_metrics(history), indent=2).encode())
     return path
 
 
@@ -109,11 +111,3 @@ def _save(plt, fig, path: Path) -> Path:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are meant to be read by others
-    os.replace(tmp, path)

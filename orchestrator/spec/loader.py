@@ -19,8 +19,7 @@ from orchestrator.spec.models import RunSpec
 
 MAX_SPEC_BYTES = 256 * 1024
 _STANDARD_TAGS = {
-    "tag:yaml.org,2002:" + name
-    for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
+    "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
 }
 
 
@@ -107,8 +106,14 @@ def _to_python(node: yaml.Node, path: tuple, lines: dict, source: str) -> Any:
     if node.tag not in _STANDARD_TAGS:
         raise SpecError(
             source,
-            [Problem(_dotted(path), f"YAML tag {node.tag!r} is not allowed", lines[path],
-                     "remove the tag; specs hold plain values only")],
+            [
+                Problem(
+                    _dotted(path),
+                    f"YAML tag {node.tag!r} is not allowed",
+                    lines[path],
+                    "remove the tag; specs hold plain values only",
+                )
+            ],
         )
     if isinstance(node, yaml.MappingNode):
         return _mapping(node, path, lines, source)
@@ -121,14 +126,30 @@ def _mapping(node: yaml.MappingNode, path: tuple, lines: dict, source: str) -> d
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
-            raise SpecError(source, [Problem(_dotted(path), "YAML merge keys (<<) are not allowed",
-                                             key_node.start_mark.line + 1, "write the keys out")])
+            raise SpecError(
+                source,
+                [
+                    Problem(
+                        _dotted(path),
+                        "YAML merge keys (<<) are not allowed",
+                        key_node.start_mark.line + 1,
+                        "write the keys out",
+                    )
+                ],
+            )
         key = _to_python(key_node, (*path, "<key>"), lines, source)
         if key in result:
-            raise SpecError(source, [Problem(
-                _dotted((*path, key)), "this key appears twice", key_node.start_mark.line + 1,
-                f"keep one `{key}` (the first is on line {lines[(*path, key)]})",
-            )])
+            raise SpecError(
+                source,
+                [
+                    Problem(
+                        _dotted((*path, key)),
+                        "this key appears twice",
+                        key_node.start_mark.line + 1,
+                        f"keep one `{key}` (the first is on line {lines[(*path, key)]})",
+                    )
+                ],
+            )
         result[key] = _to_python(value_node, (*path, key), lines, source)
         lines[(*path, key)] = key_node.start_mark.line + 1
     return result

@@ -77,10 +77,11 @@ class TrainSpec(_Section):
     @model_validator(mode="after")
     def _eval_on_logging_steps(self) -> TrainSpec:
         if self.eval_interval % self.log_interval:
+            suggestion = self.log_interval * max(1, round(self.eval_interval / self.log_interval))
             raise ValueError(
                 f"eval_interval ({self.eval_interval}) must be a multiple of log_interval "
                 f"({self.log_interval}) so every validation point has a logging step; "
-                f"hint: eval_interval: {self.log_interval * max(1, round(self.eval_interval / self.log_interval))}"
+                f"hint: eval_interval: {suggestion}"
             )
         return self
 

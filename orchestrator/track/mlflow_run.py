@@ -28,9 +28,7 @@ def create_run(plan, spec_text: str) -> str:
     """Create (or reuse) the experiment and a new run; log params, tags and the spec. Returns run id."""
     mlflow = client(plan.tracking_uri)
     experiment = mlflow.get_experiment_by_name(plan.experiment_name)
-    experiment_id = (
-        experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
-    )
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
     tags = {
         CHECKPOINT_DIR_TAG: plan.checkpoint_dir,
         "orchestrator.spec_sha256": plan.spec_sha256,

@@ -168,8 +168,10 @@ def _train_events(engine, state: LoopState, lr: float) -> list[MetricEvent]:
     import torch
     import torch.distributed as dist
 
-    totals = torch.tensor([sum(state.window_losses), len(state.window_losses), state.window_tokens],
-                          dtype=torch.float64)
+    totals = torch.tensor(
+        [sum(state.window_losses), len(state.window_losses), state.window_tokens],
+        dtype=torch.float64,
+    )
     dist.all_reduce(totals)
     train_loss = totals[0].item() / totals[1].item()
     elapsed = time.perf_counter() - state.window_start

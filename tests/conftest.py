@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests use real components; nothing here talks beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+TINY_SPEC = """\
+name: tiny
+model: {n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}
+optimizer: {lr: 3.0e-3, weight_decay: 0.1}
+schedule: {warmup_steps: 8, min_lr: 3.0e-4}
+train: {epochs: 1, max_steps: 20, micro_batch_size: 4, log_interval: 5, eval_interval: 10,
+        eval_batches: 2}
+deepspeed: {zero_stage: 2, precision: fp32}
+cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}
+"""
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `orchestrator` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_spec_text() -> str:
+    return TINY_SPEC
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    def _write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write

@@ -1,0 +1,60 @@
+"""The built-in corpus, the cached BPE tokenizer and the deterministic split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from orchestrator.data.dataset import TokenDataset, prepare_dataset
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return prepare_dataset("python-docs", 300, tmp_path_factory.mktemp("cache"))
+
+
+def test_tokenizer_is_trained_to_size_and_round_trips_text(prepared):
+    tokenizer = Tokenizer.from_file(str(prepared.tokenizer_path))
+    assert tokenizer.get_vocab_size() == 300
+    text = 'The "if" statement is used for conditional execution.'
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+
+
+def test_tokens_cover_the_whole_vocabulary_range(prepared):
+    tokens = np.fromfile(prepared.tokens_path, dtype=np.uint16)
+    assert len(tokens) == prepared.n_tokens > 100_000
+    assert tokens.max() < 300
+
+
+def test_preparing_again_reuses_the_cache(prepared, tmp_path_factory):
+    before = prepared.tokens_path.stat().st_mtime_ns
+    again = prepare_dataset("python-docs", 300, prepared.tokens_path.parent.parent)
+    assert again == prepared
+    assert again.tokens_path.stat().st_mtime_ns == before
+
+
+def test_split_is_80_20_disjoint_and_deterministic(prepared):
+    a = TokenDataset(prepared.tokens_path, 32, 0.2, seed=7)
+    b = TokenDataset(prepared.tokens_path, 32, 0.2, seed=7)
+    total = len(a.train_blocks) + len(a.val_blocks)
+    assert abs(len(a.val_blocks) / total - 0.2) < 0.01
+    assert not set(a.train_blocks) & set(a.val_blocks)
+    np.testing.assert_array_equal(a.val_blocks, b.val_blocks)
+    other = TokenDataset(prepared.tokens_path, 32, 0.2, seed=8)
+    assert not np.array_equal(a.val_blocks, other.val_blocks)
+
+
+def test_rank_shards_are_disjoint_equal_and_reshuffled_each_epoch(prepared):
+    data = TokenDataset(prepared.tokens_path, 32, 0.2, seed=7)
+    shards = [data.train_shard(epoch=0, rank=r, world=3, seed=1) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1
+    assert not set(shards[0]) & set(shards[1])
+    assert set(np.concatenate(shards)) <= set(data.train_blocks)
+    assert not np.array_equal(shards[0], data.train_shard(epoch=1, rank=0, world=3, seed=1))
+
+
+def test_blocks_hold_inputs_and_shifted_targets(prepared):
+    data = TokenDataset(prepared.tokens_path, 32, 0.2, seed=7)
+    block = data.block_tokens(int(data.train_blocks[0]))
+    assert block.shape == (33,)

@@ -1,0 +1,27 @@
+"""The shipped quickstart, run as `make run` runs it: it must learn, from a sane initialisation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def test_quickstart_learns(tmp_path):
+    shutil.copy(REPO / "configs" / "quickstart.yaml", tmp_path / "quickstart.yaml")
+    result = run_cli("submit", "quickstart.yaml", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "checkpoints").iterdir()
+    doc = json.loads((run_dir / "training_metrics.json").read_text())
+    ln_vocab = math.log(512)
+    first = doc["train_loss"][0]
+    best_val = min(v for v in doc["val_loss"] if v is not None)
+    print(f"ln(vocab) {ln_vocab:.3f}  first train loss {first:.3f}  best val loss {best_val:.3f}")
+    assert abs(first - ln_vocab) / ln_vocab < 0.05, "first logged loss should be close to ln(vocab)"
+    assert best_val <= 0.7 * ln_vocab, "best validation loss should be at least 30% below ln(vocab)"

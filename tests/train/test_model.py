@@ -1,0 +1,66 @@
+"""The GPT decoder: shapes, causality, tied head, a sane initial loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from orchestrator.train.model import GPT, count_parameters
+from orchestrator.train.schedule import WarmupCosine
+
+
+def tiny(**overrides) -> GPT:
+    torch.manual_seed(0)
+    args = dict(vocab_size=300, context_length=16, d_model=32, n_layers=2, n_heads=4) | overrides
+    return GPT(**args)
+
+
+def test_logits_cover_the_vocabulary():
+    assert tiny()(torch.randint(0, 300, (3, 16))).shape == (3, 16, 300)
+
+
+def test_attention_is_causal():
+    model = tiny().eval()
+    x = torch.randint(0, 300, (1, 16))
+    y = x.clone()
+    y[0, 10:] = (y[0, 10:] + 1) % 300
+    assert torch.allclose(model(x)[0, :10], model(y)[0, :10], atol=1e-6)
+    assert not torch.allclose(model(x)[0, 10:], model(y)[0, 10:])
+
+
+def test_output_head_is_tied_to_the_token_embedding():
+    model = tiny()
+    assert model.head.weight is model.tok_emb.weight
+    untied = sum(p.numel() for p in model.parameters()) + 300 * 32
+    assert count_parameters(model) == untied - 300 * 32
+
+
+def test_initial_loss_is_close_to_log_vocab():
+    model = tiny()
+    x = torch.randint(0, 300, (8, 16))
+    logits = model(x)
+    loss = F.cross_entropy(logits.reshape(-1, 300), torch.randint(0, 300, (8 * 16,)))
+    assert abs(loss.item() - math.log(300)) < 0.1
+
+
+def test_too_long_sequence_is_refused():
+    try:
+        tiny()(torch.zeros(1, 17, dtype=torch.long))
+    except ValueError as exc:
+        assert "context_length" in str(exc)
+    else:
+        raise AssertionError("a 17-token input to a 16-token model was accepted")
+
+
+def test_schedule_warms_up_linearly_then_anneals_to_the_floor():
+    f = WarmupCosine(warmup_steps=4, total_steps=20, min_ratio=0.1)
+    values = [f(s) for s in range(20)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
+    assert values[-1] == 0.1 and f(100) == 0.1
+
+
+def test_schedule_without_warmup_starts_at_full_rate():
+    assert WarmupCosine(0, 10, 0.0)(0) == 1.0
