@@ -33,13 +33,14 @@ def tiny_run(tmp_path_factory):
 
 
 def test_submit_prints_progress_and_where_everything_is(tiny_run):
-    work, run_id, run_dir, result = tiny_run
+    _, run_id, run_dir, result = tiny_run
     out = result.stdout
     assert re.search(r"\[train\] step 5/20 epoch 1 loss \d+\.\d+ .* ETA", out)
     assert out.count("[train] step 10/20") == 1, "each progress line is printed once"
     assert f"artifacts  {run_dir}" in out
     assert "ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert "state      SUCCEEDED" in out
+    assert f"orchestrator report {run_id}" in out
 
 
 def test_metrics_json_has_one_entry_per_logging_step(tiny_run):

@@ -74,5 +74,5 @@ def test_report_of_a_run_without_metrics_says_so(mlflow_run):
 
 def test_report_of_an_unknown_run_names_the_store(mlflow_run):
     uri, _, _ = mlflow_run
-    with pytest.raises(LookupError, match="no MLflow run 0+ in sqlite"):
+    with pytest.raises(LookupError, match=r"no MLflow run 0+ in sqlite"):
         rebuild_report(uri, "0" * 32)
