@@ -1,7 +1,9 @@
 """The `orchestrator` command: thin commands, each calling one library function.
 
-    orchestrator submit configs/quickstart.yaml
+    orchestrator submit configs/quickstart.yaml [--set train.epochs=1]
     orchestrator validate configs/quickstart.yaml
+    orchestrator plan configs/quickstart.yaml
+    orchestrator schema > run-spec.schema.json
     orchestrator report RUN_ID [--out DIR]
 
 Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong.
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `orchestrator plan ... | head` closed the pipe early: not an error
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,21 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    submit = commands.add_parser(
-        "submit",
-        help="validate, plan and train a spec",
-        epilog="example: orchestrator submit configs/quickstart.yaml",
-    )
-    submit.add_argument("spec", help="path to a YAML run spec")
-    submit.set_defaults(func=cmd_submit)
+    _spec_command(commands, "submit", cmd_submit, "validate, plan and train a spec")
+    _spec_command(commands, "validate", cmd_validate, "check a spec and print the resolved plan")
+    plan = _spec_command(commands, "plan", cmd_plan, "show everything submit would do, without doing it")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    validate = commands.add_parser(
-        "validate",
-        help="check a spec and print the resolved plan",
-        epilog="example: orchestrator validate configs/quickstart.yaml",
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of run specs (for editors)",
+        epilog="example: orchestrator schema --out schema/run-spec.schema.json",
     )
-    validate.add_argument("spec", help="path to a YAML run spec")
-    validate.set_defaults(func=cmd_validate)
+    schema.add_argument("--out", help="write to this file instead of standard output")
+    schema.set_defaults(func=cmd_schema)
 
     report = commands.add_parser(
         "report",
@@ -78,18 +80,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_plan(spec_path: str):
+def _spec_command(commands, name: str, func, summary: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example: orchestrator {name} configs/quickstart.yaml --set train.epochs=1",
+    )
+    parser.add_argument("spec", help="path to a YAML run spec")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one spec value, validated like the file (repeatable), "
+        "e.g. --set deepspeed.zero_stage=3",
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _load_plan(args):
     from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
 
-    spec = load_spec(spec_path)
-    return build_plan(spec, Path(spec_path).read_text())
+    spec = load_spec(args.spec, args.overrides)
+    return build_plan(spec, Path(args.spec).read_text())
 
 
 def cmd_validate(args) -> int:
-    plan = _load_plan(args.spec)
+    plan = _load_plan(args)
     print(f"{args.spec}: valid")
-    print(_describe(plan))
+    print(plan.spec.redact(_describe(plan)))
     return EXIT_OK
 
 
@@ -97,16 +120,58 @@ def cmd_submit(args) -> int:
     from launchers import get_launcher
     from orchestrator.track.mlflow_run import create_run, finish_run
 
-    plan = _load_plan(args.spec)
+    plan = _load_plan(args)
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
     plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text()))
-    print(_describe(plan), flush=True)
+    print(plan.spec.redact(_describe(plan)), flush=True)
     handle = get_launcher(plan.spec.cluster.backend).submit(plan)
     finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
     if handle.error:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
-    print(_where(plan, handle.state.value), flush=True)
+    print(plan.spec.redact(_where(plan, handle.state.value)), flush=True)
     return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def cmd_plan(args) -> int:
+    import json
+
+    from orchestrator.plan import plan_as_dict
+
+    plan = _load_plan(args)
+    if args.json:
+        text = json.dumps(plan_as_dict(plan), indent=2)
+    else:
+        steps = "\n".join(f"  - {step}" for step in _submit_steps(plan))
+        config = json.dumps(plan.deepspeed_config, indent=2)
+        text = f"{_describe(plan)}\n\nsubmit would:\n{steps}\n\nDeepSpeed config:\n{config}"
+    print(plan.spec.redact(text))
+    return EXIT_OK
+
+
+def _submit_steps(plan) -> list[str]:
+    cluster = plan.spec.cluster
+    return [
+        f"create {plan.checkpoint_dir}",
+        f"create MLflow run {plan.run_name!r} in experiment {plan.experiment_name!r} at {plan.tracking_uri}",
+        f"start an embedded Ray on 127.0.0.1 and a Ray Train group of {cluster.num_workers} workers "
+        f"({cluster.cpus_per_worker:g} CPU, {cluster.gpus_per_worker:g} GPU each)",
+        f"train {plan.total_steps} steps with DeepSpeed ZeRO-{plan.spec.deepspeed.zero_stage}, "
+        f"logging every {plan.spec.train.log_interval} and evaluating every {plan.spec.train.eval_interval}",
+        f"write training_metrics.json, training_curve.png, loss_by_epoch.png into {plan.checkpoint_dir}",
+    ]
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    from orchestrator.spec import run_spec_schema
+
+    text = json.dumps(run_spec_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:

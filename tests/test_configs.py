@@ -24,3 +24,27 @@ def test_shipped_spec_validates_and_plans(path, tmp_path):
         spec.train.micro_batch_size * spec.train.gradient_accumulation_steps * spec.cluster.num_workers
     )
     assert plan.checkpoint_dir.startswith(str(tmp_path))
+
+
+def test_shipped_schema_is_current():
+    """`orchestrator schema --out schema/run-spec.schema.json` regenerates it after a spec change."""
+    import json
+
+    from orchestrator.spec import run_spec_schema
+
+    shipped = json.loads((REPO / "schema" / "run-spec.schema.json").read_text())
+    assert shipped == run_spec_schema()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_spec_points_editors_at_the_schema(path):
+    first = path.read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../schema/run-spec.schema.json"
+
+
+def test_schema_describes_every_section():
+    from orchestrator.spec import RunSpec, run_spec_schema
+
+    schema = run_spec_schema()
+    assert set(schema["properties"]) == set(RunSpec.model_fields)
+    assert schema["additionalProperties"] is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class PlanError(Exception):
 
 def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     cwd = (cwd or Path.cwd()).resolve()
+    check_local_gpus(spec)
     world = spec.cluster.num_workers
     prepared = prepare_dataset(spec.data.corpus, spec.model.vocab_size)
     dataset = TokenDataset(
@@ -89,6 +90,18 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     )
 
 
+def check_local_gpus(spec: RunSpec) -> None:
+    """An embedded Ray can only hand out GPUs this machine has; say so before anything starts."""
+    if spec.cluster.backend != "ray-local" or spec.cluster.gpus_per_worker == 0:
+        return
+    if not list(Path("/dev").glob("nvidia[0-9]*")):
+        raise PlanError(
+            f"cluster.gpus_per_worker is {spec.cluster.gpus_per_worker:g}, but this machine has no "
+            "NVIDIA GPU for the embedded Ray; hint: set cluster.gpus_per_worker: 0 (and "
+            "deepspeed.precision: fp32 or bf16) to train on CPUs, or submit to a GPU cluster"
+        )
+
+
 def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:
     per_step = spec.train.micro_batch_size * spec.train.gradient_accumulation_steps * world
     steps = train_blocks // per_step
@@ -119,3 +132,12 @@ def _timestamped(name: str, parent: Path) -> str:
         n += 1
         candidate = f"{name}-{stamp}-{n}"
     return candidate
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data; the spec part shows secrets as their references."""
+    data = asdict(plan)
+    data["spec"] = plan.spec.public_dump()
+    data["global_batch_size"] = plan.global_batch_size
+    data["tokens_per_step"] = plan.tokens_per_step
+    return data

@@ -1,13 +1,20 @@
-"""Strict, safe YAML loading with line numbers, and errors that point at the fix.
+"""Strict, safe YAML loading with line numbers, overrides, environment references, and errors
+that point at the fix.
 
->>> spec = load_spec("configs/quickstart.yaml")  # doctest: +SKIP
->>> spec.deepspeed.zero_stage  # doctest: +SKIP
-2
+>>> spec = load_spec("configs/quickstart.yaml", overrides=["train.epochs=1"])  # doctest: +SKIP
+>>> spec.train.epochs  # doctest: +SKIP
+1
+
+Every problem found is reported at once: YAML-level ones (duplicate keys, tags, aliases) and then
+the model's (unknown keys, wrong types, bounds, cross-field checks), each with where it is
+(``file:line`` or the ``--set`` that caused it), the dotted path, what is wrong and a hint.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +22,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.spec.models import RunSpec
+from orchestrator.spec.models import CrossFieldError, RunSpec
 
 MAX_SPEC_BYTES = 256 * 1024
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
 }
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -31,9 +39,13 @@ class Problem:
     message: str
     line: int | None = None
     hint: str | None = None
+    override: str | None = None  # the `--set` text, when the value came from the command line
 
     def render(self, source: str) -> str:
-        where = f"{source}:{self.line}" if self.line else source
+        if self.override:
+            where = f"--set {self.override}"
+        else:
+            where = f"{source}:{self.line}" if self.line else source
         text = f"{where} {self.path or '<root>'}: {self.message}"
         return f"{text}\n    hint: {self.hint}" if self.hint else text
 
@@ -52,131 +64,280 @@ class SpecError(Exception):
         return "\n".join([head, *(p.render(self.source) for p in self.problems)])
 
 
-def load_spec(path: str | Path) -> RunSpec:
+def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
     """Read, parse and validate a spec file; raise SpecError naming every problem."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise SpecError(source, [Problem("", f"cannot read the file ({exc.strerror})")]) from None
-    return parse_spec(raw, source)
+        hint = "check the path; shipped specs live in configs/"
+        raise SpecError(source, [Problem("", f"cannot read the file ({exc.strerror})", hint=hint)]) from None
+    return parse_spec(raw, source, overrides)
 
 
-def parse_spec(raw: bytes | str, source: str = "<spec>") -> RunSpec:
-    """Validate YAML text into a RunSpec."""
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(
-            source,
-            [Problem("", f"the file is {len(raw)} bytes; a run spec is at most {MAX_SPEC_BYTES}")],
-        )
-    node = _compose(raw, source)
-    lines: dict[tuple[Any, ...], int] = {}
-    data = _to_python(node, (), lines, source) if node is not None else None
-    if not isinstance(data, dict):
-        raise SpecError(source, [Problem("", "the spec must be a YAML mapping (key: value lines)")])
+def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = ()) -> RunSpec:
+    """Validate YAML text (plus `a.b=value` overrides) into a RunSpec."""
+    reader = _Reader(source)
+    data = reader.document(raw)
+    for text in overrides:
+        reader.apply_override(data, text)
+    secrets = reader.resolve_env(data)
+    reader.raise_if_any()
     try:
-        return RunSpec.model_validate(data)
+        spec = RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, [_problem_from(err, lines) for err in exc.errors()]) from None
+        reader.problems.extend(reader.problem_from(err) for err in exc.errors())
+        reader.raise_if_any()
+        raise
+    spec._secret_refs.update(secrets)
+    spec._secret_values.extend(reader.secret_values)
+    return spec
 
 
-def _compose(raw: bytes | str, source: str) -> yaml.Node | None:
-    try:
-        # Aliases are refused before composing: expanding them is how "billion laughs" bombs work.
-        for event in yaml.parse(raw, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                line = event.start_mark.line + 1
-                hint = "write the value out instead of referring to an anchor"
-                raise SpecError(source, [Problem("", "YAML aliases (*name) are not allowed", line, hint)])
-        return yaml.compose(raw, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(source, [Problem("", f"not valid YAML: {reason}", line)]) from None
+class _Reader:
+    """Builds plain Python data from YAML nodes, remembering each path's origin."""
 
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+        self.lines: dict[tuple, int] = {}
+        self.overrides: dict[tuple, str] = {}
+        self.secret_values: list[str] = []
 
-def _to_python(node: yaml.Node, path: tuple, lines: dict, source: str) -> Any:
-    """Build plain Python values from the node tree, recording each path's line.
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise SpecError(self.source, self.problems)
 
-    Working on nodes (not on yaml.safe_load's output) is what lets us reject duplicate keys and
-    custom tags, and report line numbers for every error.
-    """
-    lines[path] = node.start_mark.line + 1
-    if node.tag not in _STANDARD_TAGS:
-        raise SpecError(
-            source,
-            [
+    def fail(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        raise SpecError(self.source, self.problems)
+
+    def document(self, raw: bytes | str) -> dict:
+        if len(raw) > MAX_SPEC_BYTES:
+            self.fail(Problem("", f"the file is {len(raw)} bytes; a run spec is at most {MAX_SPEC_BYTES}"))
+        node = self._compose(raw)
+        data = self._value(node, ()) if node is not None else None
+        if not isinstance(data, dict):
+            self.fail(
+                Problem(
+                    "",
+                    "the spec must be a YAML mapping (key: value lines)",
+                    1,
+                    "start from configs/quickstart.yaml",
+                )
+            )
+        return data
+
+    def _compose(self, raw: bytes | str, origin: str | None = None) -> yaml.Node | None:
+        try:
+            # Aliases are refused before composing: expanding them is how "billion laughs" bombs work.
+            for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+                if isinstance(event, yaml.AliasEvent):
+                    self.fail(
+                        Problem(
+                            "",
+                            "YAML aliases (*name) are not allowed",
+                            event.start_mark.line + 1,
+                            "write the value out instead of referring to an anchor",
+                            origin,
+                        )
+                    )
+            return yaml.compose(raw, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            reason = getattr(exc, "problem", None) or str(exc)
+            self.fail(
+                Problem(
+                    "",
+                    f"not valid YAML: {reason}",
+                    mark.line + 1 if mark else None,
+                    "check indentation and quoting around this line",
+                    origin,
+                )
+            )
+        return None
+
+    def _value(self, node: yaml.Node, path: tuple) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if node.tag not in _STANDARD_TAGS:
+            self.problems.append(
                 Problem(
                     _dotted(path),
                     f"YAML tag {node.tag!r} is not allowed",
-                    lines[path],
+                    node.start_mark.line + 1,
                     "remove the tag; specs hold plain values only",
                 )
-            ],
-        )
-    if isinstance(node, yaml.MappingNode):
-        return _mapping(node, path, lines, source)
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), lines, source) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(b"").construct_object(node)
+            )
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
+        return yaml.SafeLoader(b"").construct_object(node)
 
-
-def _mapping(node: yaml.MappingNode, path: tuple, lines: dict, source: str) -> dict:
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            raise SpecError(
-                source,
-                [
+    def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            key = self._value(key_node, (*path, "<key>"))
+            if not isinstance(key, str):
+                self.problems.append(
                     Problem(
                         _dotted(path),
-                        "YAML merge keys (<<) are not allowed",
-                        key_node.start_mark.line + 1,
-                        "write the keys out",
+                        f"key {key!r} is not a string",
+                        line,
+                        "quote the key or fix its spelling",
                     )
-                ],
-            )
-        key = _to_python(key_node, (*path, "<key>"), lines, source)
-        if key in result:
-            raise SpecError(
-                source,
-                [
+                )
+                continue
+            if key in result:
+                first = self.lines[(*path, key)]
+                self.problems.append(
                     Problem(
                         _dotted((*path, key)),
                         "this key appears twice",
-                        key_node.start_mark.line + 1,
-                        f"keep one `{key}` (the first is on line {lines[(*path, key)]})",
+                        line,
+                        f"keep one `{key}` (the other is on line {first})",
                     )
-                ],
+                )
+                continue
+            self.lines[(*path, key)] = line
+            result[key] = self._value(value_node, (*path, key))
+        return result
+
+    def apply_override(self, data: dict, text: str) -> None:
+        """`a.b=value`: value is read as YAML (so `3` is a number and `"3"` a string)."""
+        dotted, sep, raw = text.partition("=")
+        path = tuple(dotted.strip().split("."))
+        if not sep or not all(path):
+            self.problems.append(
+                Problem(
+                    dotted,
+                    "an override must look like `section.key=value`",
+                    hint="for example --set train.epochs=3",
+                    override=text,
+                )
             )
-        result[key] = _to_python(value_node, (*path, key), lines, source)
-        lines[(*path, key)] = key_node.start_mark.line + 1
-    return result
+            return
+        node = self._compose(raw, origin=text) if raw.strip() else None
+        value = self._value(node, path) if node is not None else None
+        target = data
+        for i, part in enumerate(path[:-1]):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                self.problems.append(
+                    Problem(_dotted(path[: i + 1]), "is not a section, cannot set a key in it", override=text)
+                )
+                return
+        target[path[-1]] = value
+        for key in [k for k in self.lines if k[: len(path)] == path]:
+            del self.lines[key]
+        self.overrides[path] = text
+
+    def resolve_env(self, data: Any, path: tuple = ()) -> dict[str, str]:
+        """Replace `${env:NAME}` in strings by the variable's value; return {dotted path: reference}.
+
+        The references (never the values) are what the spec shows when printed or logged.
+        """
+        secrets: dict[str, str] = {}
+        items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+        for key, value in list(items):
+            if isinstance(value, (dict, list)):
+                secrets.update(self.resolve_env(value, (*path, key)))
+            elif isinstance(value, str) and _ENV_REF.search(value):
+                data[key] = self._substitute(value, (*path, key))
+                secrets[_dotted((*path, key))] = value
+        return secrets
+
+    def _substitute(self, value: str, path: tuple) -> str:
+        def lookup(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                self.problems.append(
+                    self._at(
+                        path,
+                        f"environment variable {name} is not set",
+                        f"export {name}=... before running, or write the value",
+                    )
+                )
+                return ""
+            if os.environ[name]:
+                self.secret_values.append(os.environ[name])
+            return os.environ[name]
+
+        return _ENV_REF.sub(lookup, value)
+
+    def _at(self, loc: tuple, message: str, hint: str | None = None) -> Problem:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.overrides:
+                return Problem(_dotted(loc), message, None, hint, self.overrides[loc[:end]])
+            if loc[:end] in self.lines:
+                return Problem(_dotted(loc), message, self.lines[loc[:end]], hint)
+        return Problem(_dotted(loc), message, None, hint)
+
+    def problem_from(self, err: dict) -> Problem:
+        loc = tuple(part for part in err["loc"] if not str(part).startswith("function-after"))
+        if err["type"] == "extra_forbidden":
+            return self._at(loc, "unknown key", _did_you_mean(loc))
+        if err["type"] == "missing":
+            return self._at(loc, "is required", f"add `{loc[-1]}:` to the spec")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, CrossFieldError):
+            loc = (*loc, *cause.path)
+        message = err["msg"].removeprefix("Value error, ")
+        hint = None
+        if "; hint: " in message:
+            message, hint = message.split("; hint: ", 1)
+        if err["type"].endswith(("_type", "_parsing")) and "input" in err:
+            message = f"{message} (got {_describe(err['input'])})"
+            hint = hint or _type_hint(err)
+        return self._at(loc, message, hint)
 
 
-def _problem_from(err: dict, lines: dict) -> Problem:
-    loc = tuple(part for part in err["loc"] if not str(part).startswith("function-after"))
-    line = _nearest_line(loc, lines)
-    path = _dotted(loc)
-    if err["type"] == "extra_forbidden":
-        return Problem(path, "unknown key", line, _did_you_mean(loc))
-    message = err["msg"].removeprefix("Value error, ")
-    hint = None
-    if "; hint: " in message:
-        message, hint = message.split("; hint: ", 1)
-    if err["type"].endswith("_type") and "input" in err:
-        message = f"{message} (got {type(err['input']).__name__} {err['input']!r})"
-    return Problem(path, message, line, hint)
+def _describe(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return type(value).__name__
+    return f"{type(value).__name__} {value!r}"
+
+
+def _type_hint(err: dict) -> str | None:
+    value = err.get("input")
+    if not isinstance(value, str) or err["type"] not in ("int_type", "float_type", "bool_type"):
+        return None
+    if value.lower() in ("true", "false") or _is_number(value):
+        return "remove the quotes: a quoted value is a string"
+    return f"write a {err['type'].removesuffix('_type').replace('int', 'whole number')}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _did_you_mean(loc: tuple) -> str:
     section = _model_at(loc[:-1])
     known = sorted(section.model_fields) if section else []
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`?"
+    guess = _closest_key(str(loc[-1]), known)
+    if guess:
+        return f"did you mean `{guess}`?"
     return f"allowed keys here: {', '.join(known)}" if known else "remove this key"
+
+
+def _closest_key(typo: str, known: list[str]) -> str | None:
+    """A spelling slip (`warmup_step`), a shortened or longer name (`zero`, `micro_batch`), or the
+    long form of an abbreviation (`learning_rate` for `lr`)."""
+    close = difflib.get_close_matches(typo, known, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    words = set(typo.lower().split("_"))
+    initials = "".join(w[0] for w in typo.lower().split("_") if w)
+    for key in known:
+        if key == initials or words & set(key.split("_")) or key.startswith(typo) or typo.startswith(key):
+            return key
+    return None
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -188,13 +349,6 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
             return None
         model = annotation
     return model
-
-
-def _nearest_line(loc: tuple, lines: dict) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
 
 
 def _dotted(path: tuple) -> str:

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+class CrossFieldError(ValueError):
+    """A named check across fields failed. `path` is relative to the model that runs the check,
+    so the error points at the field to change rather than at the section."""
+
+    def __init__(self, path: str, message: str, hint: str):
+        super().__init__(f"{message}; hint: {hint}")
+        self.path = tuple(path.split("."))
 
 
 class _Section(BaseModel):
-    # strict: "3" is not 3, and a typo is an error, not a silently ignored key.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: "3" is not 3, a typo is an error rather than an ignored key, and NaN/inf are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Section):
@@ -22,14 +31,15 @@ class ModelSpec(_Section):
     d_model: int = Field(128, ge=8, le=65536, description="Width of the residual stream.")
     context_length: int = Field(128, ge=8, le=131072, description="Tokens per training sequence.")
     vocab_size: int = Field(512, ge=260, le=262144, description="BPE vocabulary size.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
-                f"hint: pick n_heads from {_divisors(self.d_model)}"
+            raise CrossFieldError(
+                "n_heads",
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
+                f"pick n_heads from {_divisors(self.d_model)}",
             )
         return self
 
@@ -39,36 +49,43 @@ class DataSpec(_Section):
         "python-docs",
         description="Built-in corpus: the text of Python's bundled documentation (no download).",
     )
-    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, allow_inf_nan=False)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 1234
 
 
 class OptimizerSpec(_Section):
     name: Literal["adamw"] = "adamw"
-    lr: float = Field(3e-4, gt=0.0, le=10.0, allow_inf_nan=False)
+    lr: float = Field(3e-4, gt=0.0, le=10.0)
     betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2)
-    eps: float = Field(1e-8, gt=0.0, allow_inf_nan=False)
-    weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
-    grad_clip: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="0 turns clipping off.")
+    eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="0 turns clipping off.")
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> OptimizerSpec:
         for beta in self.betas:
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"betas must each be in [0, 1), got {self.betas}")
+                raise CrossFieldError(
+                    "betas", f"each beta must be in [0, 1), got {self.betas}", "the usual is [0.9, 0.999]"
+                )
         return self
 
 
 class ScheduleSpec(_Section):
     warmup_steps: int = Field(20, ge=0, description="Linear warmup from lr/warmup_steps to lr.")
-    min_lr: float = Field(3e-5, ge=0.0, allow_inf_nan=False, description="Cosine annealing floor.")
+    min_lr: float = Field(3e-5, ge=0.0, description="Cosine annealing floor.")
 
 
 class TrainSpec(_Section):
     epochs: int = Field(1, ge=1, le=100000)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    micro_batch_size: int = Field(8, ge=1)
+    micro_batch_size: int = Field(8, ge=1, description="Sequences per worker per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1)
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Optional check: micro_batch_size x gradient_accumulation_steps x num_workers.",
+    )
     log_interval: int = Field(5, ge=1, description="Log training metrics every N steps.")
     eval_interval: int = Field(25, ge=1, description="Evaluate every N steps (a multiple of log_interval).")
     eval_batches: int = Field(8, ge=1, description="Validation micro batches per rank per evaluation.")
@@ -78,10 +95,11 @@ class TrainSpec(_Section):
     def _eval_on_logging_steps(self) -> TrainSpec:
         if self.eval_interval % self.log_interval:
             suggestion = self.log_interval * max(1, round(self.eval_interval / self.log_interval))
-            raise ValueError(
+            raise CrossFieldError(
+                "eval_interval",
                 f"eval_interval ({self.eval_interval}) must be a multiple of log_interval "
-                f"({self.log_interval}) so every validation point has a logging step; "
-                f"hint: eval_interval: {suggestion}"
+                f"({self.log_interval}) so every validation point has a logging step",
+                f"eval_interval: {suggestion}",
             )
         return self
 
@@ -96,8 +114,8 @@ class ClusterSpec(_Section):
         "ray-local", description="ray-local: an embedded Ray on 127.0.0.1 started for this run."
     )
     num_workers: int = Field(2, ge=1, le=4096)
-    cpus_per_worker: float = Field(1.0, gt=0.0, allow_inf_nan=False)
-    gpus_per_worker: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
 
 
 class TrackingSpec(_Section):
@@ -113,6 +131,11 @@ class CheckpointSpec(_Section):
 class RunSpec(_Section):
     """A whole training run. Load it with ``orchestrator.spec.load_spec(path)``."""
 
+    # dotted path -> the `${env:NAME}` text it was read from; see public_dump()
+    _secret_refs: dict[str, str] = PrivateAttr(default_factory=dict)
+    # the values the environment supplied for those references; see redact()
+    _secret_values: list[str] = PrivateAttr(default_factory=list)
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
@@ -125,18 +148,63 @@ class RunSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
 
     @model_validator(mode="after")
-    def _schedule_fits_optimizer(self) -> RunSpec:
-        if self.schedule.min_lr > self.optimizer.lr:
-            raise ValueError(
-                f"schedule.min_lr ({self.schedule.min_lr}) is above optimizer.lr "
-                f"({self.optimizer.lr}); hint: set min_lr to about lr/10"
+    def _global_batch_multiplies_out(self) -> RunSpec:
+        train, workers = self.train, self.cluster.num_workers
+        if train.global_batch_size is None:
+            return self
+        actual = train.micro_batch_size * train.gradient_accumulation_steps * workers
+        if actual != train.global_batch_size:
+            per_pass = train.micro_batch_size * workers
+            fix = (
+                f"set gradient_accumulation_steps: {train.global_batch_size // per_pass}"
+                if train.global_batch_size % per_pass == 0
+                else "pick a global batch divisible by micro_batch_size x num_workers"
             )
-        if self.train.max_steps is not None and self.schedule.warmup_steps >= self.train.max_steps:
-            raise ValueError(
-                f"schedule.warmup_steps ({self.schedule.warmup_steps}) must be shorter than "
-                f"train.max_steps ({self.train.max_steps}); hint: warm up for about 5-10% of the run"
+            raise CrossFieldError(
+                "train.global_batch_size",
+                f"is {train.global_batch_size}, but micro_batch_size {train.micro_batch_size} x "
+                f"gradient_accumulation_steps {train.gradient_accumulation_steps} x "
+                f"cluster.num_workers {workers} = {actual}",
+                fix,
             )
         return self
+
+    @model_validator(mode="after")
+    def _schedule_fits_optimizer(self) -> RunSpec:
+        if self.schedule.min_lr > self.optimizer.lr:
+            raise CrossFieldError(
+                "schedule.min_lr",
+                f"min_lr ({self.schedule.min_lr}) is above optimizer.lr ({self.optimizer.lr})",
+                "set min_lr to about lr/10",
+            )
+        if self.train.max_steps is not None and self.schedule.warmup_steps >= self.train.max_steps:
+            raise CrossFieldError(
+                "schedule.warmup_steps",
+                f"warmup_steps ({self.schedule.warmup_steps}) must be shorter than "
+                f"train.max_steps ({self.train.max_steps})",
+                "warm up for about 5-10% of the run",
+            )
+        return self
+
+    def redact(self, text: str) -> str:
+        """Mask every resolved secret value inside text that is about to be shown."""
+        for value in sorted(self._secret_values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+    def public_dump(self) -> dict:
+        """The spec as plain data, with every value that came from `${env:...}` shown as its reference.
+
+        This is what may be printed or logged (MLflow params); the resolved secrets never are.
+        """
+        data = self.model_dump(mode="json")
+        for dotted, reference in self._secret_refs.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            node[int(leaf) if isinstance(node, list) else leaf] = reference
+        return data
 
 
 def _divisors(n: int) -> list[int]:

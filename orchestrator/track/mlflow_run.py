@@ -39,7 +39,7 @@ def create_run(plan, spec_text: str) -> str:
     run_id = run.info.run_id
     from mlflow.entities import Param
 
-    params = flatten(plan.spec.model_dump(mode="json"))
+    params = flatten(plan.spec.public_dump())  # secrets appear as their ${env:...} reference
     params.update(
         {
             "plan.global_batch_size": plan.global_batch_size,

@@ -69,7 +69,7 @@ def test_hostile_or_malformed_yaml_is_refused(text, fragment):
 
 def test_cross_field_check_carries_a_hint():
     (problem,) = problems("name: demo\nmodel:\n  d_model: 30\n  n_heads: 4\n")
-    assert problem.path == "model"
+    assert problem.path == "model.n_heads"
     assert "divisible" in problem.message
     assert problem.hint.startswith("pick n_heads from")
 

@@ -1,0 +1,87 @@
+"""Property-based: random mutations of a valid spec are either valid or a SpecError, never a crash."""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.spec import RunSpec, SpecError, parse_spec
+from tests.conftest import REPO
+
+VALID = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["2", "fp16", "bf16", "ray-local", "python-docs", "${env:NOPE_NOT_SET}", ""]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(tree, prefix=()):
+    for key, value in tree.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from _paths(value, (*prefix, key))
+
+
+PATHS = list(_paths(VALID))
+
+
+@st.composite
+def mutated_specs(draw):
+    spec = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        path = draw(st.sampled_from(PATHS))
+        parent = spec
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(values)
+        elif action == "delete":
+            parent.pop(path[-1], None)
+        else:
+            parent[draw(st.text(min_size=1, max_size=12))] = draw(values)
+    return yaml.safe_dump(spec, allow_unicode=True)
+
+
+def _parse_or_spec_error(text: str) -> None:
+    try:
+        assert isinstance(parse_spec(text, "fuzz.yaml"), RunSpec)
+    except SpecError as exc:
+        assert exc.problems, "a SpecError must carry at least one problem"
+        for problem in exc.problems:
+            assert problem.message
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_specs())
+def test_structural_mutations_never_crash(text):
+    _parse_or_spec_error(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_text_mutations_never_crash(data):
+    text = (REPO / "configs" / "quickstart.yaml").read_text()
+    for _ in range(data.draw(st.integers(min_value=1, max_value=5))):
+        pos = data.draw(st.integers(min_value=0, max_value=len(text)))
+        junk = data.draw(st.text(alphabet=":-[]{}&*!|>'\"#%@` \n\t0123456789abc.", max_size=6))
+        cut = data.draw(st.integers(min_value=0, max_value=4))
+        text = text[:pos] + junk + text[pos + cut :]
+    _parse_or_spec_error(text)
