@@ -1,0 +1,55 @@
+"""The command line: help with examples everywhere, and the fast paths stay light."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import _parser
+from tests.conftest import REPO, run_cli
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = _parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_command_has_help_with_an_example(name):
+    text = _subcommands()[name].format_help()
+    assert "example: orchestrator " + name in text
+
+
+def test_top_level_help_lists_the_commands():
+    result = run_cli("--help", cwd=REPO)
+    assert result.returncode == 0
+    for name in ("submit", "validate", "plan", "schema", "report"):
+        assert name in result.stdout
+
+
+HEAVY = ("torch", "ray", "deepspeed", "mlflow")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "configs/quickstart.yaml"]])
+def test_fast_commands_do_not_import_heavy_frameworks(argv):
+    probe = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_cli("trian", cwd=REPO)
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
