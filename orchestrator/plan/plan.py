@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrator.data.dataset import TokenDataset, prepare_dataset
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
+from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
 
 
@@ -39,6 +40,7 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     run_id: str = ""  # filled in once the MLflow run exists
+    memory: MemoryPlan | None = None  # the preflight memory estimate per worker
 
     @property
     def global_batch_size(self) -> int:
@@ -86,7 +88,17 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
         ),
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
+        memory=estimate_memory(spec, world, _capacity_per_worker(spec)),
     )
+
+
+def _capacity_per_worker(spec: RunSpec) -> int | None:
+    """GPU memory when workers use GPUs; this host's RAM shared by its workers for a local launcher."""
+    if spec.cluster.gpus_per_worker > 0:
+        return gpu_memory_bytes()
+    if spec.cluster.backend == "ray-local":
+        return host_memory_per_worker(spec.cluster.num_workers)
+    return None
 
 
 def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:

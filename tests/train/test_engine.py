@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.track.mlflow_run import client
 from orchestrator.train.checkpoint import MARKER, complete_checkpoints, latest_complete_checkpoint
+from tests.conftest import run_cli
 from tests.train.harness import engine_spec, make_plan, metric_history, output, run_engine
 
 pytestmark = [pytest.mark.slow]
@@ -148,3 +149,17 @@ def test_resume_on_another_worker_count_fails_before_training(stage_runs):
     assert result.returncode != 0
     assert "was written by 2 workers, but this run has 1" in result.stderr
     assert "ds_to_universal" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["stage2", "stage3", "stage0"])
+def test_generate_is_deterministic_with_a_seed(stage_runs, work, name):
+    plan = stage_runs[name]
+    args = ("generate", plan.run_id, "--prompt", "The for statement", "--max-new-tokens", "12")
+    uri = ("--tracking-uri", plan.tracking_uri)
+    first = run_cli(*args, "--seed", "7", *uri, cwd=work)
+    again = run_cli(*args, "--seed", "7", *uri, cwd=work)
+    other = run_cli(*args, "--seed", "8", "--checkpoint", "latest", *uri, cwd=work)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.startswith("The for statement") and len(first.stdout) > len("The for statement") + 5
+    assert first.stdout == again.stdout
+    assert other.returncode == 0 and other.stdout != first.stdout
