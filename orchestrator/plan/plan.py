@@ -58,7 +58,7 @@ class PlanError(Exception):
 def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     cwd = (cwd or Path.cwd()).resolve()
     world = spec.cluster.num_workers
-    prepared = prepare_dataset(spec.data.corpus, spec.model.vocab_size)
+    prepared = _prepare_data(spec, cwd)
     dataset = TokenDataset(
         prepared.tokens_path,
         spec.model.context_length,
@@ -99,6 +99,19 @@ def _capacity_per_worker(spec: RunSpec) -> int | None:
     if spec.cluster.backend == "ray-local":
         return host_memory_per_worker(spec.cluster.num_workers)
     return None
+
+
+def _prepare_data(spec: RunSpec, cwd: Path):
+    from orchestrator.data.corpus import read_files
+
+    data = spec.data
+    if data.corpus != "files":
+        return prepare_dataset(data.corpus, spec.model.vocab_size)
+    try:
+        text = read_files(data.files, data.format, data.jsonl_field, cwd)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PlanError(f"{exc}; hint: check data.files, data.format and data.jsonl_field") from None
+    return prepare_dataset("files", spec.model.vocab_size, text=text)
 
 
 def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:

@@ -40,12 +40,30 @@ class ModelSpec(_Section):
 
 
 class DataSpec(_Section):
-    corpus: Literal["python-docs"] = Field(
+    corpus: Literal["python-docs", "files"] = Field(
         "python-docs",
-        description="Built-in corpus: the text of Python's bundled documentation (no download).",
+        description="python-docs: the text of Python's bundled documentation (no download); "
+        "files: the plain-text or JSONL files listed in `files`.",
     )
+    files: list[str] = Field(
+        [], description="With corpus: files. Paths or glob patterns, relative to the working directory."
+    )
+    format: Literal["text", "jsonl"] = Field(
+        "text", description="text: whole files; jsonl: one record a line."
+    )
+    jsonl_field: str = Field("text", min_length=1, description="The JSONL field that holds the text.")
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, allow_inf_nan=False)
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _files_go_with_the_files_corpus(self) -> DataSpec:
+        if self.corpus == "files" and not self.files:
+            raise ValueError("corpus: files needs at least one path; hint: files: [data/*.txt]")
+        if self.corpus != "files" and self.files:
+            raise ValueError(
+                f"files are listed but corpus {self.corpus!r} would ignore them; hint: corpus: files"
+            )
+        return self
 
 
 class OptimizerSpec(_Section):

@@ -154,10 +154,11 @@ def check_compatible(info: CheckpointInfo, world_size: int, zero_stage: int) -> 
         raise ResumeError(
             f"checkpoint {info.path} was written by {info.world_size} workers, but this run has "
             f"{world_size}: ZeRO shards (and the data order, which depends on the global batch) do not "
-            f"carry over. Resume with cluster.num_workers: {info.world_size}, or convert the checkpoint "
-            "with DeepSpeed's universal checkpoint tool (`python -m deepspeed.checkpoint.ds_to_universal "
-            f"--input_folder {info.path} --output_folder {info.path}_universal --inject_missing_state`) "
-            "and load the weights into a new run"
+            f"carry over. Resume with cluster.num_workers: {info.world_size}. To reshard the optimizer "
+            "state for another worker count, convert it with DeepSpeed's universal checkpoint tool "
+            f"(`python -m deepspeed.checkpoint.ds_to_universal --input_folder {info.path} --output_folder "
+            f"{info.path}_universal --inject_missing_state`) and load it with DeepSpeed's "
+            '"checkpoint": {"load_universal": true}; this orchestrator does not resume from it by itself'
         )
     if info.zero_stage != zero_stage:
         raise ResumeError(

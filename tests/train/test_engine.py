@@ -163,3 +163,20 @@ def test_generate_is_deterministic_with_a_seed(stage_runs, work, name):
     assert first.stdout.startswith("The for statement") and len(first.stdout) > len("The for statement") + 5
     assert first.stdout == again.stdout
     assert other.returncode == 0 and other.stdout != first.stdout
+
+
+def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
+    corpus = work / "small.txt"
+    corpus.write_text(
+        "\n\n".join(f"Paragraph {i}: the for statement iterates over items." for i in range(300))
+    )
+    spec = engine_spec(steps=1000, eval_interval=50).replace("epochs: 1", "epochs: 2")
+    spec += f"data: {{corpus: files, files: [{corpus}]}}\n"
+    plan = make_plan(work, spec, "epochs")
+    assert plan.total_steps == 2 * plan.steps_per_epoch < 50
+    result = run_engine(plan)
+    assert result.returncode == 0, output(result)
+    end = plan.steps_per_epoch
+    assert [s for s, _ in metric_history(plan, "val_loss")] == [end, 2 * end]
+    epochs = dict(metric_history(plan, "epoch"))
+    assert epochs[end] == 1.0 and epochs[end + 1] == 2.0
