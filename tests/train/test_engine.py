@@ -151,18 +151,26 @@ def test_resume_on_another_worker_count_fails_before_training(stage_runs):
     assert "ds_to_universal" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["stage2", "stage3", "stage0"])
-def test_generate_is_deterministic_with_a_seed(stage_runs, work, name):
-    plan = stage_runs[name]
+def generate(plan, work, *extra: str):
     args = ("generate", plan.run_id, "--prompt", "The for statement", "--max-new-tokens", "12")
-    uri = ("--tracking-uri", plan.tracking_uri)
-    first = run_cli(*args, "--seed", "7", *uri, cwd=work)
-    again = run_cli(*args, "--seed", "7", *uri, cwd=work)
-    other = run_cli(*args, "--seed", "8", "--checkpoint", "latest", *uri, cwd=work)
+    return run_cli(*args, *extra, "--tracking-uri", plan.tracking_uri, cwd=work)
+
+
+def test_generate_is_deterministic_with_a_seed(stage_runs, work):
+    plan = stage_runs["stage2"]
+    first, again = generate(plan, work, "--seed", "7"), generate(plan, work, "--seed", "7")
+    other = generate(plan, work, "--seed", "8", "--checkpoint", "latest")
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.startswith("The for statement") and len(first.stdout) > len("The for statement") + 5
     assert first.stdout == again.stdout
     assert other.returncode == 0 and other.stdout != first.stdout
+
+
+@pytest.mark.parametrize("name", ["stage0", "stage3"])
+def test_generate_consolidates_every_stage(stage_runs, work, name):
+    result = generate(stage_runs[name], work, "--seed", "1", "--temperature", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("The for statement")
 
 
 def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
