@@ -51,7 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _spec_command(commands, "submit", cmd_submit, "validate, plan and train a spec")
+    submit = _spec_command(commands, "submit", cmd_submit, "validate, plan and train a spec", "?")
+    submit.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run (MLflow run id or run name) from its latest complete checkpoint",
+    )
+    submit.add_argument(
+        "--tracking-uri", default=None, help="with --resume: where the run is tracked (default: ./mlflow.db)"
+    )
     _spec_command(commands, "validate", cmd_validate, "check a spec and print the resolved plan")
     plan = _spec_command(commands, "plan", cmd_plan, "show everything submit would do, without doing it")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -77,17 +85,20 @@ def _parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
     )
     report.set_defaults(func=cmd_report)
+    _add_generate(commands)
     return parser
 
 
-def _spec_command(commands, name: str, func, summary: str) -> argparse.ArgumentParser:
+def _spec_command(
+    commands, name: str, func, summary: str, nargs: str | None = None
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
         help=summary,
         description=summary,
         epilog=f"example: orchestrator {name} configs/quickstart.yaml --set train.epochs=1",
     )
-    parser.add_argument("spec", help="path to a YAML run spec")
+    parser.add_argument("spec", nargs=nargs, help="path to a YAML run spec")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -99,6 +110,37 @@ def _spec_command(commands, name: str, func, summary: str) -> argparse.ArgumentP
     )
     parser.set_defaults(func=func)
     return parser
+
+
+def _add_generate(commands) -> None:
+    generate = commands.add_parser(
+        "generate",
+        help="sample text from a run's best (or latest) checkpoint",
+        epilog='example: orchestrator generate quickstart-20250101-120000 --prompt "The for" --seed 0',
+    )
+    generate.add_argument("run", help="MLflow run id or run name")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=100)
+    generate.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 means greedy")
+    generate.add_argument("--top-k", type=_positive_int, default=50)
+    generate.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    generate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    generate.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlflow.db")
+    generate.set_defaults(func=cmd_generate)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _load_plan(args):
@@ -117,6 +159,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    if bool(args.spec) == bool(args.resume):
+        print("error: give a spec to start a run, or --resume RUN to continue one", file=sys.stderr)
+        return EXIT_USAGE
+    if args.resume:
+        return cmd_resume(args)
     from launchers import get_launcher
     from orchestrator.track.mlflow_run import create_run, finish_run
 
@@ -174,6 +221,48 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
+def cmd_resume(args) -> int:
+    """`submit --resume RUN`: the same MLflow run and checkpoint directory; the worker restores the
+    latest complete checkpoint and the learning-rate schedule continues where it stopped."""
+    from launchers import get_launcher
+    from orchestrator.plan.resume import plan_for_resume
+    from orchestrator.track.mlflow_run import client, finish_run
+    from orchestrator.train.checkpoint import latest_complete_checkpoint
+
+    plan, _ = plan_for_resume(args.resume, _tracking_uri(args))
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    if checkpoint is None:
+        print(
+            f"error: run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir} to resume "
+            "from\n    hint: submit the spec again as a new run, with checkpoint.interval set",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    client(plan.tracking_uri).update_run(plan.run_id, status="RUNNING")
+    print(_describe(plan), flush=True)
+    print(f"resume     from {checkpoint.path} (step {checkpoint.step} of {plan.total_steps})", flush=True)
+    handle = get_launcher(plan.spec.cluster.backend).submit(plan)
+    finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
+    if handle.error:
+        print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
+    print(_where(plan, handle.state.value), flush=True)
+    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def _tracking_uri(args) -> str:
+    from orchestrator.plan.plan import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+
+
+def cmd_generate(args) -> int:
+    from orchestrator.generate import Sampling, generate_from_run
+
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    print(generate_from_run(args.run, _tracking_uri(args), args.prompt, sampling, args.checkpoint))
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     from orchestrator.plan.plan import resolve_tracking_uri
     from orchestrator.report import rebuild_report
@@ -202,6 +291,7 @@ def _describe(plan) -> str:
             f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
             f"artifacts  {plan.checkpoint_dir}",
             f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
+            *([f"memory     {plan.memory.describe()}"] if plan.memory else []),
         ]
     )
 
