@@ -152,9 +152,20 @@ def _load_plan(args):
 
 
 def cmd_validate(args) -> int:
-    plan = _load_plan(args)
+    from orchestrator.plan import NotRunnableHere, build_plan
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    try:
+        plan = build_plan(spec, Path(args.spec).read_text())
+    except NotRunnableHere as exc:
+        # A valid spec written for other machines: show what can be known without them.
+        print(f"{args.spec}: valid")
+        print(spec.redact("\n".join(_spec_lines(spec))))
+        print(f"note: this machine cannot run it as is: {exc}")
+        return EXIT_OK
     print(f"{args.spec}: valid")
-    print(plan.spec.redact(_describe(plan)))
+    print(spec.redact(_describe(plan)))
     return EXIT_OK
 
 
@@ -273,17 +284,31 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _spec_lines(spec) -> list[str]:
+    """What a spec alone determines: hardware, engine, model, batch and the memory plan."""
+    from orchestrator.plan.memory import estimate_memory
+
+    cluster, train, model = spec.cluster, spec.train, spec.model
+    batch = train.micro_batch_size * train.gradient_accumulation_steps * cluster.num_workers
+    memory = estimate_memory(spec, cluster.num_workers)
+    return [
+        f"backend    {cluster.backend}, {cluster.num_workers} workers x "
+        f"{cluster.cpus_per_worker:g} CPU / {cluster.gpus_per_worker:g} GPU",
+        f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
+        f"model      {model.n_layers} layers, d_model {model.d_model}, {model.n_heads} heads, "
+        f"context {model.context_length}, vocab {model.vocab_size}",
+        f"batch      global {batch} sequences = {batch * model.context_length:,} tokens/step",
+        f"memory     {memory.describe()}",
+    ]
+
+
 def _describe(plan) -> str:
     spec = plan.spec
+    memory = [f"memory     {plan.memory.describe()}"] if plan.memory else []
     return "\n".join(
         [
             f"run        {plan.run_name}" + (f" (MLflow run {plan.run_id})" if plan.run_id else ""),
-            f"backend    {spec.cluster.backend}, {plan.world_size} workers x "
-            f"{spec.cluster.cpus_per_worker:g} CPU / {spec.cluster.gpus_per_worker:g} GPU",
-            f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
-            f"model      {spec.model.n_layers} layers, d_model {spec.model.d_model}, "
-            f"{spec.model.n_heads} heads, context {spec.model.context_length}, "
-            f"vocab {spec.model.vocab_size}",
+            *_spec_lines(spec)[:3],
             f"data       {spec.data.corpus}: {plan.data.n_tokens:,} tokens, "
             f"{plan.data.train_blocks} train / {plan.data.val_blocks} validation sequences",
             f"batch      global {plan.global_batch_size} sequences = {plan.tokens_per_step:,} tokens/step",
@@ -291,7 +316,7 @@ def _describe(plan) -> str:
             f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
             f"artifacts  {plan.checkpoint_dir}",
             f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
-            *([f"memory     {plan.memory.describe()}"] if plan.memory else []),
+            *memory,
         ]
     )
 

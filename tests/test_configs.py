@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.plan import build_plan
+from orchestrator.cli import main
+from orchestrator.plan import NotRunnableHere, build_plan
 from orchestrator.spec import load_spec
 from tests.conftest import REPO
 
@@ -16,14 +17,36 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_spec_validates_and_plans(path, tmp_path):
+def test_shipped_spec_validates(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: valid" in out and "memory " in out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_spec_plans_or_says_what_this_machine_lacks(path, tmp_path):
     spec = load_spec(path)
-    plan = build_plan(spec, path.read_text(), cwd=tmp_path)
+    try:
+        plan = build_plan(spec, path.read_text(), cwd=tmp_path)
+    except NotRunnableHere as exc:
+        assert spec.cluster.gpus_per_worker > 0 or spec.data.corpus == "files"
+        assert "hint: " in str(exc)
+        return
     assert plan.total_steps >= 1
     assert plan.global_batch_size == (
         spec.train.micro_batch_size * spec.train.gradient_accumulation_steps * spec.cluster.num_workers
     )
     assert plan.checkpoint_dir.startswith(str(tmp_path))
+
+
+def test_configs_cover_cpu_gpu_zero3_offload_and_multi_node():
+    specs = {path.name: load_spec(path) for path in CONFIGS}
+    assert any(s.cluster.gpus_per_worker == 0 for s in specs.values())
+    assert any(
+        s.deepspeed.zero_stage == 2 and s.deepspeed.precision == "bf16" and s.cluster.gpus_per_worker > 0
+        for s in specs.values()
+    )
+    assert any(s.deepspeed.zero_stage == 3 and s.deepspeed.offload_optimizer == "cpu" for s in specs.values())
 
 
 def test_shipped_schema_is_current():

@@ -55,6 +55,13 @@ class PlanError(Exception):
     """The spec is valid on its own but cannot run as asked (with a hint)."""
 
 
+class NotRunnableHere(PlanError):
+    """The spec is fine, but this machine lacks what it needs (GPUs, the data files).
+
+    `validate` reports it as a note, since a spec is often written on one machine for another;
+    `plan` and `submit` refuse to go on."""
+
+
 def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     cwd = (cwd or Path.cwd()).resolve()
     check_local_gpus(spec)
@@ -98,7 +105,7 @@ def check_local_gpus(spec: RunSpec) -> None:
     if spec.cluster.backend != "ray-local" or spec.cluster.gpus_per_worker == 0:
         return
     if not list(Path("/dev").glob("nvidia[0-9]*")):
-        raise PlanError(
+        raise NotRunnableHere(
             f"cluster.gpus_per_worker is {spec.cluster.gpus_per_worker:g}, but this machine has no "
             "NVIDIA GPU for the embedded Ray; hint: set cluster.gpus_per_worker: 0 (and "
             "deepspeed.precision: fp32 or bf16) to train on CPUs, or submit to a GPU cluster"
@@ -123,7 +130,7 @@ def _prepare_data(spec: RunSpec, cwd: Path):
     try:
         text = read_files(data.files, data.format, data.jsonl_field, cwd)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PlanError(f"{exc}; hint: check data.files, data.format and data.jsonl_field") from None
+        raise NotRunnableHere(f"{exc}; hint: check data.files, data.format and data.jsonl_field") from None
     return prepare_dataset("files", spec.model.vocab_size, text=text)
 
 
