@@ -144,11 +144,20 @@ def _non_negative_float(text: str) -> float:
 
 
 def _load_plan(args):
-    from orchestrator.plan import build_plan
+    from orchestrator.plan import PlanError, build_plan
     from orchestrator.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    return build_plan(spec, Path(args.spec).read_text())
+    plan = build_plan(spec, Path(args.spec).read_text())
+    if spec.deepspeed.raw_config:
+        from orchestrator.plan.deepspeed_config import check_with_deepspeed
+
+        verdict = check_with_deepspeed(plan.deepspeed_config)
+        if verdict:
+            raise PlanError(
+                f"DeepSpeed refuses deepspeed.raw_config: {verdict}; hint: fix or remove those keys"
+            )
+    return plan
 
 
 def cmd_validate(args) -> int:

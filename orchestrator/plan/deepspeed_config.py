@@ -37,7 +37,40 @@ def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
         config["bf16"] = {"enabled": True}
     elif spec.deepspeed.precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
-    return config
+    return _merged(config, spec.deepspeed.raw_config)
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` laid over `base`, section by section."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def check_with_deepspeed(config: dict[str, Any]) -> str | None:
+    """DeepSpeed's own verdict on a config (its pydantic models and asserts), or None if it accepts it.
+
+    Imports DeepSpeed (seconds), so only `plan` and `submit` call it, and only for raw keys.
+    """
+    import os
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no GPU needed to check a config
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    # Outside a process group DeepSpeed assumes one rank; restate the batch for one rank.
+    single = dict(
+        config,
+        train_batch_size=config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"],
+    )
+    try:
+        DeepSpeedConfig(single)
+    except Exception as exc:  # DeepSpeed raises pydantic errors, AssertionError and ValueError alike
+        return " ".join(str(exc).split())
+    return None
 
 
 def _zero_block(spec: RunSpec) -> dict[str, Any]:

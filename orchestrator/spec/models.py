@@ -6,9 +6,10 @@ are named functions that return problems with a hint, so all of them are reporte
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
 
 
 class CrossFieldError(ValueError):
@@ -148,6 +149,12 @@ class DeepSpeedSpec(_Section):
         "none", description="Keep parameters on the CPU or NVMe between uses (ZeRO-3 only)."
     )
     nvme_path: str | None = Field(None, description="A fast local directory for NVMe offload.")
+    raw_config: dict[str, JsonValue] = Field(
+        {},
+        description="Escape hatch: raw DeepSpeed config keys merged last, e.g. "
+        "{zero_optimization: {reduce_bucket_size: 500000000}}. Checked by DeepSpeed itself "
+        "(`orchestrator plan`, `submit`); keys the typed fields own are refused.",
+    )
 
     @model_validator(mode="after")
     def _offload_fits_stage(self) -> DeepSpeedSpec:
@@ -167,6 +174,48 @@ class DeepSpeedSpec(_Section):
         if uses_nvme and not self.nvme_path:
             raise CrossFieldError("nvme_path", "NVMe offload needs a directory", "set deepspeed.nvme_path")
         return self
+
+    @model_validator(mode="after")
+    def _raw_keys_are_deepspeeds_and_not_ours(self) -> DeepSpeedSpec:
+        zero = self.raw_config.get("zero_optimization")
+        nested = {f"zero_optimization.{k}" for k in zero} if isinstance(zero, dict) else set()
+        for key in sorted(set(self.raw_config) | nested):
+            if key in OWNED_DEEPSPEED_KEYS:
+                raise CrossFieldError(
+                    f"raw_config.{key}", "is set by a typed field", f"use {OWNED_DEEPSPEED_KEYS[key]}"
+                )
+            if "." not in key and key not in DEEPSPEED_SECTIONS:
+                close = difflib.get_close_matches(key, sorted(DEEPSPEED_SECTIONS), n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else "see DeepSpeed's config-json reference"
+                raise CrossFieldError(f"raw_config.{key}", "is not a DeepSpeed config key", hint)
+        return self
+
+
+# DeepSpeed config keys the typed spec sets, and where to set them instead.
+OWNED_DEEPSPEED_KEYS = {
+    "train_batch_size": "train.global_batch_size (checked) and train.micro_batch_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "gradient_clipping": "optimizer.grad_clip",
+    "optimizer": "the optimizer section",
+    "scheduler": "the schedule section",
+    "bf16": "deepspeed.precision",
+    "fp16": "deepspeed.precision",
+    "zero_optimization.stage": "deepspeed.zero_stage",
+    "zero_optimization.offload_optimizer": "deepspeed.offload_optimizer",
+    "zero_optimization.offload_param": "deepspeed.offload_params",
+}
+# Top-level keys of DeepSpeed's config (its config-json reference); DeepSpeed itself ignores unknown
+# top-level keys silently, so a typo here would otherwise do nothing.
+DEEPSPEED_SECTIONS = {
+    "activation_checkpointing", "aio", "amp", "autotuning", "checkpoint", "comet", "comms_logger",
+    "communication_data_type", "compression_training", "csv_monitor", "curriculum_learning",
+    "data_efficiency", "data_types", "dataloader_drop_last", "disable_allgather", "dump_state",
+    "elasticity", "flops_profiler", "gradient_predivide_factor", "memory_breakdown", "prescale_gradients",
+    "seq_parallel_communication_data_type", "sparse_attention", "sparse_gradients", "steps_per_print",
+    "tensorboard", "torch_autocast", "wall_clock_breakdown", "wandb", "zero_allow_untested_optimizer",
+    "zero_force_ds_cpu_optimizer", "zero_optimization",
+}  # fmt: skip
 
 
 class ClusterSpec(_Section):
