@@ -4,16 +4,22 @@
 ``steps``, ``epochs``, ``train_loss``, ``val_loss`` (null where no evaluation ran), ``learning_rate``.
 ``training_curve.png``: training loss (blue) and validation loss (red) against steps on top,
 learning rate (green, log scale) below. ``loss_by_epoch.png``: the mean training loss of each epoch.
+
+Non-finite values (a diverged loss) are kept exactly: in the JSON they are the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` (strict JSON has no such numbers, and ``null`` means "not
+evaluated"); ``load_training_metrics`` reads them back as floats.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from orchestrator.fsutil import atomic_write
+from orchestrator.jsonfloat import decode_float, encode_floats
 
 # name -> {step: value}
 MetricHistory = dict[str, dict[int, float]]
@@ -22,6 +28,7 @@ METRICS_JSON = "training_metrics.json"
 CURVE_PNG = "training_curve.png"
 EPOCH_PNG = "loss_by_epoch.png"
 REPORT_METRICS = ("train_loss", "val_loss", "learning_rate", "epoch")
+REPORT_FORMATS = ("json", "png")
 
 
 def training_metrics(history: MetricHistory) -> dict[str, list]:
@@ -33,7 +40,7 @@ def training_metrics(history: MetricHistory) -> dict[str, list]:
         "train_loss": [train[s] for s in steps],
         "val_loss": [val.get(s) for s in steps],
         "learning_rate": [lr.get(s) for s in steps],
-        "epochs": [int(epoch[s]) if s in epoch else None for s in steps],
+        "epochs": [int(epoch[s]) if math.isfinite(epoch.get(s, math.nan)) else None for s in steps],
         "steps": steps,
     }
 
@@ -43,13 +50,25 @@ def loss_by_epoch(metrics: dict[str, list]) -> dict[int, float]:
     sums: dict[int, list[float]] = {}
     for epoch, loss in zip(metrics["epochs"], metrics["train_loss"], strict=True):
         if epoch is not None:
-            sums.setdefault(epoch, []).append(loss)
+            sums.setdefault(epoch, []).append(loss)  # a NaN loss makes its epoch's mean NaN
     return {epoch: sum(v) / len(v) for epoch, v in sorted(sums.items())}
+
+
+def metrics_json_text(metrics: dict[str, list]) -> str:
+    """The documented lists as strict JSON; non-finite floats become "NaN"/"Infinity"/"-Infinity"."""
+    encoded = {k: v if k in ("epochs", "steps") else encode_floats(v) for k, v in metrics.items()}
+    return json.dumps(encoded, indent=2, allow_nan=False)
+
+
+def load_training_metrics(path: str | Path) -> dict[str, list]:
+    """Read training_metrics.json back, with NaN and infinities as floats again."""
+    doc = json.loads(Path(path).read_text())
+    return {k: v if k in ("epochs", "steps") else [decode_float(x) for x in v] for k, v in doc.items()}
 
 
 def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
     path = Path(out_dir) / METRICS_JSON
-    atomic_write(path, json.dumps(training_metrics(history), indent=2).encode())
+    atomic_write(path, metrics_json_text(training_metrics(history)).encode())
     return path
 
 
@@ -58,12 +77,24 @@ def write_plots(history: MetricHistory, out_dir: Path) -> list[Path]:
     return [_plot_curve(metrics, Path(out_dir)), _plot_epochs(metrics, Path(out_dir))]
 
 
-def write_report(history: MetricHistory, out_dir: Path) -> list[Path]:
+def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
+    """training_metrics.json and summary.json (cheap: rewritten at every logging step)."""
+    from orchestrator.report.summary import summarize, write_summary
+
+    metrics = training_metrics(history)
+    path = Path(out_dir) / METRICS_JSON
+    atomic_write(path, metrics_json_text(metrics).encode())
+    return [path, write_summary(summarize(metrics), Path(out_dir))]
+
+
+def write_report(history: MetricHistory, out_dir: Path, formats=REPORT_FORMATS) -> list[Path]:
+    """The whole report: ``json`` = training_metrics.json + summary.json, ``png`` = both plots."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [write_metrics_json(history, out_dir), *write_plots(history, out_dir)]
+    tables = write_tables(history, out_dir) if "json" in formats else []
+    return tables + (write_plots(history, out_dir) if "png" in formats else [])
 
 
-def _figure(nrows: int, height: float):
+def new_figure(nrows: int, height: float):
     import matplotlib
 
     matplotlib.use("Agg")  # headless: workers and CI have no display
@@ -74,7 +105,7 @@ def _figure(nrows: int, height: float):
 
 
 def _plot_curve(metrics: dict[str, list], out_dir: Path) -> Path:
-    plt, fig, (top, bottom) = _figure(2, 7)
+    plt, fig, (top, bottom) = new_figure(2, 7)
     steps = metrics["steps"]
     top.plot(steps, metrics["train_loss"], color="blue", label="training loss")
     val = [(s, v) for s, v in zip(steps, metrics["val_loss"], strict=True) if v is not None]
@@ -83,26 +114,26 @@ def _plot_curve(metrics: dict[str, list], out_dir: Path) -> Path:
     top.set(xlabel="step", ylabel="loss", title="Loss")
     top.legend()
     top.grid(alpha=0.3)
-    lr = [(s, v) for s, v in zip(steps, metrics["learning_rate"], strict=True) if v]
+    lr = [(s, v) for s, v in zip(steps, metrics["learning_rate"], strict=True) if v and v > 0]
     if lr:
         bottom.plot(*zip(*lr, strict=True), color="green", label="learning rate")
         bottom.set_yscale("log")
     bottom.set(xlabel="step", ylabel="learning rate", title="Learning rate")
     bottom.grid(alpha=0.3, which="both")
-    return _save(plt, fig, out_dir / CURVE_PNG)
+    return save_figure(plt, fig, out_dir / CURVE_PNG)
 
 
 def _plot_epochs(metrics: dict[str, list], out_dir: Path) -> Path:
-    plt, fig, (ax,) = _figure(1, 4)
+    plt, fig, (ax,) = new_figure(1, 4)
     per_epoch = loss_by_epoch(metrics)
     ax.plot(list(per_epoch), list(per_epoch.values()), color="blue", marker="o")
     ax.set(xlabel="epoch", ylabel="mean training loss", title="Average loss per epoch")
     ax.set_xticks(list(per_epoch))
     ax.grid(alpha=0.3)
-    return _save(plt, fig, out_dir / EPOCH_PNG)
+    return save_figure(plt, fig, out_dir / EPOCH_PNG)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def save_figure(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)

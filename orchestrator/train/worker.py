@@ -91,10 +91,9 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def _sinks(plan: Plan) -> list:
-    from orchestrator.track.live import LiveArtifacts
-    from orchestrator.track.mlflow_sink import MlflowSink
+    from orchestrator.track.sinks import rank0_sinks
 
-    return [MlflowSink(plan.tracking_uri, plan.run_id), LiveArtifacts(plan.checkpoint_dir)]
+    return rank0_sinks(plan)
 
 
 def _announce(plan: Plan, rank: int) -> None:

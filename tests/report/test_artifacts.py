@@ -14,6 +14,7 @@ from orchestrator.report.artifacts import (
     training_metrics,
     write_report,
 )
+from orchestrator.report.summary import SUMMARY_JSON
 
 
 def history():
@@ -48,9 +49,10 @@ def test_loss_by_epoch_averages_each_epoch():
 
 def test_written_report_is_readable_json_and_real_images(tmp_path):
     paths = write_report(history(), tmp_path / "out")
-    assert [p.name for p in paths] == [METRICS_JSON, CURVE_PNG, EPOCH_PNG]
+    assert [p.name for p in paths] == [METRICS_JSON, SUMMARY_JSON, CURVE_PNG, EPOCH_PNG]
     assert json.loads(paths[0].read_text()) == training_metrics(history())
-    for png in paths[1:]:
+    assert json.loads(paths[1].read_text())["total_steps"] == 30
+    for png in paths[2:]:
         with Image.open(png) as image:
             image.verify()
         with Image.open(png) as image:
