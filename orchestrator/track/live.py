@@ -17,6 +17,7 @@ class LiveArtifacts:
 
     def __init__(self, out_dir: str | Path, formats=REPORT_FORMATS):
         self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.formats = tuple(formats)
         self.history: MetricHistory = {}
 

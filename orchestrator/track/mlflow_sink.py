@@ -111,7 +111,7 @@ class _Sender(threading.Thread):
                     self._send(mlflow)
                 except Exception as exc:  # any failure: keep the points, pause, try again
                     self._note_failure(exc)
-            if self._stop_at is not None and (not self._pending or time.monotonic() > self._stop_at):
+            if self._stop_at is not None and (self.unsent == 0 or time.monotonic() > self._stop_at):
                 return
 
     def _collect(self) -> None:
