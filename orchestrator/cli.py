@@ -149,7 +149,7 @@ def cmd_submit(args) -> int:
     try:
         with _sigterm_as_interrupt():
             handle = get_launcher(plan.spec.cluster.backend).submit(plan)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's own Ctrl-C handler ends in sys.exit
         print("\ninterrupted: marking the MLflow run KILLED", file=sys.stderr, flush=True)
         _finish_tracking(plan, "KILLED")
         return EXIT_INTERRUPTED

@@ -116,12 +116,12 @@ class MlflowServer:
         self.log_path = log_path
         self._process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 180) -> MlflowServer:
+    def start(self, timeout_s: float = 180, workers: int = 1) -> MlflowServer:
         mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
         command = [
             mlflow_bin, "server", "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.artifacts_dir),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
         ]  # fmt: skip
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self._process = subprocess.Popen(

@@ -74,6 +74,7 @@ def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
 
 def write_plots(history: MetricHistory, out_dir: Path) -> list[Path]:
     metrics = training_metrics(history)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_plot_curve(metrics, Path(out_dir)), _plot_epochs(metrics, Path(out_dir))]
 
 
@@ -82,6 +83,7 @@ def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
     from orchestrator.report.summary import summarize, write_summary
 
     metrics = training_metrics(history)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / METRICS_JSON
     atomic_write(path, metrics_json_text(metrics).encode())
     return [path, write_summary(summarize(metrics), Path(out_dir))]

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 from orchestrator.report.artifacts import REPORT_METRICS, MetricHistory
-from orchestrator.track.mlflow_read import MetricRow, read_metric_rows
+from orchestrator.track.mlflow_read import read_latest_per_step
 from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
 
 
 def read_history(tracking_uri: str, run_id: str, keys=REPORT_METRICS) -> MetricHistory:
     """{key: {step: value}}, one value per step: MLflow's "latest" rule, newest timestamp wins."""
-    rows = read_metric_rows(tracking_uri, run_id, keys)
-    return {key: one_value_per_step(rows[key]) for key in keys if key in rows}
-
-
-def one_value_per_step(rows: list[MetricRow]) -> dict[int, float]:
-    # SQL stores return rows by timestamp, not by step; a step logged twice keeps its newest value
-    # (on a timestamp tie the larger value, as MLflow's own latest-value rule does).
-    ordered = sorted(rows, key=lambda r: (r.step, r.timestamp, _order_value(r.value)))
-    return {row.step: row.value for row in ordered}
-
-
-def _order_value(value: float) -> float:
-    return -math.inf if math.isnan(value) else value
+    return read_latest_per_step(tracking_uri, run_id, keys)
 
 
 def get_run(tracking_uri: str, run_id: str):

@@ -35,7 +35,7 @@ def replay_journal(tracking_uri: str, run_id: str, journal: str | Path) -> Repla
 def missing_points(tracking_uri: str, run_id: str, points: list[MetricPoint]) -> list[MetricPoint]:
     keys = sorted({p.key for p in points})
     held = read_metric_rows(tracking_uri, run_id, keys) if keys else {}
-    present = {(key, row.step, row.timestamp) for key, rows in held.items() for row in rows}
+    present = {(key, step, timestamp) for key, rows in held.items() for step, timestamp, _ in rows}
     unique: dict[tuple[str, int, int], MetricPoint] = {}
     for point in points:
         unique.setdefault((point.key, point.step, point.timestamp), point)

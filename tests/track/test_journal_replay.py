@@ -105,7 +105,7 @@ def test_while_mlflow_is_unreachable_training_goes_on_and_replay_sends_each_poin
     assert (again.already_in_mlflow, again.sent) == (70, 0)
     rows = read_metric_rows(uri, run_id, KEYS)
     for key, expected in (("train_loss", 20), ("learning_rate", 20), ("epoch", 20), ("val_loss", 10)):
-        steps = [r.step for r in rows[key]]
+        steps = [step for step, _, _ in rows[key]]
         assert len(steps) == len(set(steps)) == expected, key
     assert read_history(uri, run_id)["train_loss"][50] == 7.0 / 50.3
 
@@ -123,7 +123,7 @@ def test_a_partial_delivery_is_completed_without_duplicates(store):
         handle.write('{"key": "train_loss", "val')  # torn last line: skipped
     result = replay_journal(uri, run_id, journal)
     assert (result.journal_points, result.sent) == (39, 1)
-    steps = [r.step for r in read_metric_rows(uri, run_id, ["train_loss"])["train_loss"]]
+    steps = [row[0] for row in read_metric_rows(uri, run_id, ["train_loss"])["train_loss"]]
     assert sorted(steps) == list(range(5, 60, 5))
 
 
