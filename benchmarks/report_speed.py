@@ -12,6 +12,7 @@ report's four metrics: about 300k points). Every figure is one measurement on th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -25,7 +26,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 from orchestrator.report import read_run_history
 from orchestrator.report.artifacts import REPORT_METRICS, write_plots, write_report, write_tables
 from orchestrator.track.journal import MetricPoint
+from orchestrator.track.mlflow_read import read_latest_per_step
 from orchestrator.track.mlflow_run import MAX_METRICS_PER_BATCH, client, log_points
+from orchestrator.track.snapshot import upload_snapshot
 
 
 def points(steps: int) -> list[MetricPoint]:
@@ -43,7 +46,7 @@ def points(steps: int) -> list[MetricPoint]:
     return out
 
 
-def log_run(uri: str, steps: int) -> str:
+def log_run(uri: str, steps: int, finish: bool = False) -> str:
     mlflow = client(uri)
     experiment_id = mlflow.create_experiment(f"bench-{time.time_ns()}")
     run_id = mlflow.create_run(experiment_id, run_name="bench").info.run_id
@@ -52,6 +55,9 @@ def log_run(uri: str, steps: int) -> str:
     for start in range(0, len(all_points), MAX_METRICS_PER_BATCH):
         log_points(mlflow, run_id, all_points[start : start + MAX_METRICS_PER_BATCH])
     print(f"  logged {len(all_points):,} points in {time.perf_counter() - started:.1f} s (log_batch of 1000)")
+    if finish:  # what the driver does at the end of a run: history snapshot, then the final status
+        upload_snapshot(mlflow, run_id, all_points)
+        mlflow.set_terminated(run_id, "FINISHED")
     return run_id
 
 
@@ -72,6 +78,12 @@ def measure(uri: str, run_id: str, out: Path, steps: int) -> dict[str, float]:
         "whole report (read + JSON + PNGs) again, end to end",
         lambda: write_report(read_run_history(uri, run_id), out),
     )
+    rows_s = math.nan
+    if uri.startswith("http"):
+        _, rows_s = timed(
+            "row by row via REST get-history (no snapshot)",
+            lambda: read_latest_per_step(uri, run_id, REPORT_METRICS),
+        )
     mlflow = client(uri)
     _, mlflow_one = timed(
         "MLflow get_metric_history, train_loss only", lambda: mlflow.get_metric_history(run_id, "train_loss")
@@ -82,6 +94,7 @@ def measure(uri: str, run_id: str, out: Path, steps: int) -> dict[str, float]:
     )
     print(f"  => reading: {mlflow_all / read_s:.1f}x faster than get_metric_history (4 metrics)")
     return {
+        "rows": rows_s,
         "read": read_s,
         "json": json_s,
         "png": png_s,
@@ -107,7 +120,8 @@ def bench_server(steps: int, work: Path, workers: int) -> dict[str, float]:
         postgres.start()
         server = MlflowServer(postgres.create_database("bench"), work / "artifacts", work / "server.log")
         server.start(workers=workers)
-        run_id = log_run(server.url, steps)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "600"  # MLflow's own reads take long here
+        run_id = log_run(server.url, steps, finish=True)
         return measure(server.url, run_id, work / "report-server", steps)
     finally:
         if server:
@@ -126,12 +140,12 @@ def main() -> None:
         if not args.no_server:
             results["server"] = bench_server(args.steps, Path(tmp), args.workers)
     print()
-    header = ("store", "read", "+json", "+png", "report", "MLflow 4 keys", "MLflow train_loss")
-    print(f"{header[0]:<8} " + " ".join(f"{h:>8}" for h in header[1:5]) + f" {header[5]:>14} {header[6]:>18}")
+    header = ("store", "read", "+json", "+png", "report", "REST rows", "MLflow 4 keys", "MLflow train_loss")
+    print(f"{header[0]:<8} " + " ".join(f"{h:>9}" for h in header[1:6]) + f" {header[6]:>14} {header[7]:>18}")
     for store, r in results.items():
         print(
-            f"{store:<8} {r['read']:8.3f} {r['json']:8.3f} {r['png']:8.3f} {r['report']:8.3f} "
-            f"{r['mlflow_4']:14.3f} {r['mlflow_1']:18.3f}"
+            f"{store:<8} {r['read']:9.3f} {r['json']:9.3f} {r['png']:9.3f} {r['report']:9.3f} "
+            f"{r['rows']:9.3f} {r['mlflow_4']:14.3f} {r['mlflow_1']:18.3f}"
         )
 
 

@@ -25,12 +25,12 @@ def build_report(
     """Like ``rebuild_report``, and also return the run's summary."""
     run = get_run(tracking_uri, run_id)
     target = Path(out_dir) if out_dir else Path(run_checkpoint_dir(run))
-    history = read_run_history(tracking_uri, run_id)
+    history = read_run_history(tracking_uri, run_id, run)
     return write_report(history, target, formats), summarize(training_metrics(history))
 
 
-def read_run_history(tracking_uri: str, run_id: str) -> MetricHistory:
-    history = read_history(tracking_uri, run_id)
+def read_run_history(tracking_uri: str, run_id: str, run=None) -> MetricHistory:
+    history = read_history(tracking_uri, run_id, run=run)
     if "train_loss" not in history:
         raise LookupError(f"MLflow run {run_id} has no train_loss values yet: nothing to report")
     return history

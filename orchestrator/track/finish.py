@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.fsutil import atomic_write
-from orchestrator.track.journal import journal_path
+from orchestrator.track.journal import journal_path, read_journal
 from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, RUN_STATUSES, client
 from orchestrator.track.replay import ReplayResult, replay_journal
+from orchestrator.track.snapshot import upload_snapshot
 
 FINAL_STATUS_FILE = "tracking-status.json"
 REPORT_SUFFIXES = (".json", ".png")
@@ -37,6 +38,9 @@ def finish_run(tracking_uri: str, run_id: str, status: str, checkpoint_dir: str 
     replay = _replay(tracking_uri, run_id, checkpoint_dir)
     mlflow = client(tracking_uri)
     _upload_report(mlflow, run_id, checkpoint_dir)
+    journal = journal_path(checkpoint_dir) if checkpoint_dir else None
+    if journal is not None and journal.is_file():  # every journaled point is in MLflow now
+        upload_snapshot(mlflow, run_id, list(read_journal(journal)))
     mlflow.set_terminated(run_id, status=status)
     return SyncResult(replay, status)
 

@@ -171,3 +171,37 @@ def test_the_mlflow_ui_shows_the_run_and_its_train_loss(mlflow_server, tmp_path)
         finally:
             browser.close()
     assert (shots / "mlflow-ui-run.png").stat().st_size > 10_000
+
+
+def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(mlflow_server, tmp_path):
+    from orchestrator.report.artifacts import REPORT_METRICS
+    from orchestrator.report.mlflow_history import read_history
+    from orchestrator.track.finish import finish_run
+    from orchestrator.track.mlflow_read import read_latest_per_step
+    from orchestrator.track.snapshot import read_snapshot
+
+    uri = mlflow_server.url
+    out = tmp_path / "run"
+    _, run_id = new_run(uri, "snapshot", "snapshot-run", out)
+    sink, live = MlflowSink(uri, run_id, MetricJournal(journal_path(out))), LiveArtifacts(out)
+    for step in range(1, 31):
+        events = [*step_events(step), MetricEvent("val_loss", math.nan if step == 30 else 1.0 / step, step)]
+        sink.write(events)
+        live.write(events)
+    sink.close()
+    live.close()
+    finish_run(uri, run_id, "FINISHED", str(out))
+    mlflow = client(uri)
+    snapshot = read_snapshot(mlflow, mlflow.get_run(run_id), REPORT_METRICS)
+    assert snapshot is not None and snapshot == read_latest_per_step(uri, run_id, REPORT_METRICS) | {
+        "val_loss": snapshot["val_loss"]
+    }
+    assert math.isnan(snapshot["val_loss"][30])
+    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
+
+    extra = MlflowSink(uri, run_id)
+    extra.write([MetricEvent("train_loss", 0.125, 31)])  # logged after the snapshot: it is stale now
+    extra.close()
+    assert read_snapshot(mlflow, mlflow.get_run(run_id), REPORT_METRICS) is None
+    assert read_history(uri, run_id)["train_loss"][31] == 0.125
