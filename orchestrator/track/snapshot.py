@@ -55,11 +55,16 @@ def read_snapshot(mlflow, run, keys) -> dict[str, dict[int, float]] | None:
             return None
         doc = json.loads(gzip.decompress(Path(local).read_bytes()))
     history = {
-        key: dict(zip(doc[key]["steps"], map(decode_float, doc[key]["values"]), strict=True))
+        key: dict(zip(doc[key]["steps"], _floats(doc[key]["values"]), strict=True))
         for key in keys
         if key in doc
     }
     return history if _agrees(history, run.data.metrics, keys) else None
+
+
+def _floats(values: list) -> list[float]:
+    # numbers as they are; only the rare "NaN"/"Infinity" strings go through decode_float
+    return [float(v) if not isinstance(v, str) else decode_float(v) for v in values]
 
 
 def _agrees(history: dict[str, dict[int, float]], latest: dict[str, float], keys) -> bool:
