@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format clean
+.PHONY: install run test test-deps lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# PostgreSQL and Chromium for the tracking-server and browser tests (installed only when missing).
+test-deps:
+	bash scripts/test-deps.sh
+
 # pytest exits 5 when it collected no test; make treats that as a failure like any other.
-test: lint
+test: lint test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 format: $(STAMP)

@@ -4,7 +4,10 @@
     orchestrator validate configs/quickstart.yaml
     orchestrator plan configs/quickstart.yaml
     orchestrator schema > run-spec.schema.json
-    orchestrator report RUN_ID [--out DIR]
+    orchestrator report RUN_ID [--out DIR] [--watch]
+    orchestrator sync RUN_ID
+    orchestrator compare RUN_ID RUN_ID... [--out DIR]
+    orchestrator ui [SPEC]
 
 Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong.
 """
@@ -20,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's convention for a command ended by Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
     )
+    report.add_argument(
+        "--watch", action="store_true", help="keep refreshing the report until the run ends (Ctrl-C stops)"
+    )
+    report.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
     report.set_defaults(func=cmd_report)
     _add_generate(commands)
+    _tracking_commands(commands)
     return parser
 
 
@@ -143,6 +152,41 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _tracking_commands(commands) -> None:
+    """sync, compare, ui: the commands around MLflow."""
+    uri_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    sync = commands.add_parser(
+        "sync",
+        help="send a run's journaled metrics MLflow is missing (after an outage) and finish the run",
+        epilog="example: orchestrator sync 3f2c9a...",
+    )
+    sync.add_argument("run_id", help="MLflow run id (printed by submit)")
+    sync.add_argument("--tracking-uri", default=None, help=uri_help)
+    sync.set_defaults(func=cmd_sync)
+
+    compare = commands.add_parser(
+        "compare",
+        help="overlay the loss and learning-rate curves of runs and tabulate their summaries",
+        epilog="example: orchestrator compare 3f2c9a... 8b1d07... --out comparison",
+    )
+    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more MLflow run ids")
+    compare.add_argument(
+        "--out", default="comparison", help="directory to write into (default: ./comparison)"
+    )
+    compare.add_argument("--tracking-uri", default=None, help=uri_help)
+    compare.set_defaults(func=cmd_compare)
+
+    ui = commands.add_parser(
+        "ui",
+        help="start the MLflow UI on 127.0.0.1 for the configured store",
+        epilog="example: orchestrator ui configs/quickstart.yaml --port 5000",
+    )
+    ui.add_argument("spec", nargs="?", help="a run spec whose tracking.uri to open (default: ./mlflow.db)")
+    ui.add_argument("--tracking-uri", default=None, help=uri_help)
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    ui.set_defaults(func=cmd_ui)
+
+
 def _load_plan(args):
     from orchestrator.plan import PlanError, build_plan
     from orchestrator.spec import load_spec
@@ -184,19 +228,50 @@ def cmd_submit(args) -> int:
         return EXIT_USAGE
     if args.resume:
         return cmd_resume(args)
-    from launchers import get_launcher
-    from orchestrator.track.mlflow_run import create_run, finish_run
+    from orchestrator.track.mlflow_run import create_run
 
     plan = _load_plan(args)
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text()))
+    spec_dir = Path(args.spec).resolve().parent
+    plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text(), spec_dir))
     print(plan.spec.redact(_describe(plan)), flush=True)
-    handle = get_launcher(plan.spec.cluster.backend).submit(plan)
-    finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
+    return _run_job(plan)
+
+
+def _run_job(plan) -> int:
+    """Launch, then finish tracking truthfully: FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM."""
+    from launchers import get_launcher
+
+    try:
+        with _sigterm_as_interrupt():
+            handle = get_launcher(plan.spec.cluster.backend).submit(plan)
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's own Ctrl-C handler ends in sys.exit
+        print("\ninterrupted: marking the MLflow run KILLED", file=sys.stderr, flush=True)
+        _finish_tracking(plan, "KILLED")
+        return EXIT_INTERRUPTED
+    except BaseException:
+        _finish_tracking(plan, "FAILED")
+        raise
+    tracked = _finish_tracking(plan, handle.state.mlflow_status)
     if handle.error:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
     print(plan.spec.redact(_where(plan, handle.state.value)), flush=True)
-    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+    return EXIT_OK if handle.state.value == "SUCCEEDED" and tracked else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A job stopped by SIGTERM (kill, a scheduler) ends like Ctrl-C: its run is marked KILLED."""
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_plan(args) -> int:
@@ -244,9 +319,8 @@ def cmd_schema(args) -> int:
 def cmd_resume(args) -> int:
     """`submit --resume RUN`: the same MLflow run and checkpoint directory; the worker restores the
     latest complete checkpoint and the learning-rate schedule continues where it stopped."""
-    from launchers import get_launcher
     from orchestrator.plan.resume import plan_for_resume
-    from orchestrator.track.mlflow_run import client, finish_run
+    from orchestrator.track.mlflow_run import client
     from orchestrator.train.checkpoint import latest_complete_checkpoint
 
     plan, _ = plan_for_resume(args.resume, _tracking_uri(args))
@@ -261,12 +335,30 @@ def cmd_resume(args) -> int:
     client(plan.tracking_uri).update_run(plan.run_id, status="RUNNING")
     print(_describe(plan), flush=True)
     print(f"resume     from {checkpoint.path} (step {checkpoint.step} of {plan.total_steps})", flush=True)
-    handle = get_launcher(plan.spec.cluster.backend).submit(plan)
-    finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
-    if handle.error:
-        print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
-    print(_where(plan, handle.state.value), flush=True)
-    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+    return _run_job(plan)
+
+
+def _finish_tracking(plan, status: str) -> bool:
+    """Deliver the journal, upload the report, set the status; on failure say how to finish later."""
+    from orchestrator.track.finish import finish_run
+
+    try:
+        finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir)
+        return True
+    except Exception as exc:
+        print(
+            f"warning: could not finish the MLflow run at {plan.tracking_uri} ({_first_line(exc)}); "
+            f"its metrics are safe in {plan.checkpoint_dir}/metrics.journal.jsonl: run "
+            f"`orchestrator sync {plan.run_id}` when MLflow is reachable",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _tracking_uri(args) -> str:
@@ -284,13 +376,72 @@ def cmd_generate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from orchestrator.plan.plan import resolve_tracking_uri
-    from orchestrator.report import rebuild_report
+    from orchestrator.report.summary import render_summary
+    from orchestrator.report.watch import watch_report
 
-    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
-    for path in rebuild_report(uri, args.run_id, args.out):
+    uri = _tracking_uri(args)
+    if args.watch:
+        return watch_report(uri, args.run_id, args.out, args.interval)
+    from orchestrator.report import build_report
+
+    paths, summary = build_report(uri, args.run_id, args.out)
+    for path in paths:
+        print(path)
+    print()
+    print(render_summary(summary, f"run {args.run_id}"))
+    return EXIT_OK
+
+
+def cmd_sync(args) -> int:
+    from orchestrator.track.finish import sync_run
+
+    result = sync_run(_tracking_uri(args), args.run_id)
+    if result.replay is None:
+        print(f"run {args.run_id}: no journal found; nothing to replay")
+    else:
+        r = result.replay
+        print(
+            f"run {args.run_id}: journal {r.journal_points} points, {r.already_in_mlflow} already in "
+            f"MLflow, {r.sent} sent"
+        )
+    print(f"status     {result.status}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from orchestrator.report.compare import compare_runs
+
+    if len(args.run_ids) < 2:
+        print("error: compare needs at least two run ids", file=sys.stderr)
+        return EXIT_USAGE
+    paths, table = compare_runs(_tracking_uri(args), args.run_ids, args.out)
+    print(table)
+    print()
+    for path in paths:
         print(path)
     return EXIT_OK
+
+
+def cmd_ui(args) -> int:
+    from orchestrator.track.ui import ui_command
+
+    uri = args.tracking_uri or (_load_spec_tracking_uri(args.spec) if args.spec else None)
+    command, url = ui_command(_tracking_uri(argparse.Namespace(tracking_uri=uri)), args.port)
+    if command is None:
+        print(f"the tracking store is a server already: open {url}")
+        return EXIT_OK
+    print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
+    from orchestrator.track.mlflow_run import quiet_mlflow_env
+
+    os.execve(command[0], command, {**os.environ, **quiet_mlflow_env()})
+
+
+def _load_spec_tracking_uri(spec_path: str) -> str | None:
+    from orchestrator.plan.plan import resolve_tracking_uri
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(spec_path)
+    return resolve_tracking_uri(spec.tracking.uri, Path.cwd())  # as submit resolves it
 
 
 def _spec_lines(spec) -> list[str]:

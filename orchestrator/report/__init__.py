@@ -7,18 +7,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.report.artifacts import write_report
+from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report
 from orchestrator.report.mlflow_history import get_run, read_history, run_checkpoint_dir
+from orchestrator.report.summary import RunSummary, summarize
 
 
-def rebuild_report(tracking_uri: str, run_id: str, out_dir: str | Path | None = None) -> list[Path]:
-    """Write training_metrics.json and both PNGs; by default into the run's checkpoint directory."""
+def rebuild_report(
+    tracking_uri: str, run_id: str, out_dir: str | Path | None = None, formats=REPORT_FORMATS
+) -> list[Path]:
+    """Write training_metrics.json, summary.json and both PNGs; by default into the run's checkpoint dir."""
+    return build_report(tracking_uri, run_id, out_dir, formats)[0]
+
+
+def build_report(
+    tracking_uri: str, run_id: str, out_dir: str | Path | None = None, formats=REPORT_FORMATS
+) -> tuple[list[Path], RunSummary]:
+    """Like ``rebuild_report``, and also return the run's summary."""
     run = get_run(tracking_uri, run_id)
     target = Path(out_dir) if out_dir else Path(run_checkpoint_dir(run))
-    history = read_history(tracking_uri, run_id)
+    history = read_run_history(tracking_uri, run_id, run)
+    return write_report(history, target, formats), summarize(training_metrics(history))
+
+
+def read_run_history(tracking_uri: str, run_id: str, run=None) -> MetricHistory:
+    history = read_history(tracking_uri, run_id, run=run)
     if "train_loss" not in history:
         raise LookupError(f"MLflow run {run_id} has no train_loss values yet: nothing to report")
-    return write_report(history, target)
+    return history
 
 
-__all__ = ["rebuild_report"]
+def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
+    return summarize(training_metrics(read_run_history(tracking_uri, run_id)))
+
+
+__all__ = ["build_report", "read_run_history", "rebuild_report", "run_summary"]

@@ -4,16 +4,22 @@
 ``steps``, ``epochs``, ``train_loss``, ``val_loss`` (null where no evaluation ran), ``learning_rate``.
 ``training_curve.png``: training loss (blue) and validation loss (red) against steps on top,
 learning rate (green, log scale) below. ``loss_by_epoch.png``: the mean training loss of each epoch.
+
+Non-finite values (a diverged loss) are kept exactly: in the JSON they are the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` (strict JSON has no such numbers, and ``null`` means "not
+evaluated"); ``load_training_metrics`` reads them back as floats.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from orchestrator.fsutil import atomic_write
+from orchestrator.jsonfloat import decode_float, encode_floats
 
 # name -> {step: value}
 MetricHistory = dict[str, dict[int, float]]
@@ -22,6 +28,8 @@ METRICS_JSON = "training_metrics.json"
 CURVE_PNG = "training_curve.png"
 EPOCH_PNG = "loss_by_epoch.png"
 REPORT_METRICS = ("train_loss", "val_loss", "learning_rate", "epoch")
+REPORT_FORMATS = ("json", "png")
+PLOT_POINTS = 4000  # most points drawn per line; beyond that the line is drawn from its envelope
 
 
 def training_metrics(history: MetricHistory) -> dict[str, list]:
@@ -33,7 +41,7 @@ def training_metrics(history: MetricHistory) -> dict[str, list]:
         "train_loss": [train[s] for s in steps],
         "val_loss": [val.get(s) for s in steps],
         "learning_rate": [lr.get(s) for s in steps],
-        "epochs": [int(epoch[s]) if s in epoch else None for s in steps],
+        "epochs": [int(epoch[s]) if math.isfinite(epoch.get(s, math.nan)) else None for s in steps],
         "steps": steps,
     }
 
@@ -43,27 +51,55 @@ def loss_by_epoch(metrics: dict[str, list]) -> dict[int, float]:
     sums: dict[int, list[float]] = {}
     for epoch, loss in zip(metrics["epochs"], metrics["train_loss"], strict=True):
         if epoch is not None:
-            sums.setdefault(epoch, []).append(loss)
+            sums.setdefault(epoch, []).append(loss)  # a NaN loss makes its epoch's mean NaN
     return {epoch: sum(v) / len(v) for epoch, v in sorted(sums.items())}
+
+
+def metrics_json_text(metrics: dict[str, list]) -> str:
+    """The documented lists as strict JSON; non-finite floats become "NaN"/"Infinity"/"-Infinity"."""
+    # One list per line: json's C encoder (indent= falls back to the pure-Python one, 10x slower).
+    encoded = {k: v if k in ("epochs", "steps") else encode_floats(v) for k, v in metrics.items()}
+    lines = [f"  {json.dumps(key)}: {json.dumps(v, allow_nan=False)}" for key, v in encoded.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def load_training_metrics(path: str | Path) -> dict[str, list]:
+    """Read training_metrics.json back, with NaN and infinities as floats again."""
+    doc = json.loads(Path(path).read_text())
+    return {k: v if k in ("epochs", "steps") else [decode_float(x) for x in v] for k, v in doc.items()}
 
 
 def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
     path = Path(out_dir) / METRICS_JSON
-    atomic_write(path, json.dumps(training_metrics(history), indent=2).encode())
+    atomic_write(path, metrics_json_text(training_metrics(history)).encode())
     return path
 
 
 def write_plots(history: MetricHistory, out_dir: Path) -> list[Path]:
     metrics = training_metrics(history)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_plot_curve(metrics, Path(out_dir)), _plot_epochs(metrics, Path(out_dir))]
 
 
-def write_report(history: MetricHistory, out_dir: Path) -> list[Path]:
+def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
+    """training_metrics.json and summary.json (cheap: rewritten at every logging step)."""
+    from orchestrator.report.summary import summarize, write_summary
+
+    metrics = training_metrics(history)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [write_metrics_json(history, out_dir), *write_plots(history, out_dir)]
+    path = Path(out_dir) / METRICS_JSON
+    atomic_write(path, metrics_json_text(metrics).encode())
+    return [path, write_summary(summarize(metrics), Path(out_dir))]
 
 
-def _figure(nrows: int, height: float):
+def write_report(history: MetricHistory, out_dir: Path, formats=REPORT_FORMATS) -> list[Path]:
+    """The whole report: ``json`` = training_metrics.json + summary.json, ``png`` = both plots."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tables = write_tables(history, out_dir) if "json" in formats else []
+    return tables + (write_plots(history, out_dir) if "png" in formats else [])
+
+
+def new_figure(nrows: int, height: float):
     import matplotlib
 
     matplotlib.use("Agg")  # headless: workers and CI have no display
@@ -73,36 +109,60 @@ def _figure(nrows: int, height: float):
     return plt, fig, [row[0] for row in axes]
 
 
+def envelope(xs, ys, limit: int = PLOT_POINTS) -> tuple[list, list]:
+    """At most about ``limit`` points that draw the same line at plot resolution: from each bucket of
+    consecutive points its first, lowest, highest and last (so spikes and NaN gaps survive).
+    A 100k-step run would otherwise cost seconds of drawing for pixels nobody can tell apart."""
+    xs, ys = list(xs), list(ys)
+    if len(xs) <= limit:
+        return xs, ys
+    import numpy as np
+
+    values = np.asarray(ys, dtype=float)
+    finite = np.where(np.isfinite(values), values, np.nan)
+    size = -(-len(xs) // (limit // 4))
+    keep: set[int] = set()
+    for start in range(0, len(xs), size):
+        stop = min(start + size, len(xs))
+        keep.update((start, stop - 1))
+        chunk = finite[start:stop]
+        if not np.isnan(chunk).all():
+            keep.update((start + int(np.nanargmin(chunk)), start + int(np.nanargmax(chunk))))
+        keep.update(start + int(i) for i in np.flatnonzero(~np.isfinite(values[start:stop]))[:2])
+    order = sorted(keep)
+    return [xs[i] for i in order], [ys[i] for i in order]
+
+
 def _plot_curve(metrics: dict[str, list], out_dir: Path) -> Path:
-    plt, fig, (top, bottom) = _figure(2, 7)
+    plt, fig, (top, bottom) = new_figure(2, 7)
     steps = metrics["steps"]
-    top.plot(steps, metrics["train_loss"], color="blue", label="training loss")
+    top.plot(*envelope(steps, metrics["train_loss"]), color="blue", label="training loss")
     val = [(s, v) for s, v in zip(steps, metrics["val_loss"], strict=True) if v is not None]
     if val:
-        top.plot(*zip(*val, strict=True), color="red", marker="o", label="validation loss")
+        top.plot(*envelope(*zip(*val, strict=True)), color="red", marker="o", label="validation loss")
     top.set(xlabel="step", ylabel="loss", title="Loss")
     top.legend()
     top.grid(alpha=0.3)
-    lr = [(s, v) for s, v in zip(steps, metrics["learning_rate"], strict=True) if v]
+    lr = [(s, v) for s, v in zip(steps, metrics["learning_rate"], strict=True) if v and v > 0]
     if lr:
-        bottom.plot(*zip(*lr, strict=True), color="green", label="learning rate")
+        bottom.plot(*envelope(*zip(*lr, strict=True)), color="green", label="learning rate")
         bottom.set_yscale("log")
     bottom.set(xlabel="step", ylabel="learning rate", title="Learning rate")
     bottom.grid(alpha=0.3, which="both")
-    return _save(plt, fig, out_dir / CURVE_PNG)
+    return save_figure(plt, fig, out_dir / CURVE_PNG)
 
 
 def _plot_epochs(metrics: dict[str, list], out_dir: Path) -> Path:
-    plt, fig, (ax,) = _figure(1, 4)
+    plt, fig, (ax,) = new_figure(1, 4)
     per_epoch = loss_by_epoch(metrics)
     ax.plot(list(per_epoch), list(per_epoch.values()), color="blue", marker="o")
     ax.set(xlabel="epoch", ylabel="mean training loss", title="Average loss per epoch")
     ax.set_xticks(list(per_epoch))
     ax.grid(alpha=0.3)
-    return _save(plt, fig, out_dir / EPOCH_PNG)
+    return save_figure(plt, fig, out_dir / EPOCH_PNG)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def save_figure(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)

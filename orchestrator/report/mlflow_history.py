@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 
 from orchestrator.report.artifacts import REPORT_METRICS, MetricHistory
+from orchestrator.track.mlflow_read import read_latest_per_step
 from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
 
 
-def read_history(tracking_uri: str, run_id: str, keys=REPORT_METRICS) -> MetricHistory:
-    mlflow = client(tracking_uri)
-    history: MetricHistory = {}
-    for key in keys:
-        # SQL stores return rows by timestamp, not by step; a retried or replayed step may appear
-        # twice, and the newest value is the one that counts.
-        rows = sorted(mlflow.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        if rows:
-            history[key] = {m.step: m.value for m in rows}
-    return history
+def read_history(tracking_uri: str, run_id: str, keys=REPORT_METRICS, run=None) -> MetricHistory:
+    """{key: {step: value}}, one value per step: MLflow's "latest" rule, newest timestamp wins.
+
+    Through a tracking server a finished run is read from its history snapshot when MLflow's latest
+    values confirm it (``orchestrator.track.snapshot``): one download instead of every row."""
+    if tracking_uri.startswith(("http://", "https://")):
+        from orchestrator.track.snapshot import read_snapshot
+
+        mlflow = client(tracking_uri)
+        snapshot = read_snapshot(mlflow, run or mlflow.get_run(run_id), keys)
+        if snapshot is not None:
+            return snapshot
+    return read_latest_per_step(tracking_uri, run_id, keys)
 
 
 def get_run(tracking_uri: str, run_id: str):

@@ -231,6 +231,29 @@ class TrackingSpec(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///mlflow.db here.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
     run_name: str | None = Field(None, description="Default: the spec's name plus a timestamp.")
+    flush_interval_s: float = Field(
+        1.0, gt=0.0, le=60.0, allow_inf_nan=False, description="Longest a metric waits for its batch."
+    )
+    drain_timeout_s: float = Field(
+        60.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="At the end, how long to keep trying to deliver unsent metrics before leaving them "
+        "in the journal for `orchestrator sync`.",
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0.0, allow_inf_nan=False, description="Per-request timeout towards a tracking server."
+    )
+    request_retries: int = Field(2, ge=0, le=10, description="Retries of one request before it fails.")
+
+
+class ReportSpec(_Section):
+    artifacts: bool = Field(True, description="Write the report files live into the run's directory.")
+    formats: list[Literal["json", "png"]] = Field(
+        ["json", "png"],
+        min_length=1,
+        description="json: training_metrics.json + summary.json; png: the two plots.",
+    )
 
 
 class CheckpointSpec(_Section):
@@ -270,6 +293,7 @@ class RunSpec(_Section):
     deepspeed: DeepSpeedSpec = DeepSpeedSpec()
     cluster: ClusterSpec = ClusterSpec()
     tracking: TrackingSpec = TrackingSpec()
+    report: ReportSpec = ReportSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 

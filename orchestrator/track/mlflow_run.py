@@ -7,14 +7,32 @@ rebuilt from MLflow alone.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"
+# MLflow refuses a log_batch request with more than 1000 metrics or more than 100 params.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # the final ones
+# Retries bounded so that no call blocks for minutes (MLflow's defaults: 7 retries, 120 s timeout,
+# about 4 minutes against a dead server). Users may override any of them in the environment.
+BOUNDED_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]+):[^@/]*@", re.IGNORECASE)
 
 
 def quiet_mlflow_env() -> dict[str, str]:
     """Environment for every process that talks to MLflow: no telemetry, no long blocking retries."""
-    return {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env.update({k: os.environ.get(k, v) for k, v in BOUNDED_HTTP_ENV.items()})
+    return env
 
 
 def client(tracking_uri: str):
@@ -24,22 +42,16 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def create_run(plan, spec_text: str) -> str:
+def create_run(plan, spec_text: str, spec_dir: str | Path = ".") -> str:
     """Create (or reuse) the experiment and a new run; log params, tags and the spec. Returns run id."""
     mlflow = client(plan.tracking_uri)
     experiment = mlflow.get_experiment_by_name(plan.experiment_name)
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
-    tags = {
-        CHECKPOINT_DIR_TAG: plan.checkpoint_dir,
-        "orchestrator.spec_sha256": plan.spec_sha256,
-        "orchestrator.backend": plan.spec.cluster.backend,
-        "orchestrator.world_size": str(plan.world_size),
-    }
-    run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=tags)
+    run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=run_tags(plan, spec_dir))
     run_id = run.info.run_id
     from mlflow.entities import Param
 
-    params = flatten(plan.spec.public_dump())  # secrets appear as their ${env:...} reference
+    params = redact(flatten(plan.spec.public_dump()))  # secrets: their ${env:...} reference, never the value
     params.update(
         {
             "plan.global_batch_size": plan.global_batch_size,
@@ -49,19 +61,45 @@ def create_run(plan, spec_text: str) -> str:
             "plan.dataset_tokens": plan.data.n_tokens,
         }
     )
-    mlflow.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
-    mlflow.log_text(run_id, spec_text, "spec.yaml")
+    items = [Param(k, str(v)) for k, v in sorted(params.items())]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        mlflow.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+    mlflow.log_text(run_id, redact_text(spec_text), "spec.yaml")
     return run_id
 
 
-def finish_run(tracking_uri: str, run_id: str, status: str, artifact_dir: str | None) -> None:
-    """Upload the report artifacts and set the run's final status (FINISHED, FAILED or KILLED)."""
-    mlflow = client(tracking_uri)
-    if artifact_dir and os.path.isdir(artifact_dir):
-        for name in sorted(os.listdir(artifact_dir)):
-            if name.endswith((".json", ".png")):
-                mlflow.log_artifact(run_id, os.path.join(artifact_dir, name), "report")
-    mlflow.set_terminated(run_id, status=status)
+def run_tags(plan, spec_dir: str | Path) -> dict[str, str]:
+    tags = {
+        CHECKPOINT_DIR_TAG: plan.checkpoint_dir,
+        "orchestrator.spec_sha256": plan.spec_sha256,
+        "orchestrator.backend": plan.spec.cluster.backend,
+        "orchestrator.world_size": str(plan.world_size),
+    }
+    commit = git_commit(spec_dir)
+    if commit:
+        tags["orchestrator.git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit  # MLflow's own tag: the UI shows it
+    return tags
+
+
+def git_commit(directory: str | Path) -> str | None:
+    """The commit checked out where the spec lives, or None outside a git work tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def log_points(mlflow, run_id: str, points) -> None:
+    """One log_batch request with the points' own timestamps (so a resend is an exact duplicate)."""
+    from mlflow.entities import Metric
+
+    metrics = [Metric(p.key, p.value, p.timestamp, p.step) for p in points]
+    mlflow.log_batch(run_id, metrics=metrics)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -74,3 +112,17 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop params whose name says secret; strip passwords out of URIs in the others."""
+    return {k: redact_text(v) if isinstance(v, str) else v for k, v in params.items() if not is_secret(k)}
+
+
+def is_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact_text(text: str) -> str:
+    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
+    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)

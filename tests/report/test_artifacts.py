@@ -14,6 +14,7 @@ from orchestrator.report.artifacts import (
     training_metrics,
     write_report,
 )
+from orchestrator.report.summary import SUMMARY_JSON
 
 
 def history():
@@ -48,9 +49,10 @@ def test_loss_by_epoch_averages_each_epoch():
 
 def test_written_report_is_readable_json_and_real_images(tmp_path):
     paths = write_report(history(), tmp_path / "out")
-    assert [p.name for p in paths] == [METRICS_JSON, CURVE_PNG, EPOCH_PNG]
+    assert [p.name for p in paths] == [METRICS_JSON, SUMMARY_JSON, CURVE_PNG, EPOCH_PNG]
     assert json.loads(paths[0].read_text()) == training_metrics(history())
-    for png in paths[1:]:
+    assert json.loads(paths[1].read_text())["total_steps"] == 30
+    for png in paths[2:]:
         with Image.open(png) as image:
             image.verify()
         with Image.open(png) as image:
@@ -67,3 +69,20 @@ def test_curve_draws_loss_blue_and_red_and_lr_green_on_a_log_axis(tmp_path):
     assert (0, 0, 255) in pixels  # training loss
     assert (255, 0, 0) in pixels  # validation loss
     assert (0, 128, 0) in pixels  # learning rate
+
+
+def test_long_lines_are_drawn_from_their_envelope_keeping_extremes_and_gaps():
+    import math
+
+    from orchestrator.report.artifacts import envelope
+
+    steps = list(range(1, 100_001))
+    loss = [5.0 - s / 50_000 + (0.001 if s % 2 else 0.0) for s in steps]
+    loss[12_345], loss[77_777], loss[50_000] = 9.0, -1.0, math.nan
+    xs, ys = envelope(steps, loss, limit=4000)
+    assert len(xs) <= 4100 and xs == sorted(xs)
+    assert (xs[0], xs[-1]) == (1, 100_000)
+    picked = dict(zip(xs, ys, strict=True))
+    assert picked[12_346] == 9.0 and picked[77_778] == -1.0 and math.isnan(picked[50_001])
+    short = list(range(10))
+    assert envelope(short, short) == (short, short)

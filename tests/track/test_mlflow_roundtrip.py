@@ -44,6 +44,7 @@ def test_rebuilt_json_is_byte_equal_to_the_live_one(mlflow_run, tmp_path):
         sink.write(batch)
         live.write(batch)
     live.close()
+    sink.close()
     rebuild_report(uri, run_id, tmp_path / "rebuilt")
     assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
 
@@ -52,16 +53,20 @@ def test_a_step_logged_twice_counts_once_with_the_newest_value(mlflow_run):
     uri, run_id, _ = mlflow_run
     sink = MlflowSink(uri, run_id)
     sink.write([MetricEvent("train_loss", 2.0, 5)])
+    assert sink.flush()
     import time
 
     time.sleep(0.01)  # MLflow orders equal steps by millisecond timestamp
     sink.write([MetricEvent("train_loss", 1.5, 5), MetricEvent("train_loss", 1.0, 10)])
+    sink.close()
     assert read_history(uri, run_id)["train_loss"] == {5: 1.5, 10: 1.0}
 
 
 def test_report_defaults_to_the_runs_checkpoint_dir(mlflow_run):
     uri, run_id, out = mlflow_run
-    MlflowSink(uri, run_id).write(events_for(5))
+    sink = MlflowSink(uri, run_id)
+    sink.write(events_for(5))
+    sink.close()
     paths = rebuild_report(uri, run_id)
     assert {p.parent for p in paths} == {out}
 

@@ -1,0 +1,74 @@
+"""The local metric journal: an append-only JSONL file on rank 0, the ground truth of a run's metrics.
+
+Every metric point is written here before it is handed to MLflow, with the timestamp it will carry
+in MLflow. The timestamp is fixed once, so a point sent twice (a retry after a timeout, a replay by
+``orchestrator sync``) is the same (key, value, timestamp, step) row, which MLflow's SQL stores keep
+once; the replay also skips points MLflow already holds. One line per point::
+
+    {"key": "train_loss", "value": 2.3125, "step": 40, "timestamp": 1764000000123}
+
+Non-finite values are the strings "NaN", "Infinity", "-Infinity" (see ``orchestrator.jsonfloat``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.jsonfloat import decode_float, encode_float
+
+JOURNAL_NAME = "metrics.journal.jsonl"
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One value of one metric at one step, stamped with the time MLflow will record."""
+
+    key: str
+    value: float
+    step: int
+    timestamp: int  # milliseconds since the epoch
+
+    def to_json(self) -> str:
+        record = {"key": self.key, "value": encode_float(self.value), "step": self.step}
+        record["timestamp"] = self.timestamp
+        return json.dumps(record, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> MetricPoint:
+        record = json.loads(line)
+        return cls(record["key"], decode_float(record["value"]), int(record["step"]), record["timestamp"])
+
+
+class MetricJournal:
+    """Appends points to the journal file; each append is flushed to the OS before it returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def append(self, points: list[MetricPoint]) -> None:
+        self._file.write("".join(p.to_json() + "\n" for p in points))
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def read_journal(path: str | Path) -> Iterator[MetricPoint]:
+    """Every complete line of a journal; a torn last line (a crash mid-write) is skipped."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.endswith("\n"):
+                yield MetricPoint.from_json(line)
+
+
+def journal_path(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / JOURNAL_NAME

@@ -1,0 +1,174 @@
+"""Real servers for tests and benchmarks, on free loopback ports: PostgreSQL and `mlflow server`.
+
+Each is stopped by what started it (PostgreSQL by ``pg_ctl stop``, the MLflow server by killing its
+own process group), also when a test fails: use them from fixtures with ``try/finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bin(name: str) -> str:
+    """The newest installed PostgreSQL's binary (Debian keeps them off PATH)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key)
+    path = found[-1] if found else shutil.which(name)
+    if not path:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed: run `make test-deps`")
+    return path
+
+
+def _version_key(path: str) -> int:
+    version = Path(path).parts[-3]
+    return int(version) if version.isdigit() else 0
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on 127.0.0.1:<port> with password authentication."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.password = secrets.token_hex(12)
+        self.root = Path(tempfile.mkdtemp(prefix="orchestrator-pg-"))
+        self.data = self.root / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> Postgres:
+        (self.root / "pw").write_text(self.password + "\n")
+        (self.root / "sock").mkdir()
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: hand the directory to postgres
+            shutil.chown(self.root, "postgres")
+            for path in self.root.iterdir():
+                shutil.chown(path, "postgres")
+        pwfile = self.root / "pw"
+        self._run(
+            postgres_bin("initdb"),
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={pwfile}",
+        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root / 'sock'}"
+        self._run(
+            postgres_bin("pg_ctl"), "-D", self.data, "-l", self.root / "log", "-o", options, "-w", "start"
+        )
+        return self
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=self.password, dbname="postgres"
+        )
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._run(postgres_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _run(self, *command, check: bool = True) -> None:
+        argv = [str(c) for c in command]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=self.root)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+class MlflowServer:
+    """`mlflow server` in its own process group, restartable on the same port and stores."""
+
+    def __init__(self, backend_store_uri: str, artifacts_dir: Path, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backend_store_uri = backend_store_uri
+        self.artifacts_dir = artifacts_dir
+        self.log_path = log_path
+        self._process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180, workers: int = 1) -> MlflowServer:
+        mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+        command = [
+            mlflow_bin, "server", "--backend-store-uri", self.backend_store_uri,
+            "--artifacts-destination", str(self.artifacts_dir),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+        ]  # fmt: skip
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self._process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **QUIET_ENV},
+        )
+        log.close()
+        self._wait_healthy(timeout_s)
+        return self
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(
+            f"mlflow server not healthy after {timeout_s}s: {self.log_path.read_text()[-3000:]}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server and every child it started (uvicorn workers, job runner, huey)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 20) -> None:
+    pgid = process.pid  # start_new_session: the child leads its own group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        process.wait(10)
+    with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,207 @@
+"""Against a real `mlflow server` backed by PostgreSQL (see conftest): an outage in the middle of a
+run loses nothing and duplicates nothing; NaN/inf survive the server; the UI shows the run."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+import time
+from urllib.parse import quote, urlparse
+
+import pytest
+
+from orchestrator.report import rebuild_report
+from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
+from orchestrator.track.events import MetricEvent
+from orchestrator.track.journal import MetricJournal, journal_path, read_journal
+from orchestrator.track.live import LiveArtifacts
+from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+KEYS = ("train_loss", "learning_rate", "epoch")
+
+
+def new_run(uri: str, experiment: str, run_name: str, out_dir):
+    mlflow = client(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={CHECKPOINT_DIR_TAG: str(out_dir)})
+    return experiment_id, run.info.run_id
+
+
+def step_events(step: int) -> list[MetricEvent]:
+    return [
+        MetricEvent("train_loss", 9.0 / (step + 1.7), step),
+        MetricEvent("learning_rate", 3e-3 * 0.999**step, step),
+        MetricEvent("epoch", float(1 + step // 100), step),
+    ]
+
+
+class TrainingLoop(threading.Thread):
+    """Writes one logging step every 20 ms through the sink, as rank 0 does, until stopped."""
+
+    def __init__(self, sink: MlflowSink):
+        super().__init__(daemon=True)
+        self.sink, self.step, self.done = sink, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.step += 1
+            self.sink.write(step_events(self.step))
+            time.sleep(0.02)
+
+
+def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = mlflow_server.url
+    _, run_id = new_run(uri, "outage", "outage-run", tmp_path)
+    lines: list[str] = []
+    settings = SinkSettings(drain_timeout_s=120, max_backoff_s=1.0)
+    sink = MlflowSink(uri, run_id, MetricJournal(journal_path(tmp_path)), settings, lines.append)
+    loop = TrainingLoop(sink)
+    loop.start()
+    try:
+        time.sleep(1.5)
+        mlflow_server.stop()
+        stopped_at = loop.step
+        time.sleep(3)
+        steps_while_down = loop.step - stopped_at
+        mlflow_server.start()  # same port, same PostgreSQL database
+        time.sleep(1.5)
+    finally:
+        loop.done.set()
+        loop.join()
+        sink.close()
+    assert steps_while_down > 10, "the training loop kept going while MLflow was down"
+    assert any("MLflow unreachable" in line for line in lines), lines
+    assert any("reachable again" in line for line in lines), lines
+    assert sink.unsent == 0 and sink.sent == 3 * loop.step
+
+    mlflow = client(uri)
+    for key in KEYS:
+        history = mlflow.get_metric_history(run_id, key)
+        steps = sorted(m.step for m in history)
+        assert steps == list(range(1, loop.step + 1)), f"{key}: each step exactly once"
+        expected = {e.step: e.value for s in range(1, loop.step + 1) for e in step_events(s) if e.name == key}
+        assert {m.step: m.value for m in history} == expected
+    assert len(list(read_journal(journal_path(tmp_path)))) == 3 * loop.step
+
+
+def test_nan_and_inf_round_trip_through_the_server(mlflow_server, tmp_path):
+    uri = mlflow_server.url
+    out = tmp_path / "run"
+    _, run_id = new_run(uri, "non-finite", "non-finite-run", out)
+    sink, live = MlflowSink(uri, run_id), LiveArtifacts(out)
+    for step, value in {10: 2.5, 20: math.nan, 30: math.inf, 40: -math.inf}.items():
+        batch = [MetricEvent("train_loss", value, step), MetricEvent("learning_rate", 1e-3, step)]
+        batch += [MetricEvent("epoch", 1.0, step), MetricEvent("val_loss", value, step)]
+        sink.write(batch)
+        live.write(batch)
+    sink.close()
+    live.close()
+    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
+    back = load_training_metrics(tmp_path / "rebuilt" / METRICS_JSON)
+    assert back["train_loss"][0] == 2.5 and math.isnan(back["train_loss"][1])
+    assert back["train_loss"][2:] == [math.inf, -math.inf]
+    assert math.isnan(back["val_loss"][1]) and back["val_loss"][2:] == [math.inf, -math.inf]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise RuntimeError("Chromium is not installed: run `make test-deps`")
+    return path
+
+
+def loopback_only(route) -> None:
+    """Nothing leaves the machine: every request to a host other than loopback is aborted."""
+    url = urlparse(route.request.url)
+    if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in ("127.0.0.1", "localhost"):
+        route.abort()
+    else:
+        route.continue_()
+
+
+def test_the_mlflow_ui_shows_the_run_and_its_train_loss(mlflow_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    uri = mlflow_server.url
+    experiment_id, run_id = new_run(uri, "ui-check", "ui-check-run", tmp_path)
+    sink = MlflowSink(uri, run_id)
+    for step in range(1, 21):
+        sink.write(step_events(step))
+    sink.close()
+    client(uri).set_terminated(run_id, "FINISHED")
+    shots = REPO / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    metric_page = f"{uri}/#/metric?" + "&".join(
+        f"{name}={quote(json.dumps(value))}"
+        for name, value in (
+            ("runs", [run_id]),
+            ("metric", "train_loss"),
+            ("experiments", [experiment_id]),
+            ("plot_metric_keys", ["train_loss"]),
+        )
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"],
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.route("**/*", loopback_only)
+            page = context.new_page()
+            page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}")
+            expect(page.get_by_text("ui-check-run").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("train_loss", exact=True).first).to_be_attached(timeout=60_000)
+            page.screenshot(path=str(shots / "mlflow-ui-run.png"), full_page=True)
+            page.goto(metric_page)
+            expect(page.get_by_role("heading", name="train_loss").first).to_be_visible(timeout=60_000)
+            latest = f"{step_events(20)[0].value:.10f}"[:10]  # the table of latest/min/max values
+            expect(page.get_by_text(latest).first).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(shots / "mlflow-ui-train-loss.png"))
+        finally:
+            browser.close()
+    assert (shots / "mlflow-ui-run.png").stat().st_size > 10_000
+
+
+def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(mlflow_server, tmp_path):
+    from orchestrator.report.artifacts import REPORT_METRICS
+    from orchestrator.report.mlflow_history import read_history
+    from orchestrator.track.finish import finish_run
+    from orchestrator.track.mlflow_read import read_latest_per_step
+    from orchestrator.track.snapshot import read_snapshot
+
+    uri = mlflow_server.url
+    out = tmp_path / "run"
+    _, run_id = new_run(uri, "snapshot", "snapshot-run", out)
+    sink, live = MlflowSink(uri, run_id, MetricJournal(journal_path(out))), LiveArtifacts(out)
+    for step in range(1, 31):
+        events = [*step_events(step), MetricEvent("val_loss", math.nan if step == 30 else 1.0 / step, step)]
+        sink.write(events)
+        live.write(events)
+    sink.close()
+    live.close()
+    finish_run(uri, run_id, "FINISHED", str(out))
+    mlflow = client(uri)
+    snapshot = read_snapshot(mlflow, mlflow.get_run(run_id), REPORT_METRICS)
+    assert snapshot is not None and snapshot == read_latest_per_step(uri, run_id, REPORT_METRICS) | {
+        "val_loss": snapshot["val_loss"]
+    }
+    assert math.isnan(snapshot["val_loss"][30])
+    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
+
+    extra = MlflowSink(uri, run_id)
+    extra.write([MetricEvent("train_loss", 0.125, 31)])  # logged after the snapshot: it is stale now
+    extra.close()
+    assert read_snapshot(mlflow, mlflow.get_run(run_id), REPORT_METRICS) is None
+    assert read_history(uri, run_id)["train_loss"][31] == 0.125
