@@ -3,6 +3,10 @@
     orchestrator submit configs/quickstart.yaml
     orchestrator validate configs/quickstart.yaml
     orchestrator report RUN_ID [--out DIR]
+    orchestrator status RUN_ID          # state, step, last metrics, worker health (any backend)
+    orchestrator logs RUN_ID [-f]       # the job's output (ray-job) or the workers' logs
+    orchestrator cancel RUN_ID          # stop a ray-job run
+    orchestrator list [--address URL]   # runs in the tracking store, or jobs on a cluster
 
 Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong.
 """
@@ -22,11 +26,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from launchers.base import LauncherError
     from orchestrator.plan import PlanError
     from orchestrator.spec import SpecError
 
     try:
         return args.func(args)
+    except LauncherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_USAGE
@@ -52,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: orchestrator submit configs/quickstart.yaml",
     )
     submit.add_argument("spec", help="path to a YAML run spec")
+    submit.add_argument(
+        "--detach", action="store_true", help="ray-job: return once the cluster accepted the job"
+    )
+    submit.add_argument(
+        "--progress",
+        choices=("auto", "bar", "off"),
+        default="auto",
+        help="progress bar on stderr: auto (only on a terminal), bar (always), off",
+    )
     submit.set_defaults(func=cmd_submit)
 
     validate = commands.add_parser(
@@ -75,7 +92,44 @@ def _parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
     )
     report.set_defaults(func=cmd_report)
+    _add_run_commands(commands)
     return parser
+
+
+def _add_run_commands(commands) -> None:
+    """status / logs / cancel / list: a submitted run, found by its MLflow run id."""
+    tracking = {"default": None, "help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"}
+    status = commands.add_parser(
+        "status",
+        help="state, step, last metrics and worker health of a run",
+        epilog="example: orchestrator status 3f2c9a...",
+    )
+    status.add_argument("run_id", help="MLflow run id (printed by submit)")
+    status.add_argument("--tracking-uri", **tracking)
+    status.set_defaults(func=cmd_status)
+    logs = commands.add_parser(
+        "logs",
+        help="a run's output: the Ray job's log, or each worker's log",
+        epilog="example: orchestrator logs 3f2c9a... -f",
+    )
+    logs.add_argument("run_id", help="MLflow run id (printed by submit)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    logs.add_argument("--tracking-uri", **tracking)
+    logs.set_defaults(func=cmd_logs)
+    cancel = commands.add_parser(
+        "cancel", help="stop a ray-job run", epilog="example: orchestrator cancel 3f2c9a..."
+    )
+    cancel.add_argument("run_id", help="MLflow run id (printed by submit)")
+    cancel.add_argument("--tracking-uri", **tracking)
+    cancel.set_defaults(func=cmd_cancel)
+    runs = commands.add_parser(
+        "list",
+        help="runs in the tracking store, or this orchestrator's jobs on a cluster",
+        epilog="example: orchestrator list --address http://127.0.0.1:8265",
+    )
+    runs.add_argument("--address", help="a Ray dashboard URL: list the jobs there instead")
+    runs.add_argument("--tracking-uri", **tracking)
+    runs.set_defaults(func=cmd_list)
 
 
 def _load_plan(spec_path: str):
@@ -95,18 +149,110 @@ def cmd_validate(args) -> int:
 
 def cmd_submit(args) -> int:
     from launchers import get_launcher
-    from orchestrator.track.mlflow_run import create_run, finish_run
+    from orchestrator.track.mlflow_run import create_run
 
     plan = _load_plan(args.spec)
+    cluster = plan.spec.cluster
+    launcher = get_launcher(cluster.backend, cluster.address)  # fails early if the cluster is unreachable
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
     plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text()))
     print(_describe(plan), flush=True)
-    handle = get_launcher(plan.spec.cluster.backend).submit(plan)
+    if cluster.backend == "ray-job":
+        return _submit_job(args, launcher, plan)
+    from orchestrator.progress import live_progress
+
+    with live_progress(plan.checkpoint_dir, args.progress):
+        handle = launcher.submit(plan)
+    return _finish(plan, handle)
+
+
+def _finish(plan, handle) -> int:
+    from orchestrator.track.mlflow_run import finish_run
+
     finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
+    if handle.error:
+        print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
+    if handle.post_mortem:
+        print(f"post-mortem {handle.post_mortem}", file=sys.stderr)
+    print(_where(plan, handle.state.value), flush=True)
+    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def _submit_job(args, launcher, plan) -> int:
+    """ray-job: the job's driver finishes the MLflow run; here we only follow it (or not)."""
+    from launchers.runs import tag_job
+
+    handle = launcher.submit(plan)
+    tag_job(plan.tracking_uri, plan.run_id, handle, plan.spec.cluster.address)
+    print(f"\njob        {handle.job_id} on {plan.spec.cluster.address} ({handle.state.value})", flush=True)
+    if args.detach:
+        print(f"follow     orchestrator logs {plan.run_id} -f\nstatus     orchestrator status {plan.run_id}")
+        return EXIT_OK
+    for line in launcher.logs(handle.job_id, follow=True):
+        print(line, end="", flush=True)
+    handle = launcher.status(handle.job_id)
     if handle.error:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
     print(_where(plan, handle.state.value), flush=True)
     return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def _tracking_uri(args) -> str:
+    from orchestrator.plan.plan import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+
+
+def cmd_status(args) -> int:
+    from launchers.runs import describe_status, find_run, run_state
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    print(describe_status(record, run_state(record)))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from launchers.runs import find_run, follow_worker_logs
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    if record.job_id:
+        lines = record.launcher().logs(record.job_id, follow=args.follow)
+    else:
+        lines = follow_worker_logs(record, follow=args.follow)
+    for line in lines:
+        print(line, end="", flush=True)
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    from launchers.runs import find_run
+    from orchestrator.track.mlflow_run import finish_run
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    handle = record.launcher().cancel(record.job_id)
+    if handle.state.value == "STOPPED":
+        # The job's driver was killed before it could finish its MLflow run.
+        finish_run(record.tracking_uri, record.run_id, handle.state.mlflow_status, None)
+    print(f"run {record.run_id}: {handle.state.value}")
+    return EXIT_OK if handle.state.value == "STOPPED" else EXIT_FAILED
+
+
+def cmd_list(args) -> int:
+    from launchers import get_launcher
+    from launchers.base import LauncherError
+    from launchers.runs import describe_list_row, list_runs, mlflow_state, run_state
+
+    if args.address:
+        for handle in get_launcher("ray-job", args.address).list():
+            print(f"{handle.run_id}  {handle.state.value:<9}  {handle.job_id}")
+        return EXIT_OK
+    for record in list_runs(_tracking_uri(args)):
+        try:
+            state = run_state(record)
+        except LauncherError:  # its cluster is gone: MLflow's word is the last one
+            state = mlflow_state(record)
+        print(describe_list_row(record, state))
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:

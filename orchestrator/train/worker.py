@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
 from orchestrator.track.events import MetricEvent
+from orchestrator.track.status import RunStatusFile
 
 
 @dataclass
@@ -33,6 +34,7 @@ def train_worker(plan: Plan) -> None:
     engine, dataset, device = _setup(plan)
     rank, world = dist.get_rank(), dist.get_world_size()
     sinks = _sinks(plan) if rank == 0 else []
+    sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
     state = LoopState(is_rank0=rank == 0)
     _announce(plan, rank)
     try:
