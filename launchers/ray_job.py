@@ -101,23 +101,22 @@ class RayJobLauncher:
 
 
 def _connect(address: str, token: str | None):
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, AuthenticationError) as exc:
         hint = (
             "the cluster refused the token: check RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"
             if token
             else "no Ray auth token found: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or run "
             "`ray get-auth-token` on the head node and save it to ~/.ray/auth_token"
         )
-        if "nauthorized" not in str(exc):
+        if not isinstance(exc, AuthenticationError) and "nauthorized" not in str(exc):
             hint = "is the cluster running and its dashboard at this address?"
-        raise LauncherError(
-            f"cannot reach the Ray Jobs API at {address}: {_first_line(exc)}; {hint}"
-        ) from None
+        raise LauncherError(f"the Ray Jobs API at {address}: {_first_line(exc)}; {hint}") from None
 
 
 def _write_bundle(plan: Plan, bundle: Path) -> None:
