@@ -41,8 +41,12 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int) -> Path:
 
 
 def _last_checkpoint(run_dir: Path) -> str:
-    pointer = run_dir / "latest"
-    if not pointer.is_file():
-        return "none: the run wrote no checkpoint before it failed"
-    tag = pointer.read_text().strip()
-    return f"`{run_dir / tag}` (a resubmission resumes from here)"
+    from orchestrator.train.checkpoint import latest_complete_checkpoint
+
+    checkpoint = latest_complete_checkpoint(run_dir)
+    if checkpoint is None:
+        return "none: the run wrote no complete checkpoint before it failed"
+    return (
+        f"`{checkpoint.path}` (step {checkpoint.step}); continue with "
+        f"`orchestrator submit --resume {run_dir.name}`"
+    )

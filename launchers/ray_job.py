@@ -40,7 +40,8 @@ def read_auth_token() -> str | None:
 
 
 def job_id_for(run_id: str) -> str:
-    return f"orchestrator-{run_id}"
+    # One MLflow run may be submitted more than once (submit --resume): each job gets its own id.
+    return f"orchestrator-{run_id}-{time.strftime('%Y%m%d%H%M%S')}"
 
 
 class RayJobLauncher:

@@ -59,7 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         help="validate, plan and train a spec",
         epilog="example: orchestrator submit configs/quickstart.yaml",
     )
-    submit.add_argument("spec", help="path to a YAML run spec")
+    submit.add_argument("spec", nargs="?", help="path to a YAML run spec")
+    submit.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run (MLflow run id or run name) from its latest complete checkpoint",
+    )
+    submit.add_argument(
+        "--tracking-uri", default=None, help="with --resume: where the run is tracked (default: ./mlflow.db)"
+    )
     submit.add_argument(
         "--detach", action="store_true", help="ray-job: return once the cluster accepted the job"
     )
@@ -93,7 +101,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
     _add_run_commands(commands)
+    _add_generate(commands)
     return parser
+
+
+def _add_generate(commands) -> None:
+    generate = commands.add_parser(
+        "generate",
+        help="sample text from a run's best (or latest) checkpoint",
+        epilog='example: orchestrator generate quickstart-20250101-120000 --prompt "The for" --seed 0',
+    )
+    generate.add_argument("run", help="MLflow run id or run name")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=100)
+    generate.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 means greedy")
+    generate.add_argument("--top-k", type=_positive_int, default=50)
+    generate.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    generate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    generate.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlflow.db")
+    generate.set_defaults(func=cmd_generate)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _add_run_commands(commands) -> None:
@@ -148,6 +188,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    if bool(args.spec) == bool(args.resume):
+        print("error: give a spec to start a run, or --resume RUN to continue one", file=sys.stderr)
+        return EXIT_USAGE
+    if args.resume:
+        return cmd_resume(args)
     from launchers import get_launcher
     from orchestrator.track.mlflow_run import create_run
 
@@ -195,6 +240,36 @@ def _submit_job(args, launcher, plan) -> int:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
     print(_where(plan, handle.state.value), flush=True)
     return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
+def cmd_resume(args) -> int:
+    """`submit --resume RUN`: the same MLflow run and checkpoint directory; the worker restores the
+    latest complete checkpoint and the learning-rate schedule continues where it stopped."""
+    from launchers import get_launcher
+    from orchestrator.plan.resume import plan_for_resume
+    from orchestrator.track.mlflow_run import client
+    from orchestrator.train.checkpoint import latest_complete_checkpoint
+
+    plan, _ = plan_for_resume(args.resume, _tracking_uri(args))
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    if checkpoint is None:
+        print(
+            f"error: run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir} to resume "
+            "from\n    hint: submit the spec again as a new run, with checkpoint.interval set",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    client(plan.tracking_uri).update_run(plan.run_id, status="RUNNING")
+    print(_describe(plan), flush=True)
+    print(f"resume     from {checkpoint.path} (step {checkpoint.step} of {plan.total_steps})", flush=True)
+    launcher = get_launcher(plan.spec.cluster.backend, plan.spec.cluster.address)
+    if plan.spec.cluster.backend == "ray-job":
+        return _submit_job(args, launcher, plan)
+    from orchestrator.progress import live_progress
+
+    with live_progress(plan.checkpoint_dir, args.progress):
+        handle = launcher.submit(plan)
+    return _finish(plan, handle)
 
 
 def _tracking_uri(args) -> str:
@@ -255,6 +330,14 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+def cmd_generate(args) -> int:
+    from orchestrator.generate import Sampling, generate_from_run
+
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    print(generate_from_run(args.run, _tracking_uri(args), args.prompt, sampling, args.checkpoint))
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     from orchestrator.plan.plan import resolve_tracking_uri
     from orchestrator.report import rebuild_report
@@ -283,6 +366,7 @@ def _describe(plan) -> str:
             f"{spec.train.epochs} epoch(s){'' if spec.train.max_steps is None else ', capped'})",
             f"artifacts  {plan.checkpoint_dir}",
             f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
+            *([f"memory     {plan.memory.describe()}"] if plan.memory else []),
         ]
     )
 

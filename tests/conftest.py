@@ -12,6 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# DeepSpeed JIT-builds its CPU communication op into ~/.cache/torch_extensions; checkouts with
+# different venv paths would overwrite each other's build there and rebuild it (~1 min) every run.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 
 TINY_SPEC = """\
 name: tiny

@@ -25,3 +25,10 @@ def test_quickstart_learns(tmp_path):
     print(f"ln(vocab) {ln_vocab:.3f}  first train loss {first:.3f}  best val loss {best_val:.3f}")
     assert abs(first - ln_vocab) / ln_vocab < 0.05, "first logged loss should be close to ln(vocab)"
     assert best_val <= 0.7 * ln_vocab, "best validation loss should be at least 30% below ln(vocab)"
+    # generate samples from the trained run, by run name, deterministically with a seed
+    args = ("generate", run_dir.name, "--prompt", "The for statement", "--max-new-tokens", "40")
+    args += ("--seed", "0")
+    first, again = run_cli(*args, cwd=tmp_path), run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    print(first.stdout)
+    assert first.stdout == again.stdout and first.stdout.startswith("The for statement")

@@ -34,9 +34,12 @@ class PreparedData:
     vocab_size: int
 
 
-def prepare_dataset(corpus: str, vocab_size: int, cache_dir: Path | None = None) -> PreparedData:
-    """Train (or reuse) the BPE tokenizer and the token file for a corpus; idempotent."""
-    text = load_corpus(corpus)
+def prepare_dataset(
+    corpus: str, vocab_size: int, cache_dir: Path | None = None, text: str | None = None
+) -> PreparedData:
+    """Train (or reuse) the BPE tokenizer and the token file for a corpus (or the given text of
+    the user's files); idempotent, keyed by the text's hash."""
+    text = load_corpus(corpus) if text is None else text
     key = hashlib.sha256(f"{vocab_size}\0{text}".encode()).hexdigest()[:16]
     folder = (cache_dir or cache_root()) / f"{corpus}-{vocab_size}-{key}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,11 @@ def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "train_batch_size": train.micro_batch_size * train.gradient_accumulation_steps * world_size,
         "gradient_clipping": spec.optimizer.grad_clip,
-        "zero_optimization": {"stage": spec.deepspeed.zero_stage},
+        "zero_optimization": _zero_block(spec),
         "zero_allow_untested_optimizer": True,
+        # Offload with our client torch AdamW: DeepSpeed refuses it unless told not to force its own
+        # CPU Adam (which needs a ~70 s JIT build on first use).
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,  # progress is ours to print; keep DeepSpeed's log quiet
         "wall_clock_breakdown": False,
     }
@@ -35,3 +38,20 @@ def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
     elif spec.deepspeed.precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
     return config
+
+
+def _zero_block(spec: RunSpec) -> dict[str, Any]:
+    ds = spec.deepspeed
+    block: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer != "none":
+        block["offload_optimizer"] = _offload(ds.offload_optimizer, ds.nvme_path)
+    if ds.offload_params != "none":
+        block["offload_param"] = _offload(ds.offload_params, ds.nvme_path)
+    return block
+
+
+def _offload(device: str, nvme_path: str | None) -> dict[str, Any]:
+    target: dict[str, Any] = {"device": device, "pin_memory": False}
+    if device == "nvme":
+        target["nvme_path"] = nvme_path
+    return target

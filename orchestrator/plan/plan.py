@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrator.data.dataset import TokenDataset, prepare_dataset
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
+from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
 
 
@@ -39,6 +40,7 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     run_id: str = ""  # filled in once the MLflow run exists
+    memory: MemoryPlan | None = None  # the preflight memory estimate per worker
 
     @property
     def global_batch_size(self) -> int:
@@ -56,7 +58,7 @@ class PlanError(Exception):
 def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
     cwd = (cwd or Path.cwd()).resolve()
     world = spec.cluster.num_workers
-    prepared = prepare_dataset(spec.data.corpus, spec.model.vocab_size)
+    prepared = _prepare_data(spec, cwd)
     dataset = TokenDataset(
         prepared.tokens_path,
         spec.model.context_length,
@@ -86,7 +88,30 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
         ),
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
+        memory=estimate_memory(spec, world, _capacity_per_worker(spec)),
     )
+
+
+def _capacity_per_worker(spec: RunSpec) -> int | None:
+    """GPU memory when workers use GPUs; this host's RAM shared by its workers for a local launcher."""
+    if spec.cluster.gpus_per_worker > 0:
+        return gpu_memory_bytes()
+    if spec.cluster.backend == "ray-local":
+        return host_memory_per_worker(spec.cluster.num_workers)
+    return None
+
+
+def _prepare_data(spec: RunSpec, cwd: Path):
+    from orchestrator.data.corpus import read_files
+
+    data = spec.data
+    if data.corpus != "files":
+        return prepare_dataset(data.corpus, spec.model.vocab_size)
+    try:
+        text = read_files(data.files, data.format, data.jsonl_field, cwd)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PlanError(f"{exc}; hint: check data.files, data.format and data.jsonl_field") from None
+    return prepare_dataset("files", spec.model.vocab_size, text=text)
 
 
 def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:

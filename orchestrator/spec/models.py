@@ -23,6 +23,11 @@ class ModelSpec(_Section):
     context_length: int = Field(128, ge=8, le=131072, description="Tokens per training sequence.")
     vocab_size: int = Field(512, ge=260, le=262144, description="BPE vocabulary size.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
+    tie_weights: bool = Field(True, description="Share the token embedding with the output head.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in backward: less memory, ~25% slower."
+    )
+    compile: bool = Field(False, description="torch.compile the model (slow first steps, faster later).")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
@@ -35,12 +40,30 @@ class ModelSpec(_Section):
 
 
 class DataSpec(_Section):
-    corpus: Literal["python-docs"] = Field(
+    corpus: Literal["python-docs", "files"] = Field(
         "python-docs",
-        description="Built-in corpus: the text of Python's bundled documentation (no download).",
+        description="python-docs: the text of Python's bundled documentation (no download); "
+        "files: the plain-text or JSONL files listed in `files`.",
     )
+    files: list[str] = Field(
+        [], description="With corpus: files. Paths or glob patterns, relative to the working directory."
+    )
+    format: Literal["text", "jsonl"] = Field(
+        "text", description="text: whole files; jsonl: one record a line."
+    )
+    jsonl_field: str = Field("text", min_length=1, description="The JSONL field that holds the text.")
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, allow_inf_nan=False)
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _files_go_with_the_files_corpus(self) -> DataSpec:
+        if self.corpus == "files" and not self.files:
+            raise ValueError("corpus: files needs at least one path; hint: files: [data/*.txt]")
+        if self.corpus != "files" and self.files:
+            raise ValueError(
+                f"files are listed but corpus {self.corpus!r} would ignore them; hint: corpus: files"
+            )
+        return self
 
 
 class OptimizerSpec(_Section):
@@ -65,6 +88,9 @@ class ScheduleSpec(_Section):
 
 
 class TrainSpec(_Section):
+    """The loop. ``nan_policy``: what a non-finite loss does (``stop``: fail with a clear message,
+    the latest checkpoint untouched; ``skip``: drop that batch's update and count it)."""
+
     epochs: int = Field(1, ge=1, le=100000)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     micro_batch_size: int = Field(8, ge=1)
@@ -73,6 +99,12 @@ class TrainSpec(_Section):
     eval_interval: int = Field(25, ge=1, description="Evaluate every N steps (a multiple of log_interval).")
     eval_batches: int = Field(8, ge=1, description="Validation micro batches per rank per evaluation.")
     seed: int = 1234
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="On a NaN/inf loss: stop with a message, or skip the batch and count it."
+    )
+    max_skipped_steps: int = Field(
+        10, ge=0, description="With nan_policy skip: stop once more batches than this were skipped."
+    )
 
     @model_validator(mode="after")
     def _eval_on_logging_steps(self) -> TrainSpec:
@@ -88,7 +120,33 @@ class TrainSpec(_Section):
 
 class DeepSpeedSpec(_Section):
     zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp16 uses dynamic loss scaling and needs a GPU; bf16 works on CPU too."
+    )
+    offload_optimizer: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Keep optimizer states (and the step) on the CPU or on NVMe (NVMe: ZeRO-3)."
+    )
+    offload_params: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Keep parameters on the CPU or NVMe between uses (ZeRO-3 only)."
+    )
+    nvme_path: str | None = Field(None, description="A fast local directory for NVMe offload.")
+
+    @model_validator(mode="after")
+    def _offload_fits_stage(self) -> DeepSpeedSpec:
+        if self.offload_params != "none" and self.zero_stage != 3:
+            raise ValueError(
+                f"offload_params: {self.offload_params} needs ZeRO stage 3 (got {self.zero_stage}); "
+                "hint: set zero_stage: 3, or use offload_optimizer: cpu with this stage"
+            )
+        uses_nvme = "nvme" in (self.offload_optimizer, self.offload_params)
+        if uses_nvme and self.zero_stage != 3:
+            raise ValueError(
+                f"NVMe offload needs ZeRO stage 3 (got {self.zero_stage}); "
+                "hint: set zero_stage: 3, or offload to cpu"
+            )
+        if uses_nvme and not self.nvme_path:
+            raise ValueError("NVMe offload needs a directory; hint: set deepspeed.nvme_path")
+        return self
 
 
 class ClusterSpec(_Section):
@@ -156,6 +214,22 @@ class TrackingSpec(_Section):
 
 class CheckpointSpec(_Section):
     dir: str = Field("./checkpoints", description="Each run writes into <dir>/<run name>/.")
+    interval: int | None = Field(
+        None, ge=1, description="Save every N optimizer steps (and always at the end); default: end only."
+    )
+    keep_last: int = Field(2, ge=1, le=1000, description="Complete checkpoints kept, newest first.")
+    keep_best: bool = Field(True, description="Also keep the checkpoint with the best evaluation.")
+
+
+class EarlyStoppingSpec(_Section):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    enabled: bool = False
+    metric: Literal["val_loss", "val_perplexity", "val_accuracy"] = Field(
+        "val_loss", description="Lower is better, except val_accuracy."
+    )
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="Smallest improvement.")
 
 
 class RunSpec(_Section):
@@ -171,6 +245,7 @@ class RunSpec(_Section):
     cluster: ClusterSpec = ClusterSpec()
     tracking: TrackingSpec = TrackingSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
     @model_validator(mode="after")
     def _schedule_fits_optimizer(self) -> RunSpec:
@@ -183,6 +258,26 @@ class RunSpec(_Section):
             raise ValueError(
                 f"schedule.warmup_steps ({self.schedule.warmup_steps}) must be shorter than "
                 f"train.max_steps ({self.train.max_steps}); hint: warm up for about 5-10% of the run"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self) -> RunSpec:
+        if self.deepspeed.precision == "fp16" and self.cluster.gpus_per_worker == 0:
+            raise ValueError(
+                "deepspeed.precision fp16 needs a GPU: DeepSpeed's CPU accelerator refuses it "
+                '("Type fp16 is not supported on your device") and cluster.gpus_per_worker is 0; '
+                "hint: use precision: bf16 (or fp32) on CPU, or set cluster.gpus_per_worker"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _nan_skip_needs_whole_steps(self) -> RunSpec:
+        if self.train.nan_policy == "skip" and self.train.gradient_accumulation_steps != 1:
+            raise ValueError(
+                "train.nan_policy skip drops whole optimizer steps, which gradient accumulation "
+                f"({self.train.gradient_accumulation_steps} micro batches) would leave half-applied; "
+                "hint: use nan_policy: stop, or gradient_accumulation_steps: 1 with a larger micro batch"
             )
         return self
 

@@ -1,7 +1,8 @@
 """A GPT decoder small enough to read in one sitting.
 
 Token and position embeddings, pre-norm blocks of causal self-attention (PyTorch SDPA) and a GELU
-FFN, a final layer norm and an output head tied to the token embedding.
+FFN, a final layer norm and an output head (tied to the token embedding unless told otherwise);
+activation checkpointing recomputes each block in backward when asked.
 
 >>> import torch
 >>> model = GPT(vocab_size=300, context_length=16, d_model=32, n_layers=2, n_heads=4)
@@ -16,6 +17,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class CausalSelfAttention(nn.Module):
@@ -65,16 +67,20 @@ class GPT(nn.Module):
         n_layers: int,
         n_heads: int,
         dropout: float = 0.0,
+        tie_weights: bool = True,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.context_length = context_length
+        self.activation_checkpointing = activation_checkpointing
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(context_length, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.head.weight = self.tok_emb.weight  # weight tying
+        if tie_weights:
+            self.head.weight = self.tok_emb.weight
         self.apply(_init_weights)
         # GPT-2's scaled init of residual projections keeps the residual stream's variance flat.
         for name, param in self.named_parameters():
@@ -88,7 +94,11 @@ class GPT(nn.Module):
         pos = torch.arange(t, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for block in self.blocks:
-            x = block(x)
+            if self.activation_checkpointing and self.training:
+                # Keep only block inputs; recompute the inside during backward.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.head(self.ln_f(x))
 
 
@@ -104,3 +114,18 @@ def _init_weights(module: nn.Module) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Parameters counted once, even where tied."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def build_model(model_spec) -> GPT:
+    """The GPT a ``ModelSpec`` describes."""
+    m = model_spec
+    return GPT(
+        m.vocab_size,
+        m.context_length,
+        m.d_model,
+        m.n_layers,
+        m.n_heads,
+        m.dropout,
+        tie_weights=m.tie_weights,
+        activation_checkpointing=m.activation_checkpointing,
+    )

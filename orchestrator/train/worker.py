@@ -2,68 +2,59 @@
 
 ``train_worker(plan)`` runs on each rank after the launcher has set up ``torch.distributed``
 (Ray Train does; so does ``torchrun``). It builds the GPT, this rank's data shard and the DeepSpeed
-engine, trains, evaluates, and on rank 0 sends metric events to the sinks.
+engine, restores the latest complete checkpoint of the run if there is one (a retry or
+``submit --resume``), trains, evaluates, checkpoints, and on rank 0 sends metric events to the sinks.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 
 from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
-from orchestrator.track.events import MetricEvent
 from orchestrator.track.status import RunStatusFile
-
-
-@dataclass
-class LoopState:
-    step: int = 0
-    epoch: int = 1
-    window_losses: list[float] = field(default_factory=list)
-    window_tokens: int = 0
-    window_start: float = field(default_factory=time.perf_counter)
-    started: float = field(default_factory=time.perf_counter)
-    is_rank0: bool = False
+from orchestrator.train import resume
+from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
+from orchestrator.train.loop import Session, run
 
 
 def train_worker(plan: Plan) -> None:
     import torch.distributed as dist
 
-    engine, dataset, device = _setup(plan)
+    engine, dataset = _setup(plan)
     rank, world = dist.get_rank(), dist.get_world_size()
-    sinks = _sinks(plan) if rank == 0 else []
-    sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
-    state = LoopState(is_rank0=rank == 0)
-    _announce(plan, rank)
+    session = Session(
+        plan, engine, dataset, engine.device, rank, world, [], early_stopping_from_spec(plan.spec)
+    )
+    restored = resume.restore_latest(engine, plan)
+    if restored is not None:
+        session.state = restored[0]
+        session.stopper.load_state_dict(session.state.early_stopping)
+    if rank == 0:
+        session.sinks = _sinks(plan, resumed=restored is not None)
+    session.sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
+    _announce(plan, rank, restored)
     try:
-        while state.step < plan.total_steps:
-            shard = dataset.train_shard(state.epoch - 1, rank, world, plan.spec.train.seed)
-            _train_epoch(plan, engine, dataset, shard, device, state, sinks)
-            state.epoch += 1
-        engine.save_checkpoint(plan.checkpoint_dir, tag=f"step-{state.step}")
-        dist.barrier()
+        run(session)
     finally:
-        for sink in sinks:
+        for sink in session.sinks:
             sink.close()
     if rank == 0:
-        elapsed = time.perf_counter() - state.started
-        print(f"[train] done: {state.step} steps in {elapsed:.1f}s", flush=True)
+        _finish(plan, session)
 
 
 def _setup(plan: Plan):
     import deepspeed
     import torch
 
-    from orchestrator.train.model import GPT
+    from orchestrator.train.model import build_model
     from orchestrator.train.schedule import WarmupCosine
 
     spec = plan.spec
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    resume.check_resumable(plan)
     torch.manual_seed(spec.train.seed)  # identical initial weights on every rank
-    m = spec.model
-    model = GPT(m.vocab_size, m.context_length, m.d_model, m.n_layers, m.n_heads, m.dropout)
+    model = build_model(spec.model)
     optimizer = torch.optim.AdamW(
         _param_groups(model, spec.optimizer.weight_decay),
         lr=spec.optimizer.lr,
@@ -77,10 +68,13 @@ def _setup(plan: Plan):
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=plan.deepspeed_config
     )
+    if spec.model.compile:
+        engine.compile()
+    m = spec.model
     dataset = TokenDataset(
         plan.data.tokens_path, m.context_length, spec.data.validation_fraction, spec.data.seed
     )
-    return engine, dataset, engine.device
+    return engine, dataset
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -92,153 +86,74 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     ]
 
 
-def _sinks(plan: Plan) -> list:
+def _sinks(plan: Plan, resumed: bool) -> list:
     from orchestrator.track.live import LiveArtifacts
     from orchestrator.track.mlflow_sink import MlflowSink
 
-    return [MlflowSink(plan.tracking_uri, plan.run_id), LiveArtifacts(plan.checkpoint_dir)]
+    sinks = [MlflowSink(plan.tracking_uri, plan.run_id), LiveArtifacts(plan.checkpoint_dir)]
+    if not resumed or not plan.run_id:
+        return sinks
+    return _continue_history(plan, sinks)
 
 
-def _announce(plan: Plan, rank: int) -> None:
-    if rank == 0:
+def _continue_history(plan: Plan, sinks: list) -> list:
+    """After a restart the live artifacts must still show the steps before it, and steps that were
+    logged before the kill and are now replayed from an older checkpoint must not be logged twice."""
+    from orchestrator.report.mlflow_history import read_history
+
+    history = read_history(plan.tracking_uri, plan.run_id)
+    sinks[1].history.update({name: dict(values) for name, values in history.items()})
+    logged = max(history.get("train_loss", {0: 0.0}))
+    return [SkipLoggedSteps(sink, logged) for sink in sinks]
+
+
+def _announce(plan: Plan, rank: int, restored) -> None:
+    if rank != 0:
+        return
+    print(
+        f"[train] {plan.world_size} workers, global batch {plan.global_batch_size} sequences "
+        f"({plan.tokens_per_step} tokens/step), {plan.steps_per_epoch} steps/epoch, "
+        f"{plan.total_steps} steps in total",
+        flush=True,
+    )
+    if restored is not None:
+        state, info = restored
         print(
-            f"[train] {plan.world_size} workers, global batch {plan.global_batch_size} sequences "
-            f"({plan.tokens_per_step} tokens/step), {plan.steps_per_epoch} steps/epoch, "
-            f"{plan.total_steps} steps in total",
+            f"[train] resumed from {info.path} (step {state.step}, epoch {state.epoch}, "
+            f"{state.micro_batches_done} micro batches into the epoch)",
             flush=True,
         )
 
 
-def _batches(dataset: TokenDataset, blocks, micro: int, device):
-    import numpy as np
-    import torch
-
-    for start in range(0, len(blocks) - micro + 1, micro):
-        rows = np.stack([dataset.block_tokens(i) for i in blocks[start : start + micro]])
-        batch = torch.from_numpy(rows).to(device)
-        yield batch[:, :-1], batch[:, 1:]
-
-
-def _loss(engine, inputs, targets):
-    from torch.nn import functional as F
-
-    logits = engine(inputs)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
-    return loss, logits
+def _finish(plan: Plan, session: Session) -> None:
+    elapsed = time.perf_counter() - session.started
+    steps = session.state.step - session.start_step
+    if session.stop_reason:
+        print(f"[train] {session.stop_reason}", flush=True)
+        _tag_stop_reason(plan, session.stop_reason)
+    print(f"[train] done: {session.state.step} steps ({steps} in this attempt) in {elapsed:.1f}s", flush=True)
 
 
-def _train_epoch(plan, engine, dataset, shard, device, state: LoopState, sinks) -> None:
-    spec = plan.spec.train
-    accum = spec.gradient_accumulation_steps
-    engine.train()
-    micro_losses: list[float] = []
-    # Exactly steps_per_epoch optimizer steps per epoch, so accumulation never straddles epochs.
-    shard = shard[: plan.steps_per_epoch * accum * spec.micro_batch_size]
-    for inputs, targets in _batches(dataset, shard, spec.micro_batch_size, device):
-        loss, _ = _loss(engine, inputs, targets)
-        engine.backward(loss)
-        lr = engine.get_lr()[0]  # the rate this optimizer step applies
-        engine.step()
-        micro_losses.append(loss.item())
-        state.window_tokens += inputs.numel()
-        if len(micro_losses) < accum:
-            continue
-        state.step += 1
-        state.window_losses.append(sum(micro_losses) / accum)
-        micro_losses = []
-        _after_step(plan, engine, dataset, device, state, sinks, lr)
-        if state.step >= plan.total_steps:
-            return
-
-
-def _after_step(plan, engine, dataset, device, state: LoopState, sinks, lr: float) -> None:
-    spec = plan.spec.train
-    last = state.step == plan.total_steps
-    if state.step % spec.log_interval and not last:
+def _tag_stop_reason(plan: Plan, reason: str) -> None:
+    if not plan.run_id:
         return
-    events = _train_events(engine, state, lr)
-    if state.step % spec.eval_interval == 0 or last:
-        events += _evaluate(plan, engine, dataset, device, state.step)
-    for sink in sinks:
-        sink.write(events)
-    if state.is_rank0:
-        _print_progress(plan, state, events)
+    from orchestrator.track.mlflow_run import client
+
+    client(plan.tracking_uri).set_tag(plan.run_id, "orchestrator.stop_reason", reason)
 
 
-def _train_events(engine, state: LoopState, lr: float) -> list[MetricEvent]:
-    """Mean training loss of the window since the last log, averaged over all ranks."""
-    import torch
-    import torch.distributed as dist
+class SkipLoggedSteps:
+    """Passes on only events after ``logged_up_to``: after a resume from an older checkpoint the
+    replayed steps are already in the tracker, and each step must hold one value."""
 
-    totals = torch.tensor(
-        [sum(state.window_losses), len(state.window_losses), state.window_tokens],
-        dtype=torch.float64,
-    )
-    dist.all_reduce(totals)
-    train_loss = totals[0].item() / totals[1].item()
-    elapsed = time.perf_counter() - state.window_start
-    events = [
-        MetricEvent("train_loss", train_loss, state.step),
-        MetricEvent("train_perplexity", _perplexity(train_loss), state.step),
-        MetricEvent("learning_rate", lr, state.step),
-        MetricEvent("epoch", float(state.epoch), state.step),
-        MetricEvent("tokens_per_second", totals[2].item() / max(elapsed, 1e-9), state.step),
-    ]
-    grad_norm = engine.get_global_grad_norm()
-    if grad_norm is not None and math.isfinite(float(grad_norm)):
-        events.append(MetricEvent("grad_norm", float(grad_norm), state.step))
-    state.window_losses, state.window_tokens = [], 0
-    state.window_start = time.perf_counter()
-    return events
+    def __init__(self, sink, logged_up_to: int):
+        self.sink = sink
+        self.logged_up_to = logged_up_to
 
+    def write(self, events: list) -> None:
+        fresh = [e for e in events if e.step > self.logged_up_to]
+        if fresh:
+            self.sink.write(fresh)
 
-def _evaluate(plan, engine, dataset, device, step: int) -> list[MetricEvent]:
-    """Loss, perplexity and next-token accuracy on the validation split, summed over ranks.
-
-    Every rank runs the same number of batches (ZeRO-3 gathers parameters collectively).
-    """
-    import torch
-    import torch.distributed as dist
-
-    rank, world = dist.get_rank(), dist.get_world_size()
-    micro = plan.spec.train.micro_batch_size
-    blocks = dataset.val_shard(rank, world)[: plan.spec.train.eval_batches * micro]
-    totals = torch.zeros(3, dtype=torch.float64)  # summed loss, correct tokens, tokens
-    engine.eval()
-    with torch.no_grad():
-        for inputs, targets in _batches(dataset, blocks, min(micro, len(blocks)), device):
-            loss, logits = _loss(engine, inputs, targets)
-            totals[0] += loss.item() * targets.numel()
-            totals[1] += (logits.argmax(-1) == targets).sum().item()
-            totals[2] += targets.numel()
-    engine.train()
-    dist.all_reduce(totals)
-    val_loss = totals[0].item() / totals[2].item()
-    return [
-        MetricEvent("val_loss", val_loss, step),
-        MetricEvent("val_perplexity", _perplexity(val_loss), step),
-        MetricEvent("val_accuracy", totals[1].item() / totals[2].item(), step),
-    ]
-
-
-def _perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else math.inf
-
-
-def _print_progress(plan, state: LoopState, events: list[MetricEvent]) -> None:
-    values = {e.name: e.value for e in events}
-    done = time.perf_counter() - state.started
-    eta = done / state.step * (plan.total_steps - state.step)
-    line = (
-        f"[train] step {state.step}/{plan.total_steps} epoch {state.epoch} "
-        f"loss {values['train_loss']:.4f} lr {values['learning_rate']:.2e} "
-        f"{values['tokens_per_second']:,.0f} tok/s"
-    )
-    if "val_loss" in values:
-        line += f" | val loss {values['val_loss']:.4f} acc {values['val_accuracy']:.3f}"
-    print(f"{line} | ETA {_duration(eta)}", flush=True)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    def close(self) -> None:
+        self.sink.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -58,3 +60,30 @@ def test_blocks_hold_inputs_and_shifted_targets(prepared):
     data = TokenDataset(prepared.tokens_path, 32, 0.2, seed=7)
     block = data.block_tokens(int(data.train_blocks[0]))
     assert block.shape == (33,)
+
+
+def test_plain_text_and_jsonl_files_become_a_cached_dataset(tmp_path):
+    from orchestrator.plan import PlanError, build_plan
+    from orchestrator.spec import parse_spec
+
+    (tmp_path / "docs").mkdir()
+    sentence = "The quick brown fox jumps over the lazy dog. "
+    (tmp_path / "docs" / "a.txt").write_text(sentence * 400)
+    records = [{"body": f"Record {i}: " + sentence * 20} for i in range(40)]
+    (tmp_path / "docs" / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text_spec = (
+        "name: x\nmodel: {vocab_size: 300, context_length: 16}\ndata: {corpus: files, files: [docs/*.txt]}\n"
+    )
+    jsonl_spec = text_spec.replace("docs/*.txt]", "docs/b.jsonl], format: jsonl, jsonl_field: body")
+    text_plan = build_plan(parse_spec(text_spec), text_spec, cwd=tmp_path)
+    jsonl_plan = build_plan(parse_spec(jsonl_spec), jsonl_spec, cwd=tmp_path)
+    assert text_plan.data.train_blocks > 0 and jsonl_plan.data.train_blocks > 0
+    assert text_plan.data.tokens_path != jsonl_plan.data.tokens_path, "keyed by the content hash"
+    again = build_plan(parse_spec(text_spec), text_spec, cwd=tmp_path)
+    assert again.data.tokens_path == text_plan.data.tokens_path
+    wrong_field = jsonl_spec.replace("jsonl_field: body", "jsonl_field: text")
+    with pytest.raises(PlanError, match=r"b.jsonl:1: no string field 'text'"):
+        build_plan(parse_spec(wrong_field), wrong_field, cwd=tmp_path)
+    missing = text_spec.replace("docs/*.txt", "nothing/*.txt")
+    with pytest.raises(PlanError, match="matches no file"):
+        build_plan(parse_spec(missing), missing, cwd=tmp_path)

@@ -1,0 +1,91 @@
+"""Runs ``train_worker(plan)`` under ``python -m torch.distributed.run``, as the architecture allows,
+with optional fault injection for the tests (no Ray start-up per test).
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/train/engine_main.py PLAN.pkl \
+        [--stop-after-step N] [--kill-during-save-at N] [--nan-at-micro-batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import signal
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    with open(args.plan, "rb") as handle:
+        plan = pickle.load(handle)
+    if args.stop_after_step:
+        _stop_after_checkpoint(args.stop_after_step)
+    if args.kill_during_save_at:
+        _kill_while_writing(args.kill_during_save_at)
+    if args.nan_at_micro_batch:
+        _nan_loss_at(args.nan_at_micro_batch)
+    from orchestrator.train.worker import train_worker
+
+    train_worker(plan)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("plan")
+    parser.add_argument("--stop-after-step", type=int)
+    parser.add_argument("--kill-during-save-at", type=int)
+    parser.add_argument("--nan-at-micro-batch", type=int, help="on rank 1 only")
+    return parser
+
+
+def _stop_after_checkpoint(step: int) -> None:
+    """Every rank exits as soon as the checkpoint of `step` is published: a clean stop at step N."""
+    from orchestrator.train import resume
+
+    original = resume.save
+
+    def save_then_exit(engine, plan, state, *args):
+        info = original(engine, plan, state, *args)
+        if state.step == step:
+            os._exit(0)
+        return info
+
+    resume.save = save_then_exit
+
+
+def _kill_while_writing(step: int) -> None:
+    """Rank 0 SIGKILLs itself halfway through writing its first file of checkpoint `step`."""
+    import torch
+
+    original = torch.save
+
+    def save_or_die(obj, f, *args, **kwargs):
+        if f"step-{step}" in str(f) and os.environ.get("RANK") == "0":
+            with open(f, "wb") as handle:
+                handle.write(b"PK\x03\x04 half a checkpoint")
+                handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(obj, f, *args, **kwargs)
+
+    torch.save = save_or_die
+
+
+def _nan_loss_at(micro_batch: int) -> None:
+    """The loss of one training micro batch on rank 1 becomes NaN (counting from 1)."""
+    from orchestrator.train import loop
+
+    original = loop.compute_loss
+    calls = {"train": 0}
+
+    def maybe_nan(engine, inputs, targets):
+        loss, logits = original(engine, inputs, targets)
+        if engine.module.training and os.environ.get("RANK") == "1":
+            calls["train"] += 1
+            if calls["train"] == micro_batch:
+                loss = loss * float("nan")
+        return loss, logits
+
+    loop.compute_loss = maybe_nan
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Plans tiny runs and launches the real worker under torchrun (2 CPU ranks, gloo, DeepSpeed)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator.plan import build_plan
+from orchestrator.spec import parse_spec
+from orchestrator.track.mlflow_run import create_run
+
+ENGINE_MAIN = Path(__file__).with_name("engine_main.py")
+
+ENGINE_SPEC = """\
+name: engine
+model: {{n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}}
+optimizer: {{lr: 3.0e-3, weight_decay: 0.1}}
+schedule: {{warmup_steps: 4, min_lr: 3.0e-4}}
+train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 1, eval_interval: {eval_interval},
+        eval_batches: 2{train_extra}}}
+deepspeed: {{zero_stage: {stage}, precision: {precision}, offload_optimizer: {offload}}}
+cluster: {{num_workers: {workers}}}
+checkpoint: {{interval: {interval}, keep_last: {keep_last}}}
+early_stopping: {{enabled: {es_enabled}, patience: {patience}, min_delta: {min_delta}}}
+"""
+
+
+def engine_spec(**overrides) -> str:
+    fields = dict(
+        steps=20, eval_interval=10, train_extra="", stage=2, precision="fp32", offload="none",
+        workers=2, interval=5, keep_last=2, es_enabled="false", patience=3, min_delta=0.0,
+    )  # fmt: skip
+    fields.update(overrides)
+    return ENGINE_SPEC.format(**fields)
+
+
+def make_plan(work: Path, spec_text: str, run_name: str):
+    """A plan with its own checkpoint directory and MLflow run in `work` (a sqlite store)."""
+    plan = build_plan(parse_spec(spec_text), spec_text, cwd=work)
+    plan = replace(plan, run_name=run_name, checkpoint_dir=str(work / "checkpoints" / run_name))
+    Path(plan.checkpoint_dir).mkdir(parents=True)
+    return replace(plan, run_id=create_run(plan, spec_text))
+
+
+def run_engine(plan, *fault_args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    path = Path(plan.checkpoint_dir).with_suffix(".plan.pkl")
+    path.write_bytes(pickle.dumps(plan))
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(ENGINE_MAIN), str(path), *fault_args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def metric_history(plan, key: str) -> list[tuple[int, float]]:
+    from orchestrator.track.mlflow_run import client
+
+    rows = client(plan.tracking_uri).get_metric_history(plan.run_id, key)
+    return sorted((m.step, m.value) for m in rows)
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout[-4000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,182 @@
+"""The training engine for real: DeepSpeed on 2 CPU ranks (gloo) under torchrun, a tiny GPT,
+MLflow on sqlite. Every ZeRO stage and offload; resume; a kill during a save; early stopping; the
+NaN guard; a refused resume on another worker count."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from orchestrator.track.mlflow_run import client
+from orchestrator.train.checkpoint import MARKER, complete_checkpoints, latest_complete_checkpoint
+from tests.conftest import run_cli
+from tests.train.harness import engine_spec, make_plan, metric_history, output, run_engine
+
+pytestmark = [pytest.mark.slow]
+
+STAGE_RUNS = {  # name -> spec overrides
+    "stage0": {"stage": 0},
+    "stage1": {"stage": 1},
+    "stage2": {"stage": 2},
+    "stage3": {"stage": 3},
+    "stage2-offload": {"stage": 2, "offload": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engine")
+
+
+@pytest.fixture(scope="module")
+def stage_runs(work):
+    """Each configuration trained once for 20 steps; shared by the tests below."""
+    runs = {}
+    for name, overrides in STAGE_RUNS.items():
+        plan = make_plan(work, engine_spec(**overrides), name)
+        result = run_engine(plan)
+        assert result.returncode == 0, output(result)
+        runs[name] = plan
+    return runs
+
+
+def losses(plan) -> dict[int, float]:
+    return dict(metric_history(plan, "train_loss"))
+
+
+@pytest.mark.parametrize("name", list(STAGE_RUNS))
+def test_every_stage_learns(stage_runs, name):
+    loss = losses(stage_runs[name])
+    assert sorted(loss) == list(range(1, 21))
+    assert abs(loss[1] - math.log(300)) < 0.5
+    assert sum(loss[s] for s in range(16, 21)) / 5 < loss[1] - 0.5
+
+
+@pytest.mark.parametrize("name", [n for n in STAGE_RUNS if n != "stage0"])
+def test_stages_agree_with_stage0_on_the_first_steps(stage_runs, name):
+    reference, other = losses(stage_runs["stage0"]), losses(stage_runs[name])
+    for step in range(1, 6):
+        assert other[step] == pytest.approx(reference[step], abs=2e-4), (step, reference, other)
+
+
+def test_checkpoints_are_complete_and_pruned_to_the_last_two_plus_best(stage_runs):
+    plan = stage_runs["stage2"]
+    run_dir = Path(plan.checkpoint_dir)
+    steps = [c.step for c in complete_checkpoints(run_dir)]
+    assert steps[-2:] == [15, 20] and len(steps) <= 3
+    assert (run_dir / "latest").read_text() == "step-20"
+    best = (run_dir / "best").read_text()
+    assert (run_dir / best / MARKER).is_file()
+    marker = json.loads((run_dir / "step-20" / MARKER).read_text())
+    assert marker["world_size"] == 2 and marker["zero_stage"] == 2 and marker["metric"] == "val_loss"
+    assert len(list((run_dir / "step-20").glob("*optim_states.pt"))) == 2
+
+
+def test_resume_continues_like_an_uninterrupted_run(stage_runs, work):
+    uninterrupted = stage_runs["stage2"]
+    plan = make_plan(work, engine_spec(stage=2), "resumed")
+    first = run_engine(plan, "--stop-after-step", "10")
+    assert first.returncode == 0, output(first)
+    assert latest_complete_checkpoint(plan.checkpoint_dir).step == 10
+    assert max(losses(plan)) == 10, "the first attempt stopped at step 10"
+    second = run_engine(plan)
+    assert second.returncode == 0, output(second)
+    assert "resumed from" in second.stdout and "step 10, epoch 1" in second.stdout
+    resumed, reference = losses(plan), losses(uninterrupted)
+    for step in range(11, 21):
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
+    lr = dict(metric_history(plan, "learning_rate"))
+    assert lr == pytest.approx(dict(metric_history(uninterrupted, "learning_rate")), rel=1e-9)
+    # the same MLflow run holds exactly one value per step
+    rows = client(plan.tracking_uri).get_metric_history(plan.run_id, "train_loss")
+    assert sorted(m.step for m in rows) == list(range(1, 21))
+    live = json.loads((Path(plan.checkpoint_dir) / "training_metrics.json").read_text())
+    assert live["steps"] == list(range(1, 21)), "the live artifacts cover the steps before the restart"
+
+
+def test_a_kill_during_a_save_leaves_nothing_that_resume_would_load(work):
+    plan = make_plan(work, engine_spec(stage=2), "killed")
+    killed = run_engine(plan, "--kill-during-save-at", "10")
+    assert killed.returncode != 0
+    run_dir = Path(plan.checkpoint_dir)
+    assert (run_dir / "step-10").is_dir(), "the kill happened while step-10 was being written"
+    assert not (run_dir / "step-10" / MARKER).exists()
+    assert latest_complete_checkpoint(run_dir).step == 5
+    assert (run_dir / "latest").read_text() == "step-5"
+    again = run_engine(plan)
+    assert again.returncode == 0, output(again)
+    assert "step 5, epoch 1" in again.stdout
+    assert latest_complete_checkpoint(run_dir).step == 20
+    assert sorted(losses(plan)) == list(range(1, 21))
+
+
+def test_early_stopping_stops_and_says_why(work):
+    spec = engine_spec(eval_interval=2, es_enabled="true", patience=1, min_delta=10.0)
+    plan = make_plan(work, spec, "early")
+    result = run_engine(plan)
+    assert result.returncode == 0, output(result)
+    assert "early stopping: val_loss has not improved by more than 10 for 1 evaluations" in result.stdout
+    assert max(losses(plan)) == 4, "first evaluation at step 2 sets the best, the second stops"
+    assert latest_complete_checkpoint(plan.checkpoint_dir).step == 4
+    tags = client(plan.tracking_uri).get_run(plan.run_id).data.tags
+    assert tags["orchestrator.stop_reason"].startswith("early stopping: val_loss")
+
+
+def test_a_nan_loss_stops_with_a_clear_message(work):
+    plan = make_plan(work, engine_spec(steps=8), "nan-stop")
+    result = run_engine(plan, "--nan-at-micro-batch", "3")
+    assert result.returncode != 0
+    assert "NonFiniteLossError: the loss became NaN/inf at step 3" in result.stderr
+    assert latest_complete_checkpoint(plan.checkpoint_dir) is None, "nothing was saved after the NaN"
+
+
+def test_a_nan_loss_is_skipped_and_counted(work):
+    spec = engine_spec(steps=8, train_extra=", nan_policy: skip")
+    plan = make_plan(work, spec, "nan-skip")
+    result = run_engine(plan, "--nan-at-micro-batch", "3")
+    assert result.returncode == 0, output(result)
+    assert "non-finite loss at step 3" in result.stdout and "batch skipped (1/10 allowed)" in result.stdout
+    assert dict(metric_history(plan, "skipped_batches"))[8] == 1.0
+    assert all(math.isfinite(v) for v in losses(plan).values())
+
+
+def test_resume_on_another_worker_count_fails_before_training(stage_runs):
+    plan = stage_runs["stage2"]
+    result = run_engine(plan, nproc=1)
+    assert result.returncode != 0
+    assert "was written by 2 workers, but this run has 1" in result.stderr
+    assert "ds_to_universal" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["stage2", "stage3", "stage0"])
+def test_generate_is_deterministic_with_a_seed(stage_runs, work, name):
+    plan = stage_runs[name]
+    args = ("generate", plan.run_id, "--prompt", "The for statement", "--max-new-tokens", "12")
+    uri = ("--tracking-uri", plan.tracking_uri)
+    first = run_cli(*args, "--seed", "7", *uri, cwd=work)
+    again = run_cli(*args, "--seed", "7", *uri, cwd=work)
+    other = run_cli(*args, "--seed", "8", "--checkpoint", "latest", *uri, cwd=work)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.startswith("The for statement") and len(first.stdout) > len("The for statement") + 5
+    assert first.stdout == again.stdout
+    assert other.returncode == 0 and other.stdout != first.stdout
+
+
+def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
+    corpus = work / "small.txt"
+    corpus.write_text(
+        "\n\n".join(f"Paragraph {i}: the for statement iterates over items." for i in range(300))
+    )
+    spec = engine_spec(steps=1000, eval_interval=50).replace("epochs: 1", "epochs: 2")
+    spec += f"data: {{corpus: files, files: [{corpus}]}}\n"
+    plan = make_plan(work, spec, "epochs")
+    assert plan.total_steps == 2 * plan.steps_per_epoch < 50
+    result = run_engine(plan)
+    assert result.returncode == 0, output(result)
+    end = plan.steps_per_epoch
+    assert [s for s, _ in metric_history(plan, "val_loss")] == [end, 2 * end]
+    epochs = dict(metric_history(plan, "epoch"))
+    assert epochs[end] == 1.0 and epochs[end + 1] == 2.0
