@@ -20,6 +20,8 @@ from orchestrator.track.mlflow_run import finish_run
 
 def main(argv: list[str]) -> int:
     plan = pickle.loads(Path(argv[0]).read_bytes())
+    # Shows which copy of the project runs: the one shipped in the job's working dir.
+    print(f"code       {Path(__file__).resolve().parent.parent}", flush=True)
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     handle = RayLocalLauncher(address="auto").submit(plan)
     finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)

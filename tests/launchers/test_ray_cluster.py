@@ -15,7 +15,7 @@ from launchers.base import LauncherError
 from launchers.ray_job import RayJobLauncher
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.status import read_status
-from tests.conftest import TINY_SPEC, run_cli
+from tests.conftest import REPO, TINY_SPEC, run_cli
 from tests.launchers.ray_head import ray_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -72,6 +72,8 @@ def test_ray_job_submit_follows_the_job_and_status_logs_list_see_it(head, tmp_pa
     run_id = run_id_of(result)
     assert f"job        orchestrator-{run_id}" in result.stdout
     assert "[train] step 20/20" in result.stdout, "submit follows the job's log"
+    shipped = re.search(r"^code       (\S+)$", result.stdout, re.M).group(1)
+    assert shipped != str(REPO) and "runtime_resources" in shipped, "the job runs the shipped code"
     assert "state      SUCCEEDED" in result.stdout
     assert mlflow_status(tmp_path, run_id) == "FINISHED", "the job's driver finishes the MLflow run"
 
