@@ -57,6 +57,9 @@ class RunStatusFile:
         self.rank = rank
         self.started = time.time()
         self.metrics: dict[str, float] = {}
+        # The rate is measured from this attempt's first logged step: after a restart the steps
+        # before it were not trained by this attempt.
+        self._rate_origin: tuple[int, float] | None = None
 
     def write(self, events: list[MetricEvent]) -> None:
         import torch.distributed as dist
@@ -71,6 +74,8 @@ class RunStatusFile:
         # Validation values stay until the next evaluation replaces them.
         self.metrics.update({e.name: float(e.value) for e in events})
         now = time.time()
+        if self._rate_origin is None:
+            self._rate_origin = (step, now)
         status = {
             "step": step,
             "total_steps": self.total_steps,
@@ -78,7 +83,7 @@ class RunStatusFile:
             "metrics": self.metrics,
             "started": self.started,
             "updated": now,
-            "eta_s": _eta(self.started, now, step, self.total_steps),
+            "eta_s": _eta(self._rate_origin, now, step, self.total_steps),
             "workers": beats,
         }
         atomic_write(self.path, json.dumps(status, indent=1).encode())
@@ -87,9 +92,11 @@ class RunStatusFile:
         """Nothing buffered: every write is a complete file."""
 
 
-def _eta(started: float, now: float, step: int, total: int) -> float | None:
-    # Measured from this attempt's start: after a restart the rate reflects the resumed attempt.
-    return (now - started) / step * (total - step) if step > 0 else None
+def _eta(origin: tuple[int, float], now: float, step: int, total: int) -> float | None:
+    first_step, first_time = origin
+    if step <= first_step:
+        return None
+    return (now - first_time) / (step - first_step) * (total - step)
 
 
 def read_status(checkpoint_dir: str | Path) -> dict[str, Any] | None:

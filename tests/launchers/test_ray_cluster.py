@@ -62,6 +62,8 @@ def test_submit_runs_on_an_existing_cluster_and_leaves_it_running(head, tmp_path
     status = run_cli("status", run_id_of(result), cwd=tmp_path, env=head.env)
     assert "state      SUCCEEDED" in status.stdout and "step       20/20" in status.stdout
     assert re.search(r"worker 1 +ended +node \w+", status.stdout), status.stdout
+    logs = run_cli("logs", run_id_of(result), cwd=tmp_path, env=head.env)
+    assert "(worker-0) [train] step 20/20" in logs.stdout and "(worker-1) === rank 1" in logs.stdout
     assert head.is_alive(), "a run on an existing cluster must only disconnect from it"
 
 
