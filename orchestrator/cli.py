@@ -279,10 +279,16 @@ def _tracking_uri(args) -> str:
 
 
 def cmd_status(args) -> int:
-    from launchers.runs import describe_status, find_run, run_state
+    from launchers.base import LauncherError
+    from launchers.runs import describe_status, find_run, mlflow_state, run_state
 
     record = find_run(_tracking_uri(args), args.run_id)
-    print(describe_status(record, run_state(record)))
+    try:
+        state = run_state(record)
+    except LauncherError as exc:  # the cluster is gone or refuses us: say so, show what MLflow knows
+        print(f"warning: {exc}; the state below is MLflow's", file=sys.stderr)
+        state = mlflow_state(record)
+    print(describe_status(record, state))
     return EXIT_OK
 
 
