@@ -77,10 +77,10 @@ def two_nodes():
             os.environ.update(saved)
 
 
-def submit_in_background(work: Path, text: str, env: dict) -> subprocess.Popen:
+def submit_in_background(work: Path, text: str, env: dict, *extra: str) -> subprocess.Popen:
     (work / "spec.yaml").write_text(text)
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml"],
+        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml", *extra],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
@@ -137,9 +137,11 @@ def run_id_of(stdout: str) -> str:
 def clean_run(two_nodes, tmp_path_factory):
     address, env, _ = two_nodes
     work = tmp_path_factory.mktemp("clean")
-    code, out, err = finish(submit_in_background(work, spec(address, max_failures=1), env))
+    code, out, err = finish(
+        submit_in_background(work, spec(address, max_failures=1), env, "--progress", "bar")
+    )
     assert code == 0, out[-3000:] + err[-3000:]
-    return work, run_dir_of(work), run_id_of(out)
+    return work, run_dir_of(work), run_id_of(out), err
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def killed_run(two_nodes, tmp_path_factory):
 
 def test_strict_spread_puts_one_worker_on_each_node(two_nodes, clean_run):
     _, _, node_ids = two_nodes
-    _, run_dir, _ = clean_run
+    _, run_dir, _, _ = clean_run
     workers = read_status(run_dir)["workers"]
     assert len(workers) == 2
     assert workers[0]["node"] != workers[1]["node"]
@@ -164,13 +166,27 @@ def test_strict_spread_puts_one_worker_on_each_node(two_nodes, clean_run):
 
 
 def test_the_two_node_run_trains_correctly(clean_run):
-    work, run_dir, run_id = clean_run
+    work, run_dir, run_id, _ = clean_run
     doc = json.loads((run_dir / "training_metrics.json").read_text())
     assert doc["steps"] == list(range(10, TOTAL_STEPS + 1, 10))
     assert doc["train_loss"][-1] < doc["train_loss"][0] - 0.5
     run = client(f"sqlite:///{work / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED"
     assert latest_complete_checkpoint(run_dir).step == TOTAL_STEPS
+
+
+def test_submit_to_the_existing_cluster_shows_progress_status_and_logs(two_nodes, clean_run):
+    _, env, _ = two_nodes
+    work, _, run_id, err = clean_run
+    assert f"[progress] [########################] {TOTAL_STEPS}/{TOTAL_STEPS} loss" in err, err[-2000:]
+    status = run_cli("status", run_id, cwd=work, env=env)
+    assert (
+        "state      SUCCEEDED" in status.stdout and f"step       {TOTAL_STEPS}/{TOTAL_STEPS}" in status.stdout
+    )
+    assert len(re.findall(r"^worker [01] +ended +node \w+", status.stdout, re.M)) == 2, status.stdout
+    logs = run_cli("logs", run_id, cwd=work, env=env)
+    assert f"(worker-0) [train] step {TOTAL_STEPS}/{TOTAL_STEPS}" in logs.stdout
+    assert "(worker-1) === rank 1" in logs.stdout
 
 
 def test_a_sigkilled_worker_restarts_the_group_from_the_latest_checkpoint(killed_run):
@@ -187,7 +203,7 @@ def test_a_sigkilled_worker_restarts_the_group_from_the_latest_checkpoint(killed
 
 
 def test_the_rebuilt_report_equals_that_of_the_run_never_killed(clean_run, killed_run, tmp_path):
-    _, clean_dir, _ = clean_run
+    _, clean_dir, _, _ = clean_run
     work, _, code, out, _, _ = killed_run
     assert code == 0
     result = run_cli("report", run_id_of(out), "--out", str(tmp_path), cwd=work)
