@@ -19,7 +19,7 @@ to be lower bounds).
 >>> from orchestrator.spec import parse_spec
 >>> plan = estimate_memory(parse_spec("name: x"), world_size=2)
 >>> plan.parameters, round(plan.per_worker_bytes / 2**20)
-(827904, 518)
+(875264, 622)
 """
 
 from __future__ import annotations
@@ -34,13 +34,26 @@ from orchestrator.spec import RunSpec
 MIB = 2**20
 GIB = 2**30
 # Peak RSS of a worker process before the model counts: python, torch, DeepSpeed (its CPU
-# accelerator, communication ops), gloo and the data memory map. Measured on torch 2.13 (CPU),
-# DeepSpeed 0.19.8 with a 36k-parameter model: 412 MiB under torchrun, minus that model's states.
-CPU_FRAMEWORK_BASELINE = 402 * MIB
+# accelerator, communication ops), gloo and the data memory map; measured on torch 2.13 (CPU) and
+# DeepSpeed 0.19.8 with a 36k-parameter model (502 MiB on rank 1). Rank 0 also holds the MLflow
+# client and matplotlib for the live report: 14-97 MiB more, 60 typical. The plan is for rank 0.
+CPU_FRAMEWORK_BASELINE = (500 + 60) * MIB
 # CUDA context and kernels of one process on the GPU (not measured here: no GPU on the CI machines).
 GPU_FRAMEWORK_BASELINE = 600 * MIB
-REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce/allgather bucket size
-STAGE3_PERSISTENCE_THRESHOLD = 100_000  # parameters smaller than this stay whole under ZeRO-3
+# DeepSpeed's working memory per parameter beyond the sharded states (see _buffers): peak RSS on
+# 2 CPU ranks minus the baseline, the modelled states and activations. (precision, ZeRO stage) ->
+# bytes. Calibrated: fp32 stages 0-3 on a 10.9M-parameter GPT, 16-bit stage 2 on the same, 16-bit
+# stage 3 on a 38M one. Not measured (estimated from the neighbours): 16-bit stages 0 and 1.
+WORKING_BYTES_PER_PARAM = {
+    ("fp32", 0): 0.0,
+    ("fp32", 1): 8.0,
+    ("fp32", 2): 10.5,
+    ("fp32", 3): 30.5,
+    ("16-bit", 0): 4.0,
+    ("16-bit", 1): 12.0,
+    ("16-bit", 2): 14.5,
+    ("16-bit", 3): 12.5,
+}
 # Tensors one transformer block keeps for backward, in units of batch x tokens x d_model:
 # layer-norm inputs and outputs, q/k/v, attention output, projection, the 4x FFN and its GELU.
 BLOCK_ACTIVATION_FACTOR = 17
@@ -154,16 +167,14 @@ def _model_states(spec: RunSpec, params: int, world: int) -> tuple[int, int]:
 
 
 def _buffers(spec: RunSpec, params: int, largest: int) -> int:
-    """Gradient reduce buckets (DeepSpeed allocates 500M elements but the model fills only its
-    size), and ZeRO-3's gathered copy of whole parameters while a layer runs."""
+    """DeepSpeed's working memory beyond the sharded states: reduce buckets (allocated at 500M
+    elements, touched as far as the model fills them), flattened gradient copies, the fp32 gradient
+    staging of 16-bit runs, and ZeRO-3's gathered parameters and start-up partitioning. Too many
+    allocator details to derive; measured per parameter (see WORKING_BYTES_PER_PARAM)."""
     ds = spec.deepspeed
-    weight = 2 if ds.precision != "fp32" else 4
-    filled = min(params, REDUCE_BUCKET_ELEMENTS)
-    if ds.zero_stage == 0:
-        return 4 * filled  # gradients flattened for the all-reduce
-    if ds.zero_stage in (1, 2):
-        return 4 * filled if ds.zero_stage == 1 else weight * filled
-    return weight * filled + weight * max(largest, min(params, STAGE3_PERSISTENCE_THRESHOLD))
+    precision = "fp32" if ds.precision == "fp32" else "16-bit"
+    per_param = WORKING_BYTES_PER_PARAM[(precision, ds.zero_stage)]
+    return int(per_param * params + (largest * 4 if ds.zero_stage == 3 else 0))
 
 
 def _activations(spec: RunSpec) -> int:
@@ -184,13 +195,8 @@ def _suggest(spec: RunSpec, world: int, capacity: int | None) -> str:
     """The first of the usual remedies that makes the plan fit, with its estimate."""
     ds, train, model = spec.deepspeed, spec.train, spec.model
     candidates = []
-    if ds.zero_stage < 3:
-        candidates.append(
-            (
-                f"deepspeed.zero_stage: {ds.zero_stage + 1}",
-                _with(spec, "deepspeed", zero_stage=ds.zero_stage + 1),
-            )
-        )
+    for stage in range(ds.zero_stage + 1, 4):
+        candidates.append((f"deepspeed.zero_stage: {stage}", _with(spec, "deepspeed", zero_stage=stage)))
     if ds.offload_optimizer == "none":
         candidates.append(
             ("deepspeed.offload_optimizer: cpu", _with(spec, "deepspeed", offload_optimizer="cpu"))
