@@ -1,21 +1,36 @@
-"""Ray Train on an embedded local Ray started for this run, bound to 127.0.0.1.
+"""Ray Train driven from this process: on an embedded Ray, or on a running cluster (`cluster.address`).
 
-Ray's own token authentication (on by default for a local ``ray.init()``) is left on. The cluster is
-this process's child: ``ray.shutdown()`` stops exactly what was started, nothing else on the machine.
+Embedded (no address): a Ray started for this run, bound to 127.0.0.1 (``cluster.host``), with Ray's
+own token authentication (on by default for a local ``ray.init()``) left on. It is this process's
+child: ``ray.shutdown()`` stops exactly what was started, nothing else on the machine.
+
+Existing cluster (``auto``, ``host:port`` or ``ray://host:port``): this process connects as a driver;
+the cluster's token comes from ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``/``~/.ray/auth_token`` as for
+every Ray client. ``ray.shutdown()`` then only disconnects.
+
+Before training, a probe placement group with the workers' bundles must become ready within
+``cluster.placement_timeout_s``; otherwise the run fails naming what was asked and what the cluster has,
+instead of waiting forever. Worker-group failures restart the group up to ``cluster.max_failures``
+times; each new group restores from the latest complete checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
-from launchers.base import JobHandle, JobState
+from launchers.base import JobHandle, JobState, LauncherError
 from orchestrator.plan import Plan
 from orchestrator.track.mlflow_run import quiet_mlflow_env
 
 # Keeps Ray on 127.0.0.1: without it Ray swaps a loopback address for the machine's network address.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+class PlacementTimeout(Exception):
+    """The cluster could not place the workers within the timeout."""
 
 
 def worker_env(plan: Plan) -> dict[str, str]:
@@ -28,7 +43,8 @@ def worker_env(plan: Plan) -> dict[str, str]:
         # Ray Train re-routes print() into its logger and, with a wrapped stdout, also prints it:
         # every progress line would appear twice on the driver.
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-        # The controller polls workers this often; the default 2 s adds up to 2 s to every report.
+        # The controller polls workers this often; the default 2 s adds up to 2 s to every report
+        # and to noticing a dead worker.
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     }
     if plan.spec.cluster.gpus_per_worker == 0:
@@ -37,56 +53,166 @@ def worker_env(plan: Plan) -> dict[str, str]:
 
 
 def _train_loop_per_worker(config: dict) -> None:
+    import ray
+    import ray.train
+
+    from launchers.worker_logs import tee_worker_output
+    from orchestrator.track.status import NODE_ID_ENV
     from orchestrator.train.worker import train_worker
 
-    train_worker(config["plan"])
+    plan: Plan = config["plan"]
+    node_id = ray.get_runtime_context().get_node_id()
+    os.environ[NODE_ID_ENV] = node_id
+    with tee_worker_output(plan.checkpoint_dir, ray.train.get_context().get_world_rank(), node_id):
+        train_worker(plan)
 
 
 class RayLocalLauncher:
+    """Runs in the foreground: ``submit`` returns when the run has ended."""
+
     name = "ray-local"
 
+    def __init__(self, address: str | None = None):
+        self.address = address  # overrides the spec's (the ray-job entry connects to "auto")
+
     def submit(self, plan: Plan) -> JobHandle:
-        os.environ.update(LOOPBACK_ENV)
+        address = self.address or plan.spec.cluster.address
+        _connect(plan, address)
         import ray
 
-        cluster = plan.spec.cluster
-        ray.init(
-            num_cpus=max(os.cpu_count() or 1, int(cluster.num_workers * cluster.cpus_per_worker)),
-            _node_ip_address="127.0.0.1",
-            include_dashboard=True,  # without it Ray logs PlacementGroupCleaner warnings
-            dashboard_host="127.0.0.1",
-            dashboard_port=_free_port(),
-            runtime_env={"env_vars": worker_env(plan)},
-            configure_logging=True,
-            logging_level="WARNING",
-            log_to_driver=True,
-        )
         try:
+            wait_for_placement(plan)
             _trainer(plan).fit()
             return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
+        except PlacementTimeout as exc:
+            return JobHandle(self.name, plan.run_id, JobState.FAILED, str(exc))
+        except KeyboardInterrupt:
+            return JobHandle(self.name, plan.run_id, JobState.STOPPED, "interrupted")
         except Exception as exc:  # Ray wraps worker errors; keep the message, drop the stack
-            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
+            return _failed(self.name, plan, _root_cause(exc))
         finally:
             ray.shutdown()
 
+    # A foreground run has no job to look up later: its state lives in MLflow and status.json,
+    # which `orchestrator status/logs` read for every backend.
+    def status(self, job_id: str) -> JobHandle:
+        raise LauncherError(_FOREGROUND)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        raise LauncherError(_FOREGROUND)
+
+    def cancel(self, job_id: str) -> JobHandle:
+        raise LauncherError(_FOREGROUND)
+
+    def list(self) -> list[JobHandle]:
+        raise LauncherError(_FOREGROUND)
+
+
+_FOREGROUND = (
+    "a ray-local run runs in the foreground of its `orchestrator submit` (stop it with Ctrl-C); "
+    "use `orchestrator status RUN_ID` and `orchestrator logs RUN_ID`, which read MLflow and the run's "
+    "directory"
+)
+
+
+def _failed(name: str, plan: Plan, error: str) -> JobHandle:
+    from launchers.post_mortem import write_post_mortem
+
+    path = write_post_mortem(plan, error, attempts_allowed=plan.spec.cluster.max_failures + 1)
+    return JobHandle(name, plan.run_id, JobState.FAILED, error, post_mortem=str(path))
+
+
+def _connect(plan: Plan, address: str | None) -> None:
+    os.environ.update(LOOPBACK_ENV)
+    import ray
+
+    common = {
+        "runtime_env": {"env_vars": worker_env(plan)},
+        "configure_logging": True,
+        "logging_level": "WARNING",
+        "log_to_driver": True,
+    }
+    if address:
+        ray.init(address=address, **common)
+        return
+    cluster = plan.spec.cluster
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(cluster.num_workers * cluster.cpus_per_worker)),
+        _node_ip_address=cluster.host,
+        include_dashboard=True,  # without it Ray logs PlacementGroupCleaner warnings
+        dashboard_host=cluster.host,
+        dashboard_port=_free_port(cluster.host),
+        **common,
+    )
+
+
+def worker_resources(plan: Plan) -> dict[str, float]:
+    cluster = plan.spec.cluster
+    resources = {"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker}
+    if cluster.gpus_per_worker > 0:
+        resources["GPU"] = cluster.gpus_per_worker
+    return resources
+
+
+def wait_for_placement(plan: Plan) -> None:
+    """Reserve the workers' bundles once, within the timeout, then give them back to Ray Train."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    cluster = plan.spec.cluster
+    bundles = [worker_resources(plan) for _ in range(cluster.num_workers)]
+    options = {"bundle_label_selector": [dict(cluster.label_selector)] * len(bundles)}
+    probe = placement_group(
+        bundles, strategy=cluster.placement_strategy, **(options if cluster.label_selector else {})
+    )
+    try:
+        ready = probe.wait(timeout_seconds=cluster.placement_timeout_s)
+    finally:
+        remove_placement_group(probe)
+    if not ready:
+        raise PlacementTimeout(_unplaceable_message(plan, bundles, ray.cluster_resources()))
+
+
+def _unplaceable_message(plan: Plan, bundles: list[dict], available: dict) -> str:
+    cluster = plan.spec.cluster
+    have = ", ".join(f"{k} {v:g}" for k, v in sorted(available.items()) if not k.startswith("node:"))
+    labels = f" on nodes labelled {dict(cluster.label_selector)}" if cluster.label_selector else ""
+    return (
+        f"the cluster could not place {len(bundles)} worker(s) of {bundles[0]}{labels} with strategy "
+        f"{cluster.placement_strategy} within {cluster.placement_timeout_s:g}s; the cluster has in "
+        f"total: {have or 'nothing'} in {_alive_nodes()} node(s). Hint: lower cluster.num_workers or "
+        "the per-worker resources, use placement_strategy PACK/SPREAD, or add nodes"
+    )
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
 
 def _trainer(plan: Plan):
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cluster = plan.spec.cluster
     use_gpu = cluster.gpus_per_worker > 0
-    resources = {"CPU": cluster.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cluster.gpus_per_worker
     return TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"plan": plan},
         scaling_config=ScalingConfig(
-            num_workers=cluster.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=cluster.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=worker_resources(plan),
+            placement_strategy=cluster.placement_strategy,
+            label_selector=dict(cluster.label_selector) or None,
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=plan.run_name, storage_path=str(Path(plan.checkpoint_dir) / "ray")),
+        run_config=RunConfig(
+            name=plan.run_name,
+            storage_path=str(Path(plan.checkpoint_dir) / "ray"),
+            failure_config=FailureConfig(max_failures=cluster.max_failures),
+        ),
     )
 
 
@@ -96,7 +222,7 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]

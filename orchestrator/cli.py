@@ -8,6 +8,10 @@
     orchestrator sync RUN_ID
     orchestrator compare RUN_ID RUN_ID... [--out DIR]
     orchestrator ui [SPEC]
+    orchestrator status RUN_ID          # state, step, last metrics, worker health (any backend)
+    orchestrator logs RUN_ID [-f]       # the job's output (ray-job) or the workers' logs
+    orchestrator cancel RUN_ID          # stop a ray-job run
+    orchestrator list [--address URL]   # runs in the tracking store, or jobs on a cluster
 
 Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong.
 """
@@ -28,11 +32,15 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a command ended by Ctrl-C
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from launchers.base import LauncherError
     from orchestrator.plan import PlanError
     from orchestrator.spec import SpecError
 
     try:
         return args.func(args)
+    except LauncherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_USAGE
@@ -64,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--tracking-uri", default=None, help="with --resume: where the run is tracked (default: ./mlflow.db)"
     )
+    submit.add_argument(
+        "--detach", action="store_true", help="ray-job: return once the cluster accepted the job"
+    )
+    submit.add_argument(
+        "--progress",
+        choices=("auto", "bar", "off"),
+        default="auto",
+        help="progress bar on stderr: auto (only on a terminal), bar (always), off",
+    )
     _spec_command(commands, "validate", cmd_validate, "check a spec and print the resolved plan")
     plan = _spec_command(commands, "plan", cmd_plan, "show everything submit would do, without doing it")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -93,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
     report.set_defaults(func=cmd_report)
+    _add_run_commands(commands)
     _add_generate(commands)
     _tracking_commands(commands)
     return parser
@@ -187,6 +205,42 @@ def _tracking_commands(commands) -> None:
     ui.set_defaults(func=cmd_ui)
 
 
+def _add_run_commands(commands) -> None:
+    """status / logs / cancel / list: a submitted run, found by its MLflow run id."""
+    tracking = {"default": None, "help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"}
+    status = commands.add_parser(
+        "status",
+        help="state, step, last metrics and worker health of a run",
+        epilog="example: orchestrator status 3f2c9a...",
+    )
+    status.add_argument("run_id", help="MLflow run id (printed by submit)")
+    status.add_argument("--tracking-uri", **tracking)
+    status.set_defaults(func=cmd_status)
+    logs = commands.add_parser(
+        "logs",
+        help="a run's output: the Ray job's log, or each worker's log",
+        epilog="example: orchestrator logs 3f2c9a... -f",
+    )
+    logs.add_argument("run_id", help="MLflow run id (printed by submit)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    logs.add_argument("--tracking-uri", **tracking)
+    logs.set_defaults(func=cmd_logs)
+    cancel = commands.add_parser(
+        "cancel", help="stop a ray-job run", epilog="example: orchestrator cancel 3f2c9a..."
+    )
+    cancel.add_argument("run_id", help="MLflow run id (printed by submit)")
+    cancel.add_argument("--tracking-uri", **tracking)
+    cancel.set_defaults(func=cmd_cancel)
+    runs = commands.add_parser(
+        "list",
+        help="runs in the tracking store, or this orchestrator's jobs on a cluster",
+        epilog="example: orchestrator list --address http://127.0.0.1:8265",
+    )
+    runs.add_argument("--address", help="a Ray dashboard URL: list the jobs there instead")
+    runs.add_argument("--tracking-uri", **tracking)
+    runs.set_defaults(func=cmd_list)
+
+
 def _load_plan(args):
     from orchestrator.plan import PlanError, build_plan
     from orchestrator.spec import load_spec
@@ -228,23 +282,28 @@ def cmd_submit(args) -> int:
         return EXIT_USAGE
     if args.resume:
         return cmd_resume(args)
+    from launchers import get_launcher
     from orchestrator.track.mlflow_run import create_run
 
     plan = _load_plan(args)
+    cluster = plan.spec.cluster
+    launcher = get_launcher(cluster.backend, cluster.address)  # fails early if the cluster is unreachable
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
     spec_dir = Path(args.spec).resolve().parent
     plan = replace(plan, run_id=create_run(plan, Path(args.spec).read_text(), spec_dir))
     print(plan.spec.redact(_describe(plan)), flush=True)
-    return _run_job(plan)
+    return _run_job(args, launcher, plan)
 
 
-def _run_job(plan) -> int:
+def _run_job(args, launcher, plan) -> int:
     """Launch, then finish tracking truthfully: FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM."""
-    from launchers import get_launcher
+    if plan.spec.cluster.backend == "ray-job":
+        return _submit_job(args, launcher, plan)
+    from orchestrator.progress import live_progress
 
     try:
-        with _sigterm_as_interrupt():
-            handle = get_launcher(plan.spec.cluster.backend).submit(plan)
+        with _sigterm_as_interrupt(), live_progress(plan.checkpoint_dir, args.progress):
+            handle = launcher.submit(plan)
     except (KeyboardInterrupt, SystemExit):  # Ray Train's own Ctrl-C handler ends in sys.exit
         print("\ninterrupted: marking the MLflow run KILLED", file=sys.stderr, flush=True)
         _finish_tracking(plan, "KILLED")
@@ -255,6 +314,8 @@ def _run_job(plan) -> int:
     tracked = _finish_tracking(plan, handle.state.mlflow_status)
     if handle.error:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
+    if handle.post_mortem:
+        print(f"post-mortem {handle.post_mortem}", file=sys.stderr)
     print(plan.spec.redact(_where(plan, handle.state.value)), flush=True)
     return EXIT_OK if handle.state.value == "SUCCEEDED" and tracked else EXIT_FAILED
 
@@ -295,12 +356,21 @@ def _submit_steps(plan) -> list[str]:
     return [
         f"create {plan.checkpoint_dir}",
         f"create MLflow run {plan.run_name!r} in experiment {plan.experiment_name!r} at {plan.tracking_uri}",
-        f"start an embedded Ray on 127.0.0.1 and a Ray Train group of {cluster.num_workers} workers "
-        f"({cluster.cpus_per_worker:g} CPU, {cluster.gpus_per_worker:g} GPU each)",
+        f"{_where_ray_runs(cluster)}, with a group of {cluster.num_workers} workers "
+        f"({cluster.cpus_per_worker:g} CPU, {cluster.gpus_per_worker:g} GPU each, "
+        f"{cluster.placement_strategy}, up to {cluster.max_failures} restarts)",
         f"train {plan.total_steps} steps with DeepSpeed ZeRO-{plan.spec.deepspeed.zero_stage}, "
         f"logging every {plan.spec.train.log_interval} and evaluating every {plan.spec.train.eval_interval}",
         f"write training_metrics.json, training_curve.png, loss_by_epoch.png into {plan.checkpoint_dir}",
     ]
+
+
+def _where_ray_runs(cluster) -> str:
+    if cluster.backend == "ray-job":
+        return f"submit a Ray job through the Jobs API at {cluster.address}"
+    if cluster.address:
+        return f"run Ray Train on the running cluster at {cluster.address}"
+    return f"start an embedded Ray on {cluster.host}"
 
 
 def cmd_schema(args) -> int:
@@ -316,9 +386,29 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
+def _submit_job(args, launcher, plan) -> int:
+    """ray-job: the job's driver finishes the MLflow run; here we only follow it (or not)."""
+    from launchers.runs import tag_job
+
+    handle = launcher.submit(plan)
+    tag_job(plan.tracking_uri, plan.run_id, handle, plan.spec.cluster.address)
+    print(f"\njob        {handle.job_id} on {plan.spec.cluster.address} ({handle.state.value})", flush=True)
+    if args.detach:
+        print(f"follow     orchestrator logs {plan.run_id} -f\nstatus     orchestrator status {plan.run_id}")
+        return EXIT_OK
+    for line in launcher.logs(handle.job_id, follow=True):
+        print(line, end="", flush=True)
+    handle = launcher.status(handle.job_id)
+    if handle.error:
+        print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
+    print(_where(plan, handle.state.value), flush=True)
+    return EXIT_OK if handle.state.value == "SUCCEEDED" else EXIT_FAILED
+
+
 def cmd_resume(args) -> int:
     """`submit --resume RUN`: the same MLflow run and checkpoint directory; the worker restores the
     latest complete checkpoint and the learning-rate schedule continues where it stopped."""
+    from launchers import get_launcher
     from orchestrator.plan.resume import plan_for_resume
     from orchestrator.track.mlflow_run import client
     from orchestrator.train.checkpoint import latest_complete_checkpoint
@@ -335,7 +425,8 @@ def cmd_resume(args) -> int:
     client(plan.tracking_uri).update_run(plan.run_id, status="RUNNING")
     print(_describe(plan), flush=True)
     print(f"resume     from {checkpoint.path} (step {checkpoint.step} of {plan.total_steps})", flush=True)
-    return _run_job(plan)
+    launcher = get_launcher(plan.spec.cluster.backend, plan.spec.cluster.address)
+    return _run_job(args, launcher, plan)
 
 
 def _finish_tracking(plan, status: str) -> bool:
@@ -365,6 +456,64 @@ def _tracking_uri(args) -> str:
     from orchestrator.plan.plan import resolve_tracking_uri
 
     return resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+
+
+def cmd_status(args) -> int:
+    from launchers.base import LauncherError
+    from launchers.runs import describe_status, find_run, mlflow_state, run_state
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    try:
+        state = run_state(record)
+    except LauncherError as exc:  # the cluster is gone or refuses us: say so, show what MLflow knows
+        print(f"warning: {exc}; the state below is MLflow's", file=sys.stderr)
+        state = mlflow_state(record)
+    print(describe_status(record, state))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from launchers.runs import find_run, follow_worker_logs
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    if record.job_id:
+        lines = record.launcher().logs(record.job_id, follow=args.follow)
+    else:
+        lines = follow_worker_logs(record, follow=args.follow)
+    for line in lines:
+        print(line, end="", flush=True)
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    from launchers.runs import find_run
+    from orchestrator.track.finish import finish_run
+
+    record = find_run(_tracking_uri(args), args.run_id)
+    handle = record.launcher().cancel(record.job_id)
+    if handle.state.value == "STOPPED":
+        # The job's driver was killed before it could finish its MLflow run.
+        finish_run(record.tracking_uri, record.run_id, handle.state.mlflow_status, None)
+    print(f"run {record.run_id}: {handle.state.value}")
+    return EXIT_OK if handle.state.value == "STOPPED" else EXIT_FAILED
+
+
+def cmd_list(args) -> int:
+    from launchers import get_launcher
+    from launchers.base import LauncherError
+    from launchers.runs import describe_list_row, list_runs, mlflow_state, run_state
+
+    if args.address:
+        for handle in get_launcher("ray-job", args.address).list():
+            print(f"{handle.run_id}  {handle.state.value:<9}  {handle.job_id}")
+        return EXIT_OK
+    for record in list_runs(_tracking_uri(args)):
+        try:
+            state = run_state(record)
+        except LauncherError:  # its cluster is gone: MLflow's word is the last one
+            state = mlflow_state(record)
+        print(describe_list_row(record, state))
+    return EXIT_OK
 
 
 def cmd_generate(args) -> int:

@@ -28,14 +28,17 @@ cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}
 """
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real `orchestrator` command line in a child process."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real `orchestrator` command line in a child process (``env``: its whole environment)."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 

@@ -102,8 +102,9 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
 
 def check_local_gpus(spec: RunSpec) -> None:
     """An embedded Ray can only hand out GPUs this machine has; say so before anything starts."""
-    if spec.cluster.backend != "ray-local" or spec.cluster.gpus_per_worker == 0:
-        return
+    cluster = spec.cluster
+    if cluster.backend != "ray-local" or cluster.address or cluster.gpus_per_worker == 0:
+        return  # a running cluster has its own GPUs; Ray itself reports what it cannot place
     if not list(Path("/dev").glob("nvidia[0-9]*")):
         raise NotRunnableHere(
             f"cluster.gpus_per_worker is {spec.cluster.gpus_per_worker:g}, but this machine has no "

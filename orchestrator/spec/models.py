@@ -219,12 +219,62 @@ DEEPSPEED_SECTIONS = {
 
 
 class ClusterSpec(_Section):
-    backend: Literal["ray-local"] = Field(
-        "ray-local", description="ray-local: an embedded Ray on 127.0.0.1 started for this run."
+    backend: Literal["ray-local", "ray-job"] = Field(
+        "ray-local",
+        description="ray-local: Ray Train driven from this process, on an embedded Ray on 127.0.0.1 "
+        "or on the cluster at `address`; ray-job: a Ray job submitted through the Jobs API of the "
+        "cluster whose dashboard is at `address`.",
+    )
+    address: str | None = Field(
+        None,
+        description="ray-local: `auto` (the cluster this machine belongs to), `ray://host:port` or "
+        "`host:port` of a running cluster; none starts an embedded Ray. ray-job: the dashboard URL, "
+        "e.g. http://127.0.0.1:8265.",
     )
     num_workers: int = Field(2, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
+    resources_per_worker: dict[str, float] = Field(
+        {}, description="Custom Ray resources each worker needs, e.g. {accelerator_a100: 1}."
+    )
+    label_selector: dict[str, str] = Field(
+        {}, description="Node labels a worker's node must carry, e.g. {ray.io/market-type: spot}."
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How the workers' bundles spread over nodes (Ray placement groups)."
+    )
+    placement_timeout_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="Fail with the missing resources named if the workers cannot be placed by then.",
+    )
+    max_failures: int = Field(
+        0, ge=0, le=1000, description="Worker-group restarts allowed; each resumes from a checkpoint."
+    )
+    host: str = Field("127.0.0.1", description="Address an embedded Ray and its dashboard bind to.")
+
+    @model_validator(mode="after")
+    def _address_fits_backend(self) -> ClusterSpec:
+        if self.backend == "ray-job" and not (self.address or "").startswith(("http://", "https://")):
+            raise CrossFieldError(
+                "address",
+                f"backend ray-job needs address set to the dashboard URL, got {self.address!r}",
+                "address: http://127.0.0.1:8265",
+            )
+        if self.backend == "ray-local" and (self.address or "").startswith(("http://", "https://")):
+            raise CrossFieldError(
+                "address",
+                f"{self.address!r} is a dashboard URL, which only backend ray-job uses",
+                "backend: ray-job, or address: auto / ray://host:10001",
+            )
+        for name, amount in self.resources_per_worker.items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise CrossFieldError(
+                    f"resources_per_worker.{name}",
+                    f"{amount} is not a positive custom resource",
+                    "CPUs and GPUs go in cpus_per_worker and gpus_per_worker",
+                )
+        return self
 
 
 class TrackingSpec(_Section):
@@ -237,7 +287,6 @@ class TrackingSpec(_Section):
     drain_timeout_s: float = Field(
         60.0,
         ge=0.0,
-        allow_inf_nan=False,
         description="At the end, how long to keep trying to deliver unsent metrics before leaving them "
         "in the journal for `orchestrator sync`.",
     )

@@ -12,6 +12,7 @@ import time
 
 from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
+from orchestrator.track.status import RunStatusFile
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
@@ -31,6 +32,7 @@ def train_worker(plan: Plan) -> None:
         session.stopper.load_state_dict(session.state.early_stopping)
     if rank == 0:
         session.sinks = _sinks(plan, resumed=restored is not None)
+    session.sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
     _announce(plan, rank, restored)
     try:
         run(session)

@@ -1,0 +1,152 @@
+"""A run as a Ray job, submitted through the Jobs API of a running cluster (its dashboard address).
+
+The job's runtime environment carries a working dir with the Plan (pickled, the way Ray ships every
+training function) and this project's own packages, so the cluster runs the submitter's code even
+where it is not installed. On the cluster the job's driver is ``launchers.ray_job_entry``: it runs the
+same Ray Train code as ``ray-local`` against ``address="auto"`` and finishes the MLflow run.
+
+Token authentication: the token is sent as ``Authorization: Bearer <token>``, read from
+``RAY_AUTH_TOKEN``, else the file named by ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (the
+places Ray's own clients look). It is never written into the spec, the job or MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from launchers.base import JobHandle, JobState, LauncherError
+from orchestrator.plan import Plan
+
+RUN_ID_KEY = "orchestrator_run_id"  # job metadata: which MLflow run a job belongs to
+PLAN_FILE = "plan.pkl"
+_PACKAGES = ("orchestrator", "launchers")
+
+
+def read_auth_token() -> str | None:
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def job_id_for(run_id: str) -> str:
+    # One MLflow run may be submitted more than once (submit --resume): each job gets its own id.
+    return f"orchestrator-{run_id}-{time.strftime('%Y%m%d%H%M%S')}"
+
+
+class RayJobLauncher:
+    """Detached: ``submit`` returns once the cluster accepted the job (state PENDING)."""
+
+    name = "ray-job"
+
+    def __init__(self, address: str, token: str | None = None):
+        self.address = address
+        self._client = _connect(address, token if token is not None else read_auth_token())
+
+    def submit(self, plan: Plan) -> JobHandle:
+        with tempfile.TemporaryDirectory(prefix="orchestrator-job-") as bundle:
+            _write_bundle(plan, Path(bundle))
+            job_id = self._client.submit_job(
+                entrypoint=f"python -m launchers.ray_job_entry {PLAN_FILE}",
+                submission_id=job_id_for(plan.run_id),
+                runtime_env={"working_dir": bundle},
+                metadata={RUN_ID_KEY: plan.run_id, "orchestrator_run_name": plan.run_name},
+                entrypoint_num_cpus=0,  # the driver only waits; the workers need the CPUs
+            )
+        return JobHandle(self.name, plan.run_id, JobState.PENDING, job_id=job_id)
+
+    def status(self, job_id: str) -> JobHandle:
+        return _handle(self.name, self._info(job_id))
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's output so far; with ``follow``, then everything new until the job ends."""
+        shown = 0
+        while True:
+            final = self.status(job_id).state.is_final  # read before the logs: nothing is missed
+            text = self._client.get_job_logs(job_id)
+            yield from text[shown:].splitlines(keepends=True)
+            shown = len(text)
+            if not follow or final:
+                return
+            time.sleep(1.0)
+
+    def cancel(self, job_id: str, wait_s: float = 60.0) -> JobHandle:
+        self._info(job_id)  # a clear error for an unknown id
+        self._client.stop_job(job_id)
+        deadline = time.monotonic() + wait_s
+        handle = self.status(job_id)
+        while not handle.state.is_final and time.monotonic() < deadline:
+            time.sleep(0.5)
+            handle = self.status(job_id)
+        return handle
+
+    def list(self) -> list[JobHandle]:
+        jobs = [j for j in self._client.list_jobs() if RUN_ID_KEY in (j.metadata or {})]
+        return [_handle(self.name, j) for j in sorted(jobs, key=lambda j: j.start_time or 0)]
+
+    def _info(self, job_id: str):
+        try:
+            return self._client.get_job_info(job_id)
+        except RuntimeError as exc:
+            raise LauncherError(f"no job {job_id} on the cluster at {self.address}: {exc}") from None
+
+
+def _connect(address: str, token: str | None):
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    except (ConnectionError, RuntimeError, AuthenticationError) as exc:
+        hint = (
+            "the cluster refused the token: check RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"
+            if token
+            else "no Ray auth token found: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or run "
+            "`ray get-auth-token` on the head node and save it to ~/.ray/auth_token"
+        )
+        if not isinstance(exc, AuthenticationError) and "nauthorized" not in str(exc):
+            hint = "is the cluster running and its dashboard at this address?"
+        raise LauncherError(f"the Ray Jobs API at {address}: {_first_line(exc)}; {hint}") from None
+
+
+def _write_bundle(plan: Plan, bundle: Path) -> None:
+    (bundle / PLAN_FILE).write_bytes(pickle.dumps(plan))
+    for package in _PACKAGES:
+        source = Path(__import__(package).__file__).parent
+        shutil.copytree(source, bundle / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+_STATES = {
+    "PENDING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "STOPPED": JobState.STOPPED,
+}
+
+
+def _handle(backend: str, info) -> JobHandle:
+    state = _STATES[str(info.status.value if hasattr(info.status, "value") else info.status)]
+    return JobHandle(
+        backend,
+        (info.metadata or {}).get(RUN_ID_KEY, ""),
+        state,
+        error=info.message if state is JobState.FAILED else None,
+        job_id=info.submission_id or info.job_id or "",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

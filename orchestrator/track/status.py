@@ -1,0 +1,144 @@
+"""The run's live status file: where it is, its last metrics and the health of every worker.
+
+Rank 0 rewrites ``<checkpoint dir>/status.json`` atomically at every logging step, after gathering a
+heartbeat from every rank, so any process that can read the run's directory (the submitting driver's
+progress bar, ``orchestrator status RUN``, a test) sees a consistent picture without talking to Ray.
+Appended to every rank's sinks; the gather is a collective, so every rank must write at the same steps.
+
+    {"step": 20, "total_steps": 40, "epoch": 1, "metrics": {"train_loss": 4.1, ...},
+     "started": 1700000000.0, "updated": 1700000012.5, "eta_s": 12.5,
+     "workers": [{"rank": 0, "node": "ab12…", "host": "box", "pid": 4242, "rss_mb": 512.0,
+                  "step": 20, "time": 1700000012.4}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.fsutil import atomic_write
+from orchestrator.track.events import MetricEvent
+
+STATUS_FILE = "status.json"
+# Set by a launcher before the worker starts, so the status can say where each rank runs.
+NODE_ID_ENV = "ORCHESTRATOR_NODE_ID"
+
+
+def worker_heartbeat(rank: int, step: int) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "node": os.environ.get(NODE_ID_ENV, ""),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "rss_mb": round(_rss_bytes() / 2**20, 1),
+        "step": step,
+        "time": time.time(),
+    }
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class RunStatusFile:
+    """A metric sink present on every rank: gathers heartbeats, rank 0 writes the file."""
+
+    def __init__(self, checkpoint_dir: str | Path, total_steps: int, rank: int):
+        self.path = Path(checkpoint_dir) / STATUS_FILE
+        self.total_steps = total_steps
+        self.rank = rank
+        self.started = time.time()
+        self.metrics: dict[str, float] = {}
+        # The rate is measured from this attempt's first logged step: after a restart the steps
+        # before it were not trained by this attempt.
+        self._rate_origin: tuple[int, float] | None = None
+
+    def write(self, events: list[MetricEvent]) -> None:
+        import torch.distributed as dist
+
+        if not events:
+            return
+        step = max(e.step for e in events)
+        beats: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(beats, worker_heartbeat(self.rank, step))
+        if self.rank != 0:
+            return
+        # Validation values stay until the next evaluation replaces them.
+        self.metrics.update({e.name: float(e.value) for e in events})
+        now = time.time()
+        if self._rate_origin is None:
+            self._rate_origin = (step, now)
+        status = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "epoch": int(self.metrics.get("epoch", 0)),
+            "metrics": self.metrics,
+            "started": self.started,
+            "updated": now,
+            "eta_s": _eta(self._rate_origin, now, step, self.total_steps),
+            "workers": beats,
+        }
+        atomic_write(self.path, json.dumps(status, indent=1).encode())
+
+    def close(self) -> None:
+        """Nothing buffered: every write is a complete file."""
+
+
+def _eta(origin: tuple[int, float], now: float, step: int, total: int) -> float | None:
+    first_step, first_time = origin
+    if step <= first_step:
+        return None
+    return (now - first_time) / (step - first_step) * (total - step)
+
+
+def read_status(checkpoint_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(checkpoint_dir) / STATUS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def worker_health(worker: dict[str, Any], now: float, stale_after_s: float) -> str:
+    """alive / dead (its process is gone on this host) / silent (no heartbeat for a while)."""
+    if worker.get("host") == socket.gethostname():
+        try:
+            os.kill(int(worker["pid"]), 0)
+        except ProcessLookupError:
+            return "dead"
+        except (PermissionError, ValueError, KeyError):
+            pass
+    return "silent" if now - float(worker.get("time", 0)) > stale_after_s else "alive"
+
+
+def format_progress(status: dict[str, Any], width: int = 24) -> str:
+    """`[#########...............] 15/40 loss 4.5123 12,345 tok/s ETA 21s`"""
+    step, total = int(status["step"]), max(1, int(status["total_steps"]))
+    filled = min(width, width * step // total)
+    metrics = status.get("metrics", {})
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {step}/{total}"]
+    if "train_loss" in metrics:
+        parts.append(f"loss {metrics['train_loss']:.4f}")
+    if "val_loss" in metrics:
+        parts.append(f"val {metrics['val_loss']:.4f}")
+    if "tokens_per_second" in metrics:
+        parts.append(f"{metrics['tokens_per_second']:,.0f} tok/s")
+    eta = status.get("eta_s")
+    parts.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA ?")
+    return " ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,241 @@
+"""A real two-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster`, token auth on), shared by
+the module: a STRICT_SPREAD run puts one worker on each node; a worker SIGKILLed mid-run restarts the
+group from the latest complete checkpoint and the report equals that of the run never killed; a
+second kill beyond `cluster.max_failures` fails the run cleanly with a post-mortem."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.track.mlflow_run import client
+from orchestrator.track.status import read_status
+from orchestrator.train.checkpoint import latest_complete_checkpoint
+from tests.conftest import TINY_SPEC, run_cli
+from tests.launchers.ray_head import client_env, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+TOTAL_STEPS = 120
+
+
+def spec(address: str, max_failures: int, max_steps: int = TOTAL_STEPS) -> str:
+    return (
+        TINY_SPEC.replace("max_steps: 20", f"max_steps: {max_steps}")
+        .replace("log_interval: 5, eval_interval: 10", "log_interval: 10, eval_interval: 50")
+        .replace(
+            "cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}",
+            f"cluster: {{backend: ray-local, address: '{address}', num_workers: 2, cpus_per_worker: 1,"
+            f" placement_strategy: STRICT_SPREAD, max_failures: {max_failures}}}",
+        )
+        + "checkpoint: {interval: 20, keep_last: 2}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Head and one more node, one CPU each, so STRICT_SPREAD is the only way to place 2 workers."""
+    with tempfile.TemporaryDirectory(prefix="mn-", dir="/tmp") as tmp:
+        token_path = Path(tmp) / "auth_token"
+        token_path.write_text(secrets.token_hex(32))
+        env = client_env(token_path) | {"RAY_TMPDIR": tmp}
+        (Path(tmp) / "ray").mkdir()
+        saved = dict(os.environ)
+        os.environ.update(env)  # the node processes inherit it; restored below
+        from ray.cluster_utils import Cluster
+
+        cluster = None
+        try:
+            node = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    **node,
+                    "include_dashboard": True,
+                    "dashboard_host": "127.0.0.1",
+                    "dashboard_port": free_port(),
+                },
+            )
+            cluster.add_node(**node)
+            cluster.wait_for_nodes()
+            node_ids = {n.node_id for n in cluster.list_all_nodes()}
+            yield cluster.address, env, node_ids
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def submit_in_background(work: Path, text: str, env: dict, *extra: str) -> subprocess.Popen:
+    (work / "spec.yaml").write_text(text)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml", *extra],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(probe, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"no {what} after {timeout}s")
+
+
+def kill_rank_after_checkpoint(run_dir: Path, rank: int, past_pid: int | None = None) -> int:
+    """SIGKILL one worker once the run has a complete checkpoint and has logged past it."""
+
+    def ready():
+        status, checkpoint = read_status(run_dir), latest_complete_checkpoint(run_dir)
+        if not status or not checkpoint or status["step"] <= checkpoint.step:
+            return None
+        worker = next(w for w in status["workers"] if w["rank"] == rank)
+        return worker["pid"] if worker["pid"] != past_pid else None
+
+    pid = wait_for(ready, 600, "checkpointed progress")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+        return process.returncode, out, err
+    finally:
+        if process.poll() is None:  # our own session: the driver only; the cluster is the fixture's
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_dir_of(work: Path) -> Path:
+    return wait_for(lambda: next((work / "checkpoints").glob("*"), None), 300, "run directory")
+
+
+def run_id_of(stdout: str) -> str:
+    return re.search(r"MLflow run (\w+)\)", stdout).group(1)
+
+
+@pytest.fixture(scope="module")
+def clean_run(two_nodes, tmp_path_factory):
+    address, env, _ = two_nodes
+    work = tmp_path_factory.mktemp("clean")
+    code, out, err = finish(
+        submit_in_background(work, spec(address, max_failures=1), env, "--progress", "bar")
+    )
+    assert code == 0, out[-3000:] + err[-3000:]
+    return work, run_dir_of(work), run_id_of(out), err
+
+
+@pytest.fixture(scope="module")
+def killed_run(two_nodes, tmp_path_factory):
+    address, env, _ = two_nodes
+    work = tmp_path_factory.mktemp("killed")
+    driver = submit_in_background(work, spec(address, max_failures=1), env)
+    run_dir = run_dir_of(work)
+    kill_rank_after_checkpoint(run_dir, rank=1)
+    killed_at = read_status(run_dir)["step"]
+    code, out, err = finish(driver)
+    return work, run_dir, code, out, err, killed_at
+
+
+def test_strict_spread_puts_one_worker_on_each_node(two_nodes, clean_run):
+    _, _, node_ids = two_nodes
+    _, run_dir, _, _ = clean_run
+    workers = read_status(run_dir)["workers"]
+    assert len(workers) == 2
+    assert workers[0]["node"] != workers[1]["node"]
+    assert {w["node"] for w in workers} == node_ids
+
+
+def test_the_two_node_run_trains_correctly(clean_run):
+    work, run_dir, run_id, _ = clean_run
+    doc = json.loads((run_dir / "training_metrics.json").read_text())
+    assert doc["steps"] == list(range(10, TOTAL_STEPS + 1, 10))
+    assert doc["train_loss"][-1] < doc["train_loss"][0] - 0.5
+    run = client(f"sqlite:///{work / 'mlflow.db'}").get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert latest_complete_checkpoint(run_dir).step == TOTAL_STEPS
+
+
+def test_submit_to_the_existing_cluster_shows_progress_status_and_logs(two_nodes, clean_run):
+    _, env, _ = two_nodes
+    work, _, run_id, err = clean_run
+    assert f"[progress] [########################] {TOTAL_STEPS}/{TOTAL_STEPS} loss" in err, err[-2000:]
+    status = run_cli("status", run_id, cwd=work, env=env)
+    assert (
+        "state      SUCCEEDED" in status.stdout and f"step       {TOTAL_STEPS}/{TOTAL_STEPS}" in status.stdout
+    )
+    assert len(re.findall(r"^worker [01] +ended +node \w+", status.stdout, re.M)) == 2, status.stdout
+    logs = run_cli("logs", run_id, cwd=work, env=env)
+    assert f"(worker-0) [train] step {TOTAL_STEPS}/{TOTAL_STEPS}" in logs.stdout
+    assert "(worker-1) === rank 1" in logs.stdout
+
+
+def test_a_sigkilled_worker_restarts_the_group_from_the_latest_checkpoint(killed_run):
+    _, run_dir, code, out, err, killed_at = killed_run
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "state      SUCCEEDED" in out
+    assert killed_at < TOTAL_STEPS
+    rank1_log = (run_dir / "logs" / "worker-1.log").read_text()
+    assert rank1_log.count("=== rank 1 ") == 2, "the group was started twice"
+    resumed = re.search(
+        r"\[train\] resumed from \S+step-(\d+)", (run_dir / "logs" / "worker-0.log").read_text()
+    )
+    assert resumed and 0 < int(resumed.group(1)) <= killed_at
+
+
+def test_the_rebuilt_report_equals_that_of_the_run_never_killed(clean_run, killed_run, tmp_path):
+    _, clean_dir, _, _ = clean_run
+    work, _, code, out, _, _ = killed_run
+    assert code == 0
+    result = run_cli("report", run_id_of(out), "--out", str(tmp_path), cwd=work)
+    assert result.returncode == 0, result.stderr
+    rebuilt = json.loads((tmp_path / "training_metrics.json").read_text())
+    clean = json.loads((clean_dir / "training_metrics.json").read_text())
+    assert rebuilt["steps"] == clean["steps"] == list(range(10, TOTAL_STEPS + 1, 10)), (
+        "no gaps, no duplicates"
+    )
+    history = client(f"sqlite:///{work / 'mlflow.db'}").get_metric_history(run_id_of(out), "train_loss")
+    steps = [m.step for m in history]
+    assert sorted(steps) == sorted(set(steps)), "one value per step in MLflow"
+    for key in ("train_loss", "val_loss", "learning_rate", "epochs"):
+        assert [v is None for v in rebuilt[key]] == [v is None for v in clean[key]], key
+        pairs = [(a, b) for a, b in zip(rebuilt[key], clean[key], strict=True) if a is not None]
+        assert [a for a, _ in pairs] == pytest.approx([b for _, b in pairs], rel=1e-6, abs=1e-9), key
+
+
+def test_a_failure_beyond_the_budget_fails_cleanly_with_a_post_mortem(two_nodes, tmp_path):
+    address, env, _ = two_nodes
+    driver = submit_in_background(tmp_path, spec(address, max_failures=1, max_steps=2000), env)
+    run_dir = run_dir_of(tmp_path)
+    first = kill_rank_after_checkpoint(run_dir, rank=1)
+    kill_rank_after_checkpoint(run_dir, rank=1, past_pid=first)  # the restarted group's rank 1
+    code, out, err = finish(driver)
+    assert code == 1, out[-3000:] + err[-3000:]
+    assert "state      FAILED" in out and not re.search(r"^Traceback", err, re.M), "no crash of our own"
+    match = re.search(r"^post-mortem (\S+)$", err, re.M)
+    assert match, err[-3000:]
+    post_mortem = Path(match.group(1)).read_text()
+    assert "## Error" in post_mortem and "cluster.max_failures = 1" in post_mortem
+    assert f"`{latest_complete_checkpoint(run_dir).path}`" in post_mortem
+    assert "### worker-0" in post_mortem and "### worker-1" in post_mortem
+    assert "[train] step" in post_mortem, "each worker's last lines are in it"
+    assert client(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id_of(out)).info.status == "FAILED"
