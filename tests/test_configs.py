@@ -29,7 +29,7 @@ def test_shipped_spec_plans_or_says_what_this_machine_lacks(path, tmp_path):
     try:
         plan = build_plan(spec, path.read_text(), cwd=tmp_path)
     except NotRunnableHere as exc:
-        assert spec.cluster.gpus_per_worker > 0 or spec.data.corpus == "files"
+        assert spec.cluster.gpus_per_worker > 0 or spec.data.corpus == "files" or spec.cluster.address
         assert "hint: " in str(exc)
         return
     assert plan.total_steps >= 1
@@ -47,6 +47,8 @@ def test_configs_cover_cpu_gpu_zero3_offload_and_multi_node():
         for s in specs.values()
     )
     assert any(s.deepspeed.zero_stage == 3 and s.deepspeed.offload_optimizer == "cpu" for s in specs.values())
+    multi_node = [s for s in specs.values() if s.cluster.address and s.cluster.num_workers >= 16]
+    assert multi_node and multi_node[0].cluster.placement_strategy in ("SPREAD", "STRICT_SPREAD")
 
 
 def test_shipped_schema_is_current():
