@@ -93,23 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", help="write to this file instead of standard output")
     schema.set_defaults(func=cmd_schema)
 
-    report = commands.add_parser(
-        "report",
-        help="rebuild a run's JSON and plots from MLflow",
-        epilog="example: orchestrator report 3f2c9a... --out /tmp/report",
-    )
-    report.add_argument("run_id", help="MLflow run id (printed by submit)")
+    report = _run_command(
+        commands, "report", cmd_report, "rebuild a run's JSON, plots and summary from MLflow",
+        "orchestrator report 3f2c9a... --out /tmp/report",
+    )  # fmt: skip
     report.add_argument("--out", help="directory to write into (default: the run's checkpoint dir)")
-    report.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
-    )
     report.add_argument(
         "--watch", action="store_true", help="keep refreshing the report until the run ends (Ctrl-C stops)"
     )
     report.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
-    report.set_defaults(func=cmd_report)
     _add_run_commands(commands)
     _add_generate(commands)
     _tracking_commands(commands)
@@ -170,75 +162,60 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+
+
+def _run_command(commands, name: str, func, summary: str, example: str, run_id: bool = True):
+    """A subcommand about tracked runs: an optional RUN_ID argument and --tracking-uri."""
+    parser = commands.add_parser(name, help=summary, description=summary, epilog=f"example: {example}")
+    if run_id:
+        parser.add_argument("run_id", help="MLflow run id (printed by submit)")
+    parser.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _tracking_commands(commands) -> None:
     """sync, compare, ui: the commands around MLflow."""
-    uri_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
-    sync = commands.add_parser(
-        "sync",
-        help="send a run's journaled metrics MLflow is missing (after an outage) and finish the run",
-        epilog="example: orchestrator sync 3f2c9a...",
-    )
-    sync.add_argument("run_id", help="MLflow run id (printed by submit)")
-    sync.add_argument("--tracking-uri", default=None, help=uri_help)
-    sync.set_defaults(func=cmd_sync)
-
-    compare = commands.add_parser(
-        "compare",
-        help="overlay the loss and learning-rate curves of runs and tabulate their summaries",
-        epilog="example: orchestrator compare 3f2c9a... 8b1d07... --out comparison",
-    )
+    _run_command(
+        commands, "sync", cmd_sync,
+        "send a run's journaled metrics MLflow is missing (after an outage) and finish the run",
+        "orchestrator sync 3f2c9a...",
+    )  # fmt: skip
+    compare = _run_command(
+        commands, "compare", cmd_compare,
+        "overlay the loss and learning-rate curves of runs and tabulate their summaries",
+        "orchestrator compare 3f2c9a... 8b1d07... --out comparison", run_id=False,
+    )  # fmt: skip
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more MLflow run ids")
     compare.add_argument(
         "--out", default="comparison", help="directory to write into (default: ./comparison)"
     )
-    compare.add_argument("--tracking-uri", default=None, help=uri_help)
-    compare.set_defaults(func=cmd_compare)
-
-    ui = commands.add_parser(
-        "ui",
-        help="start the MLflow UI on 127.0.0.1 for the configured store",
-        epilog="example: orchestrator ui configs/quickstart.yaml --port 5000",
-    )
+    ui = _run_command(
+        commands, "ui", cmd_ui, "start the MLflow UI on 127.0.0.1 for the configured store",
+        "orchestrator ui configs/quickstart.yaml --port 5000", run_id=False,
+    )  # fmt: skip
     ui.add_argument("spec", nargs="?", help="a run spec whose tracking.uri to open (default: ./mlflow.db)")
-    ui.add_argument("--tracking-uri", default=None, help=uri_help)
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
-    ui.set_defaults(func=cmd_ui)
 
 
 def _add_run_commands(commands) -> None:
     """status / logs / cancel / list: a submitted run, found by its MLflow run id."""
-    tracking = {"default": None, "help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"}
-    status = commands.add_parser(
-        "status",
-        help="state, step, last metrics and worker health of a run",
-        epilog="example: orchestrator status 3f2c9a...",
-    )
-    status.add_argument("run_id", help="MLflow run id (printed by submit)")
-    status.add_argument("--tracking-uri", **tracking)
-    status.set_defaults(func=cmd_status)
-    logs = commands.add_parser(
-        "logs",
-        help="a run's output: the Ray job's log, or each worker's log",
-        epilog="example: orchestrator logs 3f2c9a... -f",
-    )
-    logs.add_argument("run_id", help="MLflow run id (printed by submit)")
+    _run_command(
+        commands, "status", cmd_status, "state, step, last metrics and worker health of a run",
+        "orchestrator status 3f2c9a...",
+    )  # fmt: skip
+    logs = _run_command(
+        commands, "logs", cmd_logs, "a run's output: the Ray job's log, or each worker's log",
+        "orchestrator logs 3f2c9a... -f",
+    )  # fmt: skip
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
-    logs.add_argument("--tracking-uri", **tracking)
-    logs.set_defaults(func=cmd_logs)
-    cancel = commands.add_parser(
-        "cancel", help="stop a ray-job run", epilog="example: orchestrator cancel 3f2c9a..."
-    )
-    cancel.add_argument("run_id", help="MLflow run id (printed by submit)")
-    cancel.add_argument("--tracking-uri", **tracking)
-    cancel.set_defaults(func=cmd_cancel)
-    runs = commands.add_parser(
-        "list",
-        help="runs in the tracking store, or this orchestrator's jobs on a cluster",
-        epilog="example: orchestrator list --address http://127.0.0.1:8265",
-    )
+    _run_command(commands, "cancel", cmd_cancel, "stop a ray-job run", "orchestrator cancel 3f2c9a...")
+    runs = _run_command(
+        commands, "list", cmd_list, "runs in the tracking store, or this orchestrator's jobs on a cluster",
+        "orchestrator list --address http://127.0.0.1:8265", run_id=False,
+    )  # fmt: skip
     runs.add_argument("--address", help="a Ray dashboard URL: list the jobs there instead")
-    runs.add_argument("--tracking-uri", **tracking)
-    runs.set_defaults(func=cmd_list)
 
 
 def _load_plan(args):

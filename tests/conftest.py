@@ -55,3 +55,18 @@ def write_spec(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def sqlite_run(tmp_path):
+    """A real MLflow sqlite store holding one run whose checkpoint directory is tmp_path/run:
+    (tracking uri, run id, checkpoint dir)."""
+    from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow = client(uri)
+    experiment = mlflow.create_experiment("tests")
+    out = tmp_path / "run"
+    out.mkdir()
+    run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
+    return uri, run.info.run_id, out

@@ -21,23 +21,12 @@ from orchestrator.track.finish import finish_run
 from orchestrator.track.journal import MetricJournal, journal_path, read_journal
 from orchestrator.track.live import LiveArtifacts
 from orchestrator.track.mlflow_read import read_metric_rows
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
 from orchestrator.track.replay import replay_journal
 from tests.conftest import run_cli
 
 KEYS = ("train_loss", "learning_rate", "epoch", "val_loss")
-
-
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow = client(uri)
-    experiment = mlflow.create_experiment("journal")
-    out = tmp_path / "run"
-    out.mkdir()
-    run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
-    return uri, run.info.run_id, out
 
 
 @pytest.fixture
@@ -58,8 +47,8 @@ def training_events(step: int) -> list[MetricEvent]:
     return events + ([MetricEvent("val_loss", 6.5 / (step + 0.7), step)] if step % 10 == 0 else [])
 
 
-def test_nan_and_inf_come_out_of_the_reporter_as_they_went_in(store, tmp_path):
-    uri, run_id, out = store
+def test_nan_and_inf_come_out_of_the_reporter_as_they_went_in(sqlite_run, tmp_path):
+    uri, run_id, out = sqlite_run
     values = {5: 4.0, 10: math.nan, 15: math.inf, 20: -math.inf, 25: 3.25}
     sink, live = MlflowSink(uri, run_id, MetricJournal(journal_path(out))), LiveArtifacts(out)
     for step, value in values.items():
@@ -86,9 +75,9 @@ def test_nan_and_inf_come_out_of_the_reporter_as_they_went_in(store, tmp_path):
 
 
 def test_while_mlflow_is_unreachable_training_goes_on_and_replay_sends_each_point_once(
-    store, unreachable_uri
+    sqlite_run, unreachable_uri
 ):
-    uri, run_id, out = store
+    uri, run_id, out = sqlite_run
     lines = []
     settings = SinkSettings(drain_timeout_s=0.5)
     sink = MlflowSink(unreachable_uri, run_id, MetricJournal(journal_path(out)), settings, lines.append)
@@ -110,8 +99,8 @@ def test_while_mlflow_is_unreachable_training_goes_on_and_replay_sends_each_poin
     assert read_history(uri, run_id)["train_loss"][50] == 7.0 / 50.3
 
 
-def test_a_partial_delivery_is_completed_without_duplicates(store):
-    uri, run_id, out = store
+def test_a_partial_delivery_is_completed_without_duplicates(sqlite_run):
+    uri, run_id, out = sqlite_run
     sink = MlflowSink(uri, run_id, MetricJournal(journal_path(out)))
     for step in range(5, 55, 5):
         sink.write(training_events(step))
@@ -127,8 +116,10 @@ def test_a_partial_delivery_is_completed_without_duplicates(store):
     assert sorted(steps) == list(range(5, 60, 5))
 
 
-def test_sync_command_delivers_the_journal_and_sets_the_recorded_status(store, unreachable_uri, tmp_path):
-    uri, run_id, out = store
+def test_sync_command_delivers_the_journal_and_sets_the_recorded_status(
+    sqlite_run, unreachable_uri, tmp_path
+):
+    uri, run_id, out = sqlite_run
     settings = SinkSettings(drain_timeout_s=0.2)
     sink = MlflowSink(unreachable_uri, run_id, MetricJournal(journal_path(out)), settings, lambda _: None)
     for step in range(5, 35, 5):

@@ -9,19 +9,7 @@ from orchestrator.report.artifacts import METRICS_JSON
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.track.events import MetricEvent
 from orchestrator.track.live import LiveArtifacts
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
 from orchestrator.track.mlflow_sink import MlflowSink
-
-
-@pytest.fixture
-def mlflow_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow = client(uri)
-    experiment = mlflow.create_experiment("roundtrip")
-    out = tmp_path / "run"
-    out.mkdir()
-    run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
-    return uri, run.info.run_id, out
 
 
 def events_for(step: int) -> list[MetricEvent]:
@@ -36,8 +24,8 @@ def events_for(step: int) -> list[MetricEvent]:
     return events
 
 
-def test_rebuilt_json_is_byte_equal_to_the_live_one(mlflow_run, tmp_path):
-    uri, run_id, out = mlflow_run
+def test_rebuilt_json_is_byte_equal_to_the_live_one(sqlite_run, tmp_path):
+    uri, run_id, out = sqlite_run
     sink, live = MlflowSink(uri, run_id), LiveArtifacts(out)
     for step in range(5, 31, 5):
         batch = events_for(step)
@@ -49,8 +37,8 @@ def test_rebuilt_json_is_byte_equal_to_the_live_one(mlflow_run, tmp_path):
     assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
 
 
-def test_a_step_logged_twice_counts_once_with_the_newest_value(mlflow_run):
-    uri, run_id, _ = mlflow_run
+def test_a_step_logged_twice_counts_once_with_the_newest_value(sqlite_run):
+    uri, run_id, _ = sqlite_run
     sink = MlflowSink(uri, run_id)
     sink.write([MetricEvent("train_loss", 2.0, 5)])
     assert sink.flush()
@@ -62,8 +50,8 @@ def test_a_step_logged_twice_counts_once_with_the_newest_value(mlflow_run):
     assert read_history(uri, run_id)["train_loss"] == {5: 1.5, 10: 1.0}
 
 
-def test_report_defaults_to_the_runs_checkpoint_dir(mlflow_run):
-    uri, run_id, out = mlflow_run
+def test_report_defaults_to_the_runs_checkpoint_dir(sqlite_run):
+    uri, run_id, out = sqlite_run
     sink = MlflowSink(uri, run_id)
     sink.write(events_for(5))
     sink.close()
@@ -71,13 +59,13 @@ def test_report_defaults_to_the_runs_checkpoint_dir(mlflow_run):
     assert {p.parent for p in paths} == {out}
 
 
-def test_report_of_a_run_without_metrics_says_so(mlflow_run):
-    uri, run_id, _ = mlflow_run
+def test_report_of_a_run_without_metrics_says_so(sqlite_run):
+    uri, run_id, _ = sqlite_run
     with pytest.raises(LookupError, match="no train_loss"):
         rebuild_report(uri, run_id)
 
 
-def test_report_of_an_unknown_run_names_the_store(mlflow_run):
-    uri, _, _ = mlflow_run
+def test_report_of_an_unknown_run_names_the_store(sqlite_run):
+    uri, _, _ = sqlite_run
     with pytest.raises(LookupError, match=r"no MLflow run 0+ in sqlite"):
         rebuild_report(uri, "0" * 32)
