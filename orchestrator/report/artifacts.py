@@ -163,7 +163,10 @@ def _plot_epochs(metrics: dict[str, list], out_dir: Path) -> Path:
 
 
 def save_figure(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
+    # Fixed margins instead of tight_layout(): measuring every label's extent cost about 0.25 s of a
+    # 100k-step report, and these figures' labels are the same every time.
+    top = 1 - 0.35 / fig.get_figheight()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.5 / fig.get_figheight(), top=top, hspace=0.45)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=100)
