@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,14 @@ def sqlite_run(tmp_path):
     out.mkdir()
     run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
     return uri, run.info.run_id, out
+
+
+def wait_for(probe, timeout: float, what: str, interval: float = 0.2):
+    """Poll `probe()` until it returns something truthy and return that; fail naming what never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"no {what} after {timeout}s")

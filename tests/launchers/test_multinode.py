@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.status import read_status
 from orchestrator.train.checkpoint import latest_complete_checkpoint
-from tests.conftest import TINY_SPEC, run_cli
+from tests.conftest import TINY_SPEC, run_cli, wait_for
 from tests.launchers.ray_head import client_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -88,16 +87,6 @@ def submit_in_background(work: Path, text: str, env: dict, *extra: str) -> subpr
         text=True,
         start_new_session=True,
     )
-
-
-def wait_for(probe, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"no {what} after {timeout}s")
 
 
 def kill_rank_after_checkpoint(run_dir: Path, rank: int, past_pid: int | None = None) -> int:

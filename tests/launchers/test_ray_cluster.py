@@ -6,14 +6,13 @@ existing-cluster submit is in test_multinode.py (a two-node cluster the driver c
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.status import read_status
-from tests.conftest import REPO, TINY_SPEC, run_cli
+from tests.conftest import REPO, TINY_SPEC, run_cli, wait_for
 from tests.launchers.ray_head import ray_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -80,7 +79,7 @@ def test_cancel_stops_a_running_job_and_marks_the_run_killed(head, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_id = run_id_of(result)
     run_dir = next((tmp_path / "checkpoints").iterdir())
-    status = _wait_for(lambda: read_status(run_dir), timeout=300)
+    status = wait_for(lambda: read_status(run_dir), 300, "status.json", interval=1)
     cancelled = run_cli("cancel", run_id, cwd=tmp_path, env=head.env, timeout=120)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert f"run {run_id}: STOPPED" in cancelled.stdout
@@ -90,7 +89,12 @@ def test_cancel_stops_a_running_job_and_marks_the_run_killed(head, tmp_path):
     assert mlflow_status(tmp_path, run_id) == "KILLED"
     after = run_cli("status", run_id, cwd=tmp_path, env=head.env)
     assert "state      STOPPED" in after.stdout
-    assert _wait_for(lambda: all(not _alive(w["pid"]) for w in status["workers"]) or None, timeout=60)
+    assert wait_for(
+        lambda: all(not _alive(w["pid"]) for w in status["workers"]) or None,
+        60,
+        "workers to exit",
+        interval=1,
+    )
 
 
 def test_a_client_without_the_token_is_refused(head, tmp_path):
@@ -132,16 +136,6 @@ def test_an_unplaceable_run_fails_with_a_message_within_its_timeout(head, tmp_pa
     assert "could not place" in result.stderr and expected in result.stderr, result.stderr[-2000:]
     assert "within 5s" in result.stderr and "1 node(s)" in result.stderr
     assert mlflow_status(tmp_path, run_id_of(result)) == "FAILED"
-
-
-def _wait_for(probe, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(1)
-    raise TimeoutError(f"nothing after {timeout}s")
 
 
 def _alive(pid: int) -> bool:
