@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-from orchestrator.report import read_run_history
-from orchestrator.report.artifacts import REPORT_METRICS, write_plots, write_report, write_tables
+from orchestrator.report import build_report, read_run_history
+from orchestrator.report.artifacts import REPORT_METRICS, write_plots, write_tables
 from orchestrator.track.journal import MetricPoint
 from orchestrator.track.mlflow_read import read_latest_per_step
 from orchestrator.track.mlflow_run import MAX_METRICS_PER_BATCH, client, log_points
@@ -75,8 +75,8 @@ def measure(uri: str, run_id: str, out: Path, steps: int) -> dict[str, float]:
     _, json_s = timed("  + training_metrics.json and summary.json", lambda: write_tables(history, out))
     _, png_s = timed("  + the two PNGs", lambda: write_plots(history, out))
     _, total_s = timed(
-        "whole report (read + JSON + PNGs) again, end to end",
-        lambda: write_report(read_run_history(uri, run_id), out),
+        "whole report again, end to end (build_report, as `report`)",
+        lambda: build_report(uri, run_id, out),
     )
     rows_s = math.nan
     if uri.startswith("http"):

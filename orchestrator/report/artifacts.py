@@ -76,27 +76,43 @@ def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
 
 
 def write_plots(history: MetricHistory, out_dir: Path) -> list[Path]:
-    metrics = training_metrics(history)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [_plot_curve(metrics, Path(out_dir)), _plot_epochs(metrics, Path(out_dir))]
+    return _plots(training_metrics(history), Path(out_dir))
 
 
 def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
     """training_metrics.json and summary.json (cheap: rewritten at every logging step)."""
-    from orchestrator.report.summary import summarize, write_summary
+    from orchestrator.report.summary import summarize
 
     metrics = training_metrics(history)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / METRICS_JSON
-    atomic_write(path, metrics_json_text(metrics).encode())
-    return [path, write_summary(summarize(metrics), Path(out_dir))]
+    return _tables(metrics, summarize(metrics), Path(out_dir))
 
 
 def write_report(history: MetricHistory, out_dir: Path, formats=REPORT_FORMATS) -> list[Path]:
     """The whole report: ``json`` = training_metrics.json + summary.json, ``png`` = both plots."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tables = write_tables(history, out_dir) if "json" in formats else []
-    return tables + (write_plots(history, out_dir) if "png" in formats else [])
+    return write_report_of(training_metrics(history), Path(out_dir), formats)[0]
+
+
+def write_report_of(metrics: dict[str, list], out_dir: Path, formats=REPORT_FORMATS):
+    """The whole report from the documented lists (built once), and the run's summary."""
+    from orchestrator.report.summary import summarize
+
+    summary = summarize(metrics)
+    paths = _tables(metrics, summary, out_dir) if "json" in formats else []
+    return paths + (_plots(metrics, out_dir) if "png" in formats else []), summary
+
+
+def _tables(metrics: dict[str, list], summary, out_dir: Path) -> list[Path]:
+    from orchestrator.report.summary import write_summary
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / METRICS_JSON
+    atomic_write(path, metrics_json_text(metrics).encode())
+    return [path, write_summary(summary, out_dir)]
+
+
+def _plots(metrics: dict[str, list], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_plot_curve(metrics, out_dir), _plot_epochs(metrics, out_dir)]
 
 
 def new_figure(nrows: int, height: float):
