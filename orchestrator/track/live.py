@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, write_plots, write_tables
+from orchestrator.report.artifacts import (
+    REPORT_FORMATS,
+    MetricHistory,
+    write_plots,
+    write_report,
+    write_tables,
+)
 from orchestrator.track.events import MetricEvent
 
 
@@ -30,9 +36,5 @@ class LiveArtifacts:
             write_plots(self.history, self.out_dir)
 
     def close(self) -> None:
-        if "train_loss" not in self.history:
-            return
-        if "json" in self.formats:
-            write_tables(self.history, self.out_dir)
-        if "png" in self.formats:
-            write_plots(self.history, self.out_dir)
+        if "train_loss" in self.history:
+            write_report(self.history, self.out_dir, self.formats)
