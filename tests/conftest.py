@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,11 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # DeepSpeed JIT-builds its CPU communication op into ~/.cache/torch_extensions; checkouts with
 # different venv paths would overwrite each other's build there and rebuild it (~1 min) every run.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+# Prepared data (tokenizers, token files) of this test session only: never the user's own cache.
+# One directory for the whole session, so tests that use the same corpus share one preparation.
+TEST_CACHE = tempfile.mkdtemp(prefix="orchestrator-test-cache-")
+os.environ["ORCHESTRATOR_CACHE_DIR"] = TEST_CACHE
+atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
 TINY_SPEC = """\
 name: tiny

@@ -104,7 +104,6 @@ def test_a_client_without_the_token_is_refused(head, tmp_path):
     )
     # No token anywhere: neither in the environment nor in this HOME's ~/.ray/auth_token.
     bare = {k: v for k, v in head.env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
-    bare.setdefault("ORCHESTRATOR_CACHE_DIR", str(Path.home() / ".cache" / "gpt-orchestrator"))
     for env, refusal in [
         (bare, "Missing authentication token"),
         (bare | {"RAY_AUTH_TOKEN": "0" * 64}, "Invalid authentication token"),
