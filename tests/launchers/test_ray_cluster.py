@@ -6,7 +6,6 @@ existing-cluster submit is in test_multinode.py (a two-node cluster the driver c
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
