@@ -75,9 +75,9 @@ def measure(fields: dict) -> tuple:
     text = BASE.format(**fields)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        plan = build_plan(parse_spec(text), text, cwd=work)
+        plan = build_plan(parse_spec(text), cwd=work)
         Path(plan.checkpoint_dir).mkdir(parents=True)
-        plan = replace(plan, run_id=create_run(plan, text))
+        plan = replace(plan, run_id=create_run(plan))
         (work / "plan.pkl").write_bytes(pickle.dumps(plan))
         out = _torchrun(work / "plan.pkl")
     peaks = {int(r): int(b) for r, b in re.findall(r"^PEAK_RSS rank=(\d+) bytes=(\d+)$", out, re.M)}

@@ -1,56 +1,46 @@
-"""The launcher protocol, the job states and the handle every launcher returns.
+"""The launcher protocol and the registry that finds a launcher by its backend name.
 
 A launcher turns a Plan into running workers somewhere and answers for the job afterwards:
 
-    launcher = get_launcher("ray-job", address="http://127.0.0.1:8265")
-    handle = launcher.submit(plan)          # JobHandle(state=PENDING, job_id=...)
+    launcher = launcher_for_spec(spec)      # the class registered for spec.cluster.backend
+    handle = launcher.submit(plan)          # JobHandle(state=PENDING, job_id=...) for a detached backend
     launcher.status(handle.job_id)          # JobHandle(state=RUNNING, ...)
     for line in launcher.logs(handle.job_id, follow=True): ...
     launcher.cancel(handle.job_id)          # JobHandle(state=STOPPED, ...)
+
+Launchers register under the entry-point group ``gpt_orchestrator.launchers`` (see pyproject.toml), so
+this module never imports an implementation and another package can add a backend.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol
 
-from orchestrator.plan import Plan
+from orchestrator.errors import LaunchError, UsageError
+from orchestrator.track.runs import JobHandle, JobState, RunRecord
 
+if TYPE_CHECKING:
+    from orchestrator.plan import Plan
+    from orchestrator.spec import RunSpec
 
-class JobState(enum.Enum):
-    PENDING = "PENDING"  # accepted, waiting for resources or for its driver to start
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"  # cancelled by a user
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)
-
-    @property
-    def mlflow_status(self) -> str:
-        return {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "STOPPED": "KILLED"}.get(self.value, "RUNNING")
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    backend: str
-    run_id: str
-    state: JobState
-    error: str | None = None
-    job_id: str = ""  # the backend's own id (a Ray job submission id); empty for a foreground run
-    post_mortem: str | None = None  # path of the post-mortem file of a failed run
-
-
-class LauncherError(Exception):
-    """The backend could not be reached or refused the request (with what to do about it)."""
+ENTRY_POINT_GROUP = "gpt_orchestrator.launchers"
 
 
 class Launcher(Protocol):
     name: str
+    detached: bool  # submit returns once the job is accepted (True) or when it has ended (False)
+
+    @classmethod
+    def for_spec(cls, spec: RunSpec) -> Launcher:
+        """The launcher a spec's ``cluster`` (and backend section) asks for."""
+        ...
+
+    @classmethod
+    def for_record(cls, record: RunRecord) -> Launcher:
+        """The launcher that answers for a run already submitted (found from its MLflow tags)."""
+        ...
 
     def submit(self, plan: Plan) -> JobHandle:
         """Start the job. A foreground launcher returns a handle in a final state."""
@@ -64,16 +54,39 @@ class Launcher(Protocol):
 
     def list(self) -> list[JobHandle]: ...
 
+    def job_tags(self, handle: JobHandle) -> dict[str, str]:
+        """MLflow tags that let ``for_record`` find the job again (nothing secret)."""
+        ...
 
-def get_launcher(backend: str, address: str | None = None) -> Launcher:
-    if backend == "ray-local":
-        from launchers.ray_local import RayLocalLauncher
 
-        return RayLocalLauncher()
-    if backend == "ray-job":
-        from launchers.ray_job import RayJobLauncher
+def backends() -> dict[str, str]:
+    """Registered backend names and the classes that implement them (``module:Class``)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
-        if not address:
-            raise LauncherError("backend ray-job needs the cluster's dashboard address")
-        return RayJobLauncher(address)
-    raise ValueError(f"unknown backend {backend!r}; known: ray-local, ray-job")
+
+def launcher_class(backend: str) -> type[Launcher]:
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if backend not in found:
+        known = ", ".join(sorted(found)) or "none: is gpt-orchestrator installed (make install)?"
+        raise UsageError(f"unknown backend {backend!r}; registered backends: {known}")
+    return found[backend].load()
+
+
+def launcher_for_spec(spec: RunSpec) -> Launcher:
+    return launcher_class(spec.cluster.backend).for_spec(spec)
+
+
+def launcher_for_record(record: RunRecord) -> Launcher:
+    return launcher_class(record.backend or "ray-local").for_record(record)
+
+
+__all__ = [
+    "JobHandle",
+    "JobState",
+    "LaunchError",
+    "Launcher",
+    "backends",
+    "launcher_class",
+    "launcher_for_record",
+    "launcher_for_spec",
+]

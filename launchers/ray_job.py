@@ -1,9 +1,11 @@
 """A run as a Ray job, submitted through the Jobs API of a running cluster (its dashboard address).
 
-The job's runtime environment carries a working dir with the Plan (pickled, the way Ray ships every
-training function) and this project's own packages, so the cluster runs the submitter's code even
-where it is not installed. On the cluster the job's driver is ``launchers.ray_job_entry``: it runs the
-same Ray Train code as ``ray-local`` against ``address="auto"`` and finishes the MLflow run.
+The job's runtime environment carries a working dir with the run ticket (``run.json``: the resolved
+spec with secrets as references, and the run's identity) and this project's own packages, so the
+cluster runs the submitter's code even where it is not installed. On the cluster the job's driver is
+``launchers.ray_job_entry``: it plans the run there (secrets from the cluster's environment), runs the
+same Ray Train code as ``ray-local`` against ``address="auto"`` and finishes the MLflow run through the
+same lifecycle as a foreground run.
 
 Token authentication: the token is sent as ``Authorization: Bearer <token>``, read from
 ``RAY_AUTH_TOKEN``, else the file named by ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (the
@@ -13,18 +15,21 @@ places Ray's own clients look). It is never written into the spec, the job or ML
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from launchers.base import JobHandle, JobState, LauncherError
+from orchestrator.errors import LaunchError
+from orchestrator.lifecycle import RunTicket
 from orchestrator.plan import Plan
+from orchestrator.spec import RunSpec, resolve_references
+from orchestrator.text import first_line
+from orchestrator.track.runs import ADDRESS_TAG, JOB_ID_TAG, JobHandle, JobState, RunRecord
 
 RUN_ID_KEY = "orchestrator_run_id"  # job metadata: which MLflow run a job belongs to
-PLAN_FILE = "plan.pkl"
+TICKET_FILE = "run.json"
 _PACKAGES = ("orchestrator", "launchers")
 
 
@@ -48,16 +53,31 @@ class RayJobLauncher:
     """Detached: ``submit`` returns once the cluster accepted the job (state PENDING)."""
 
     name = "ray-job"
+    detached = True
 
-    def __init__(self, address: str, token: str | None = None):
+    def __init__(self, address: str, token: str | None = None, address_as_written: str | None = None):
         self.address = address
+        self._address_as_written = address_as_written or address  # `${env:...}` kept: stored in tags
         self._client = _connect(address, token if token is not None else read_auth_token())
+
+    @classmethod
+    def for_spec(cls, spec: RunSpec) -> RayJobLauncher:
+        return cls(spec.cluster.address, address_as_written=spec.public_dump()["cluster"]["address"])
+
+    @classmethod
+    def for_record(cls, record: RunRecord) -> RayJobLauncher:
+        if not record.address:
+            raise LaunchError(f"run {record.run_id} has no {ADDRESS_TAG} tag: it was not submitted as a job")
+        return cls(resolve_references(record.address), address_as_written=record.address)
+
+    def job_tags(self, handle: JobHandle) -> dict[str, str]:
+        return {JOB_ID_TAG: handle.job_id, ADDRESS_TAG: self._address_as_written}
 
     def submit(self, plan: Plan) -> JobHandle:
         with tempfile.TemporaryDirectory(prefix="orchestrator-job-") as bundle:
             _write_bundle(plan, Path(bundle))
             job_id = self._client.submit_job(
-                entrypoint=f"python -m launchers.ray_job_entry {PLAN_FILE}",
+                entrypoint=f"python -m launchers.ray_job_entry {TICKET_FILE}",
                 submission_id=job_id_for(plan.run_id),
                 runtime_env={"working_dir": bundle},
                 metadata={RUN_ID_KEY: plan.run_id, "orchestrator_run_name": plan.run_name},
@@ -98,7 +118,9 @@ class RayJobLauncher:
         try:
             return self._client.get_job_info(job_id)
         except RuntimeError as exc:
-            raise LauncherError(f"no job {job_id} on the cluster at {self.address}: {exc}") from None
+            raise LaunchError(
+                f"no job {job_id} on the cluster at {self._address_as_written}: {first_line(exc)}"
+            ) from None
 
 
 def _connect(address: str, token: str | None):
@@ -117,11 +139,11 @@ def _connect(address: str, token: str | None):
         )
         if not isinstance(exc, AuthenticationError) and "nauthorized" not in str(exc):
             hint = "is the cluster running and its dashboard at this address?"
-        raise LauncherError(f"the Ray Jobs API at {address}: {_first_line(exc)}; {hint}") from None
+        raise LaunchError(f"the Ray Jobs API at {address}: {first_line(exc)}; {hint}") from None
 
 
 def _write_bundle(plan: Plan, bundle: Path) -> None:
-    (bundle / PLAN_FILE).write_bytes(pickle.dumps(plan))
+    (bundle / TICKET_FILE).write_text(RunTicket.of(plan, cwd=os.getcwd()).to_json())
     for package in _PACKAGES:
         source = Path(__import__(package).__file__).parent
         shutil.copytree(source, bundle / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -145,8 +167,3 @@ def _handle(backend: str, info) -> JobHandle:
         error=info.message if state is JobState.FAILED else None,
         job_id=info.submission_id or info.job_id or "",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

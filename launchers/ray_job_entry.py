@@ -1,36 +1,42 @@
-"""The driver of a ray-job run, started by the Ray Jobs API on the cluster:
+"""The driver of a run on a cluster, started by the Ray Jobs API (and by a KubeRay RayJob):
 
-    python -m launchers.ray_job_entry plan.pkl
+    python -m launchers.ray_job_entry run.json
 
-It runs the same Ray Train code as ray-local on the cluster it runs in (``address="auto"``), then
-finishes the MLflow run the submitter created, as ``orchestrator submit`` does for a foreground run.
-Exit code 0 only when training succeeded, so the Jobs API reports the job's real outcome.
+It plans the run from its ticket (the resolved spec, secrets resolved from this environment), runs the
+same Ray Train code as ray-local on the cluster it runs in (``address="auto"``), and finishes the run
+through the same lifecycle as `orchestrator submit` (tracking, post-mortem, interruption). Exit code 0
+only when training succeeded, so the backend reports the job's real outcome.
 """
 
 from __future__ import annotations
 
-import pickle
+import logging
 import sys
 from pathlib import Path
 
-from launchers.base import JobState
 from launchers.ray_local import RayLocalLauncher
-from orchestrator.track.finish import finish_run
+from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
+from orchestrator.lifecycle import RunTicket, execute, plan_from_ticket
 
 
 def main(argv: list[str]) -> int:
-    plan = pickle.loads(Path(argv[0]).read_bytes())
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # Shows which copy of the project runs: the one shipped in the job's working dir.
     print(f"code       {Path(__file__).resolve().parent.parent}", flush=True)
-    Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    handle = RayLocalLauncher(address="auto").submit(plan)
-    finish_run(plan.tracking_uri, plan.run_id, handle.state.mlflow_status, plan.checkpoint_dir)
-    print(f"state      {handle.state.value}", flush=True)
-    if handle.error:
-        print(f"error      {handle.error}", flush=True)
-    if handle.post_mortem:
-        print(f"post-mortem {handle.post_mortem}", flush=True)
-    return 0 if handle.state is JobState.SUCCEEDED else 1
+    try:
+        plan = plan_from_ticket(RunTicket.read(argv[0]))
+    except OrchestratorError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        return exc.exit_code
+    outcome = execute(plan, RayLocalLauncher(address="auto"))
+    print(f"state      {outcome.state.value}", flush=True)
+    if outcome.error:
+        print(f"error      {outcome.error}", flush=True)
+    if outcome.post_mortem:
+        print(f"post-mortem {outcome.post_mortem}", flush=True)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.succeeded else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from launchers.base import JobHandle, JobState, LauncherError
+from orchestrator.errors import LaunchError
+from orchestrator.interrupts import sigterm_like_sigint
 from orchestrator.plan import Plan
+from orchestrator.spec import RunSpec
 from orchestrator.track.mlflow_run import quiet_mlflow_env
+from orchestrator.track.runs import JobHandle, JobState, RunRecord
 
 # Keeps Ray on 127.0.0.1: without it Ray swaps a loopback address for the machine's network address.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -56,8 +59,8 @@ def _train_loop_per_worker(config: dict) -> None:
     import ray
     import ray.train
 
-    from launchers.worker_logs import tee_worker_output
     from orchestrator.track.status import NODE_ID_ENV
+    from orchestrator.track.worker_logs import tee_worker_output
     from orchestrator.train.worker import train_worker
 
     plan: Plan = config["plan"]
@@ -68,12 +71,22 @@ def _train_loop_per_worker(config: dict) -> None:
 
 
 class RayLocalLauncher:
-    """Runs in the foreground: ``submit`` returns when the run has ended."""
+    """Runs in the foreground: ``submit`` returns when the run has ended (or was interrupted:
+    Ctrl-C or SIGTERM raise out of it after Ray Train aborted the workers and Ray was shut down)."""
 
     name = "ray-local"
+    detached = False
 
     def __init__(self, address: str | None = None):
         self.address = address  # overrides the spec's (the ray-job entry connects to "auto")
+
+    @classmethod
+    def for_spec(cls, spec: RunSpec) -> RayLocalLauncher:
+        return cls()
+
+    @classmethod
+    def for_record(cls, record: RunRecord) -> RayLocalLauncher:
+        return cls()
 
     def submit(self, plan: Plan) -> JobHandle:
         address = self.address or plan.spec.cluster.address
@@ -81,31 +94,33 @@ class RayLocalLauncher:
         import ray
 
         try:
+            sigterm_like_sigint()  # ray.init replaced the SIGTERM handler with its own
             wait_for_placement(plan)
             _trainer(plan).fit()
             return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
         except PlacementTimeout as exc:
             return JobHandle(self.name, plan.run_id, JobState.FAILED, str(exc))
-        except KeyboardInterrupt:
-            return JobHandle(self.name, plan.run_id, JobState.STOPPED, "interrupted")
         except Exception as exc:  # Ray wraps worker errors; keep the message, drop the stack
-            return _failed(self.name, plan, _root_cause(exc))
+            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
         finally:
             ray.shutdown()
 
     # A foreground run has no job to look up later: its state lives in MLflow and status.json,
     # which `orchestrator status/logs` read for every backend.
     def status(self, job_id: str) -> JobHandle:
-        raise LauncherError(_FOREGROUND)
+        raise LaunchError(_FOREGROUND)
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        raise LauncherError(_FOREGROUND)
+        raise LaunchError(_FOREGROUND)
 
     def cancel(self, job_id: str) -> JobHandle:
-        raise LauncherError(_FOREGROUND)
+        raise LaunchError(_FOREGROUND)
 
     def list(self) -> list[JobHandle]:
-        raise LauncherError(_FOREGROUND)
+        raise LaunchError(_FOREGROUND)
+
+    def job_tags(self, handle: JobHandle) -> dict[str, str]:
+        return {}
 
 
 _FOREGROUND = (
@@ -113,13 +128,6 @@ _FOREGROUND = (
     "use `orchestrator status RUN_ID` and `orchestrator logs RUN_ID`, which read MLflow and the run's "
     "directory"
 )
-
-
-def _failed(name: str, plan: Plan, error: str) -> JobHandle:
-    from launchers.post_mortem import write_post_mortem
-
-    path = write_post_mortem(plan, error, attempts_allowed=plan.spec.cluster.max_failures + 1)
-    return JobHandle(name, plan.run_id, JobState.FAILED, error, post_mortem=str(path))
 
 
 def _connect(plan: Plan, address: str | None) -> None:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import NotFoundError
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -23,19 +25,14 @@ class Sampling:
     seed: int | None = None
 
 
-def generate_from_run(
-    run_ref: str, tracking_uri: str, prompt: str, sampling: Sampling, which: str = "best"
-) -> str:
-    """Prompt plus continuation, from the run `run_ref` (MLflow run id or name)."""
-    from orchestrator.plan.resume import plan_for_resume
+def generate_from_plan(plan, prompt: str, sampling: Sampling, which: str = "best") -> str:
+    """Prompt plus continuation, from the best or latest complete checkpoint of a run's plan."""
     from orchestrator.train.checkpoint import best_checkpoint, latest_complete_checkpoint
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    plan, _ = plan_for_resume(run_ref, tracking_uri)
     pick = best_checkpoint if which == "best" else latest_complete_checkpoint
     info = pick(plan.checkpoint_dir)
     if info is None:
-        raise LookupError(f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir}")
+        raise NotFoundError(f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir}")
     model = load_model(plan.spec, Path(plan.checkpoint_dir), info.tag, info.zero_stage)
     return sample(model, plan.data.tokenizer_path, prompt, sampling)
 

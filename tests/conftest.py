@@ -70,7 +70,8 @@ def write_spec(tmp_path: Path):
 def sqlite_run(tmp_path):
     """A real MLflow sqlite store holding one run whose checkpoint directory is tmp_path/run:
     (tracking uri, run id, checkpoint dir)."""
-    from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+    from orchestrator.track.mlflow_run import client
+    from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow = client(uri)

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from orchestrator.cli import _parser
+import orchestrator.cli
+from orchestrator.cli_parser import build_parser
 from tests.conftest import REPO, run_cli
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = _parser()
+    parser = build_parser(orchestrator.cli)
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
 

@@ -27,7 +27,7 @@ def test_shipped_spec_validates(path, capsys):
 def test_shipped_spec_plans_or_says_what_this_machine_lacks(path, tmp_path):
     spec = load_spec(path)
     try:
-        plan = build_plan(spec, path.read_text(), cwd=tmp_path)
+        plan = build_plan(spec, cwd=tmp_path)
     except NotRunnableHere as exc:
         assert spec.cluster.gpus_per_worker > 0 or spec.data.corpus == "files" or spec.cluster.address
         assert "hint: " in str(exc)

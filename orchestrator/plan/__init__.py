@@ -1,7 +1,19 @@
-"""Turn a RunSpec into a Plan: world size, DeepSpeed config, data, directories, tracking."""
+"""Turn a RunSpec into a Plan: world size, DeepSpeed config, data, directories, the memory plan.
 
+May import: spec, data. Never the tracker, the worker, launchers or the CLI: a Plan is plain data
+that everything above reads.
+"""
+
+from orchestrator.errors import NotRunnableHere, PlanError
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
-from orchestrator.plan.plan import DataPlan, NotRunnableHere, Plan, PlanError, build_plan, plan_as_dict
+from orchestrator.plan.plan import (
+    DataPlan,
+    Plan,
+    build_plan,
+    plan_as_dict,
+    resolve_tracking_uri,
+    tracking_uri_here,
+)
 
 __all__ = [
     "DataPlan",
@@ -11,4 +23,6 @@ __all__ = [
     "build_deepspeed_config",
     "build_plan",
     "plan_as_dict",
+    "resolve_tracking_uri",
+    "tracking_uri_here",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 from orchestrator.spec import RunSpec
 
 
-def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
+def build_deepspeed_config(spec: RunSpec) -> dict[str, Any]:
     """The config handed to ``deepspeed.initialize``.
 
     The optimizer and LR scheduler are client objects (torch AdamW and a warmup-cosine LambdaLR),
@@ -15,7 +15,7 @@ def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
     DeepSpeed checks that they agree with the world size.
 
     >>> from orchestrator.spec import parse_spec
-    >>> cfg = build_deepspeed_config(parse_spec("name: x"), world_size=2)
+    >>> cfg = build_deepspeed_config(parse_spec("name: x"))
     >>> cfg["train_batch_size"], cfg["zero_optimization"]["stage"]
     (16, 2)
     """
@@ -23,7 +23,7 @@ def build_deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
-        "train_batch_size": train.micro_batch_size * train.gradient_accumulation_steps * world_size,
+        "train_batch_size": spec.global_batch_size,
         "gradient_clipping": spec.optimizer.grad_clip,
         "zero_optimization": _zero_block(spec),
         "zero_allow_untested_optimizer": True,

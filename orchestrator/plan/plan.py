@@ -1,17 +1,25 @@
 """RunSpec -> Plan: everything resolved before any worker starts.
 
-The Plan is plain, picklable data: the launcher ships it to every worker unchanged.
+The Plan is plain, picklable data: the launcher ships it to every worker unchanged. It carries the
+resolved spec's text (file plus overrides, secrets as `${env:...}` references) and its hash: that text
+is what the run stores as its ``spec.yaml``, and what a resume or a cluster-side driver loads again.
+
+>>> from orchestrator.spec import parse_spec
+>>> plan = build_plan(parse_spec("name: demo"))  # doctest: +SKIP
+>>> print(plan.describe())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.data.dataset import TokenDataset, prepare_dataset
+from orchestrator.errors import NotRunnableHere, PlanError
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
 from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
@@ -29,7 +37,7 @@ class DataPlan:
 @dataclass(frozen=True)
 class Plan:
     spec: RunSpec
-    spec_sha256: str
+    spec_text: str  # the resolved spec as YAML, secrets as references: the run's spec.yaml
     run_name: str
     checkpoint_dir: str
     tracking_uri: str
@@ -43,26 +51,25 @@ class Plan:
     memory: MemoryPlan | None = None  # the preflight memory estimate per worker
 
     @property
+    def spec_sha256(self) -> str:
+        return hashlib.sha256(self.spec_text.encode()).hexdigest()
+
+    @property
     def global_batch_size(self) -> int:
-        return self.deepspeed_config["train_batch_size"]
+        return self.spec.global_batch_size
 
     @property
     def tokens_per_step(self) -> int:
-        return self.global_batch_size * self.spec.model.context_length
+        return self.spec.tokens_per_step
+
+    def describe(self) -> str:
+        """What `validate`, `plan` and `submit` print about the run (secrets masked)."""
+        from orchestrator.plan.describe import describe_plan
+
+        return self.spec.redact(describe_plan(self))
 
 
-class PlanError(Exception):
-    """The spec is valid on its own but cannot run as asked (with a hint)."""
-
-
-class NotRunnableHere(PlanError):
-    """The spec is fine, but this machine lacks what it needs (GPUs, the data files).
-
-    `validate` reports it as a note, since a spec is often written on one machine for another;
-    `plan` and `submit` refuse to go on."""
-
-
-def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
+def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
     cwd = (cwd or Path.cwd()).resolve()
     check_local_gpus(spec)
     world = spec.cluster.num_workers
@@ -73,20 +80,20 @@ def build_plan(spec: RunSpec, spec_text: str, cwd: Path | None = None) -> Plan:
         spec.data.validation_fraction,
         spec.data.seed,
     )
-    steps_per_epoch = _steps_per_epoch(spec, len(dataset.train_blocks), world)
+    steps_per_epoch = _steps_per_epoch(spec, len(dataset.train_blocks))
     total = steps_per_epoch * spec.train.epochs
     if spec.train.max_steps is not None:
         total = min(total, spec.train.max_steps)
     run_name = spec.tracking.run_name or _timestamped(spec.name, cwd / spec.checkpoint.dir)
     return Plan(
         spec=spec,
-        spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
+        spec_text=spec.resolved_text(),
         run_name=run_name,
         checkpoint_dir=str((cwd / spec.checkpoint.dir / run_name).resolve()),
         tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
         experiment_name=spec.tracking.experiment or spec.name,
         world_size=world,
-        deepspeed_config=build_deepspeed_config(spec, world),
+        deepspeed_config=build_deepspeed_config(spec),
         data=DataPlan(
             tokens_path=str(prepared.tokens_path),
             tokenizer_path=str(prepared.tokenizer_path),
@@ -135,8 +142,8 @@ def _prepare_data(spec: RunSpec, cwd: Path):
     return prepare_dataset("files", spec.model.vocab_size, text=text)
 
 
-def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:
-    per_step = spec.train.micro_batch_size * spec.train.gradient_accumulation_steps * world
+def _steps_per_epoch(spec: RunSpec, train_blocks: int) -> int:
+    per_step = spec.global_batch_size
     steps = train_blocks // per_step
     if steps < 1:
         raise PlanError(
@@ -145,6 +152,11 @@ def _steps_per_epoch(spec: RunSpec, train_blocks: int, world: int) -> int:
             "train.micro_batch_size, train.gradient_accumulation_steps or cluster.num_workers"
         )
     return steps
+
+
+def tracking_uri_here(explicit: str | None = None) -> str:
+    """The store a command means: ``explicit``, else MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return resolve_tracking_uri(explicit or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
 
 
 def resolve_tracking_uri(uri: str | None, cwd: Path) -> str:
@@ -171,6 +183,8 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data; the spec part shows secrets as their references."""
     data = asdict(plan)
     data["spec"] = plan.spec.public_dump()
+    del data["spec_text"]  # the same spec, as YAML
+    data["spec_sha256"] = plan.spec_sha256
     data["global_batch_size"] = plan.global_batch_size
     data["tokens_per_step"] = plan.tokens_per_step
     return data

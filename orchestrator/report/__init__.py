@@ -1,4 +1,6 @@
-"""Rebuild the documented artifacts of a run from MLflow alone.
+"""Rebuild the documented artifacts of a run from MLflow alone; also the live artifacts, compare and
+watch. May import: the tracker (to read MLflow) and the base helpers. Never the worker, launchers, the
+run lifecycle or the CLI.
 
 >>> rebuild_report("sqlite:///mlflow.db", "<run id>")  # doctest: +SKIP
 """
@@ -9,9 +11,11 @@ import contextlib
 import gc
 from pathlib import Path
 
+from orchestrator.errors import NotFoundError
 from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report_of
-from orchestrator.report.mlflow_history import get_run, read_history, run_checkpoint_dir
+from orchestrator.report.mlflow_history import read_history
 from orchestrator.report.summary import RunSummary, summarize
+from orchestrator.track.runs import get_run, run_checkpoint_dir
 
 
 def rebuild_report(
@@ -48,7 +52,7 @@ def _cyclic_gc_paused():
 def read_run_history(tracking_uri: str, run_id: str, run=None) -> MetricHistory:
     history = read_history(tracking_uri, run_id, run=run)
     if "train_loss" not in history:
-        raise LookupError(f"MLflow run {run_id} has no train_loss values yet: nothing to report")
+        raise NotFoundError(f"MLflow run {run_id} has no train_loss values yet: nothing to report")
     return history
 
 

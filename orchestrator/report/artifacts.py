@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
-from orchestrator.fsutil import atomic_write
+from orchestrator.fsutil import atomic_output, atomic_write
 from orchestrator.jsonfloat import decode_float, encode_floats
 
 # name -> {step: value}
@@ -183,10 +181,9 @@ def save_figure(plt, fig, path: Path) -> Path:
     # 100k-step report, and these figures' labels are the same every time.
     top = 1 - 0.35 / fig.get_figheight()
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.5 / fig.get_figheight(), top=top, hspace=0.45)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path

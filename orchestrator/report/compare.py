@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.fsutil import atomic_write
 from orchestrator.report.artifacts import MetricHistory, new_figure, save_figure, training_metrics
 from orchestrator.report.summary import RunSummary, summarize
+from orchestrator.text import format_number
 
 COMPARE_PNG = "comparison.png"
 COMPARE_JSON = "comparison.json"
@@ -33,7 +34,7 @@ def compared_run(run_id: str, name: str, history: MetricHistory) -> ComparedRun:
 def compare_runs(tracking_uri: str, run_ids: list[str], out_dir: str | Path) -> tuple[list[Path], str]:
     """Read each run from MLflow, write comparison.png and comparison.json; return them and the table."""
     from orchestrator.report import read_run_history
-    from orchestrator.report.mlflow_history import get_run
+    from orchestrator.track.runs import get_run
 
     runs = [
         compared_run(
@@ -83,11 +84,11 @@ def summary_table(runs: list[ComparedRun]) -> str:
             (
                 run.name,
                 str(s.total_steps),
-                _num(s.initial_loss),
-                _num(s.final_loss),
-                f"{_num(s.loss_reduction_pct, '.1f')}%",
-                _num(s.best_val_loss),
-                _num(s.lr_decay_factor, ".3g"),
+                format_number(s.initial_loss),
+                format_number(s.final_loss),
+                f"{format_number(s.loss_reduction_pct, '.1f')}%",
+                format_number(s.best_val_loss),
+                format_number(s.lr_decay_factor, ".3g"),
                 ", ".join(d.code for d in s.diagnostics) or "none",
             )
         )
@@ -95,7 +96,3 @@ def summary_table(runs: list[ComparedRun]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
-
-
-def _num(value: float | None, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestrator.fsutil import atomic_write
 from orchestrator.jsonfloat import encode_float
+from orchestrator.text import format_number
 
 SUMMARY_JSON = "summary.json"
 OVERFIT_GAP = 0.5  # final validation loss minus training loss above this: overfitting
@@ -190,7 +191,7 @@ def write_summary(summary: RunSummary, out_dir: Path) -> Path:
 
 def render_summary(summary: RunSummary, title: str = "") -> str:
     """The short human summary `orchestrator report` prints."""
-    s, f = summary, _fmt
+    s, f = summary, format_number
     lines = [title] if title else []
     lines += [
         f"steps        {s.total_steps} ({s.logged_points} logged)",
@@ -207,7 +208,3 @@ def render_summary(summary: RunSummary, title: str = "") -> str:
     for d in s.diagnostics:
         lines += [f"  {d.code}: {d.message}", f"    fix: {d.fix}"]
     return "\n".join(lines)
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from orchestrator.errors import NotFoundError
 from orchestrator.report.summary import render_summary
-
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
+from orchestrator.track.runs import RUN_STATUSES, get_run
 
 
 def watch_report(tracking_uri: str, run_id: str, out_dir: str | Path | None, interval_s: float) -> int:
     from orchestrator.report import build_report
-    from orchestrator.report.mlflow_history import get_run
 
     last_step = None
     try:
@@ -20,12 +19,12 @@ def watch_report(tracking_uri: str, run_id: str, out_dir: str | Path | None, int
             status = get_run(tracking_uri, run_id).info.status
             try:
                 _, summary = build_report(tracking_uri, run_id, out_dir)
-            except LookupError:  # no train_loss logged yet
+            except NotFoundError:  # no train_loss logged yet
                 summary = None
             if summary and summary.total_steps != last_step:
                 last_step = summary.total_steps
                 print(f"[report] step {last_step}: loss {summary.final_loss:.4f} ({status})", flush=True)
-            if status in TERMINAL:
+            if status in RUN_STATUSES:
                 if summary:
                     print(render_summary(summary, f"run {run_id} {status}"))
                 return 0

@@ -22,7 +22,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.spec.models import CrossFieldError, RunSpec
+from orchestrator.errors import UsageError
+from orchestrator.spec.checks import Finding, run_checks
+from orchestrator.spec.models import DEFER_CHECKS, RunSpec
 
 MAX_SPEC_BYTES = 256 * 1024
 _STANDARD_TAGS = {
@@ -50,7 +52,7 @@ class Problem:
         return f"{text}\n    hint: {self.hint}" if self.hint else text
 
 
-class SpecError(Exception):
+class SpecError(UsageError):
     """Raised with every problem of a spec at once; the CLI prints it and exits with code 2."""
 
     def __init__(self, source: str, problems: list[Problem]):
@@ -83,15 +85,31 @@ def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = 
         reader.apply_override(data, text)
     secrets = reader.resolve_env(data)
     reader.raise_if_any()
-    try:
-        spec = RunSpec.model_validate(data)
-    except ValidationError as exc:
-        reader.problems.extend(reader.problem_from(err) for err in exc.errors())
-        reader.raise_if_any()
-        raise
+    spec, sections = _validate(data, reader)
+    reader.problems.extend(reader.problem_from_finding(f) for f in run_checks(sections))
+    reader.raise_if_any()
     spec._secret_refs.update(secrets)
     spec._secret_values.extend(reader.secret_values)
     return spec
+
+
+def _validate(data: dict, reader: _Reader) -> tuple[RunSpec | None, dict[str, Any]]:
+    """The spec (None if a field is wrong) and every section that is valid on its own, so that the
+    cross-field checks of the valid sections still run when others have field errors."""
+    try:
+        spec = RunSpec.model_validate(data, context={DEFER_CHECKS: True})
+        return spec, {name: getattr(spec, name) for name in RunSpec.model_fields}
+    except ValidationError as exc:
+        errors = exc.errors()
+    reader.problems.extend(reader.problem_from(err) for err in errors)
+    failed = {err["loc"][0] for err in errors if err["loc"]}
+    sections: dict[str, Any] = {}
+    for name, field in RunSpec.model_fields.items():
+        model = field.annotation
+        if name in failed or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        sections[name] = model.model_validate(data.get(name, {}))
+    return None, sections
 
 
 class _Reader:
@@ -105,8 +123,9 @@ class _Reader:
         self.secret_values: list[str] = []
 
     def raise_if_any(self) -> None:
-        if self.problems:
-            raise SpecError(self.source, self.problems)
+        if self.problems:  # in the order of the file; `--set` problems after the file's
+            ordered = sorted(self.problems, key=lambda p: (p.override is not None, p.line or 0))
+            raise SpecError(self.source, ordered)
 
     def fail(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -281,17 +300,27 @@ class _Reader:
             return self._at(loc, "unknown key", _did_you_mean(loc))
         if err["type"] == "missing":
             return self._at(loc, "is required", f"add `{loc[-1]}:` to the spec")
-        cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, CrossFieldError):
-            loc = (*loc, *cause.path)
         message = err["msg"].removeprefix("Value error, ")
         hint = None
-        if "; hint: " in message:
-            message, hint = message.split("; hint: ", 1)
         if err["type"].endswith(("_type", "_parsing")) and "input" in err:
             message = f"{message} (got {_describe(err['input'])})"
-            hint = hint or _type_hint(err)
+            hint = _type_hint(err)
         return self._at(loc, message, hint)
+
+    def problem_from_finding(self, finding: Finding) -> Problem:
+        loc = tuple(int(p) if p.isdigit() else p for p in finding.path.split("."))
+        return self._at(loc, finding.message, finding.hint)
+
+
+def resolve_references(text: str) -> str:
+    """A stored string with `${env:NAME}` references (a tag, a ticket) resolved from this environment."""
+    missing = [name for name in _ENV_REF.findall(text) if name not in os.environ]
+    if missing:
+        raise UsageError(
+            f"environment variable {missing[0]} is not set; hint: export {missing[0]}=... (the run "
+            "stores the reference, never the value)"
+        )
+    return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
 
 
 def _describe(value: Any) -> str:

@@ -1,24 +1,20 @@
 """The run spec: one typed, frozen pydantic model per concern.
 
 Every field a user can write lives here; nothing downstream reads untyped dicts. Cross-field checks
-are named functions that return problems with a hint, so all of them are reported at once.
+are named functions in ``orchestrator.spec.checks`` that yield findings with a hint; the loader runs
+them itself so that all of a spec's problems are reported at once, and a ``RunSpec`` built in code
+runs them on construction.
+
+Derived sizes are computed here once (``RunSpec.global_batch_size``, ``tokens_per_step``) and read
+everywhere else.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
-
-
-class CrossFieldError(ValueError):
-    """A named check across fields failed. `path` is relative to the model that runs the check,
-    so the error points at the field to change rather than at the section."""
-
-    def __init__(self, path: str, message: str, hint: str):
-        super().__init__(f"{message}; hint: {hint}")
-        self.path = tuple(path.split("."))
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
 
 class _Section(BaseModel):
@@ -39,16 +35,6 @@ class ModelSpec(_Section):
     )
     compile: bool = Field(False, description="torch.compile the model (slow first steps, faster later).")
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelSpec:
-        if self.d_model % self.n_heads:
-            raise CrossFieldError(
-                "n_heads",
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
-                f"pick n_heads from {_divisors(self.d_model)}",
-            )
-        return self
-
 
 class DataSpec(_Section):
     corpus: Literal["python-docs", "files"] = Field(
@@ -66,16 +52,6 @@ class DataSpec(_Section):
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 1234
 
-    @model_validator(mode="after")
-    def _files_go_with_the_files_corpus(self) -> DataSpec:
-        if self.corpus == "files" and not self.files:
-            raise CrossFieldError("files", "corpus: files needs at least one path", "files: [data/*.txt]")
-        if self.corpus != "files" and self.files:
-            raise CrossFieldError(
-                "files", f"files are listed but corpus {self.corpus!r} would ignore them", "corpus: files"
-            )
-        return self
-
 
 class OptimizerSpec(_Section):
     name: Literal["adamw"] = "adamw"
@@ -84,15 +60,6 @@ class OptimizerSpec(_Section):
     eps: float = Field(1e-8, gt=0.0)
     weight_decay: float = Field(0.1, ge=0.0)
     grad_clip: float = Field(1.0, ge=0.0, description="0 turns clipping off.")
-
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> OptimizerSpec:
-        for beta in self.betas:
-            if not 0.0 <= beta < 1.0:
-                raise CrossFieldError(
-                    "betas", f"each beta must be in [0, 1), got {self.betas}", "the usual is [0.9, 0.999]"
-                )
-        return self
 
 
 class ScheduleSpec(_Section):
@@ -124,18 +91,6 @@ class TrainSpec(_Section):
         10, ge=0, description="With nan_policy skip: stop once more batches than this were skipped."
     )
 
-    @model_validator(mode="after")
-    def _eval_on_logging_steps(self) -> TrainSpec:
-        if self.eval_interval % self.log_interval:
-            suggestion = self.log_interval * max(1, round(self.eval_interval / self.log_interval))
-            raise CrossFieldError(
-                "eval_interval",
-                f"eval_interval ({self.eval_interval}) must be a multiple of log_interval "
-                f"({self.log_interval}) so every validation point has a logging step",
-                f"eval_interval: {suggestion}",
-            )
-        return self
-
 
 class DeepSpeedSpec(_Section):
     zero_stage: Literal[0, 1, 2, 3] = 2
@@ -155,40 +110,6 @@ class DeepSpeedSpec(_Section):
         "{zero_optimization: {reduce_bucket_size: 500000000}}. Checked by DeepSpeed itself "
         "(`orchestrator plan`, `submit`); keys the typed fields own are refused.",
     )
-
-    @model_validator(mode="after")
-    def _offload_fits_stage(self) -> DeepSpeedSpec:
-        if self.offload_params != "none" and self.zero_stage != 3:
-            raise CrossFieldError(
-                "offload_params",
-                f"offload_params: {self.offload_params} needs ZeRO stage 3 (got {self.zero_stage})",
-                "set zero_stage: 3, or use offload_optimizer: cpu with this stage",
-            )
-        uses_nvme = "nvme" in (self.offload_optimizer, self.offload_params)
-        if uses_nvme and self.zero_stage != 3:
-            raise CrossFieldError(
-                "zero_stage",
-                f"NVMe offload needs ZeRO stage 3 (got {self.zero_stage})",
-                "set zero_stage: 3, or offload to cpu",
-            )
-        if uses_nvme and not self.nvme_path:
-            raise CrossFieldError("nvme_path", "NVMe offload needs a directory", "set deepspeed.nvme_path")
-        return self
-
-    @model_validator(mode="after")
-    def _raw_keys_are_deepspeeds_and_not_ours(self) -> DeepSpeedSpec:
-        zero = self.raw_config.get("zero_optimization")
-        nested = {f"zero_optimization.{k}" for k in zero} if isinstance(zero, dict) else set()
-        for key in sorted(set(self.raw_config) | nested):
-            if key in OWNED_DEEPSPEED_KEYS:
-                raise CrossFieldError(
-                    f"raw_config.{key}", "is set by a typed field", f"use {OWNED_DEEPSPEED_KEYS[key]}"
-                )
-            if "." not in key and key not in DEEPSPEED_SECTIONS:
-                close = difflib.get_close_matches(key, sorted(DEEPSPEED_SECTIONS), n=1, cutoff=0.6)
-                hint = f"did you mean `{close[0]}`?" if close else "see DeepSpeed's config-json reference"
-                raise CrossFieldError(f"raw_config.{key}", "is not a DeepSpeed config key", hint)
-        return self
 
 
 # DeepSpeed config keys the typed spec sets, and where to set them instead.
@@ -252,29 +173,6 @@ class ClusterSpec(_Section):
         0, ge=0, le=1000, description="Worker-group restarts allowed; each resumes from a checkpoint."
     )
     host: str = Field("127.0.0.1", description="Address an embedded Ray and its dashboard bind to.")
-
-    @model_validator(mode="after")
-    def _address_fits_backend(self) -> ClusterSpec:
-        if self.backend == "ray-job" and not (self.address or "").startswith(("http://", "https://")):
-            raise CrossFieldError(
-                "address",
-                f"backend ray-job needs address set to the dashboard URL, got {self.address!r}",
-                "address: http://127.0.0.1:8265",
-            )
-        if self.backend == "ray-local" and (self.address or "").startswith(("http://", "https://")):
-            raise CrossFieldError(
-                "address",
-                f"{self.address!r} is a dashboard URL, which only backend ray-job uses",
-                "backend: ray-job, or address: auto / ray://host:10001",
-            )
-        for name, amount in self.resources_per_worker.items():
-            if name in ("CPU", "GPU", "memory") or amount <= 0:
-                raise CrossFieldError(
-                    f"resources_per_worker.{name}",
-                    f"{amount} is not a positive custom resource",
-                    "CPUs and GPUs go in cpus_per_worker and gpus_per_worker",
-                )
-        return self
 
 
 class TrackingSpec(_Section):
@@ -346,45 +244,6 @@ class RunSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
-    @model_validator(mode="after")
-    def _global_batch_multiplies_out(self) -> RunSpec:
-        train, workers = self.train, self.cluster.num_workers
-        if train.global_batch_size is None:
-            return self
-        actual = train.micro_batch_size * train.gradient_accumulation_steps * workers
-        if actual != train.global_batch_size:
-            per_pass = train.micro_batch_size * workers
-            fix = (
-                f"set gradient_accumulation_steps: {train.global_batch_size // per_pass}"
-                if train.global_batch_size % per_pass == 0
-                else "pick a global batch divisible by micro_batch_size x num_workers"
-            )
-            raise CrossFieldError(
-                "train.global_batch_size",
-                f"is {train.global_batch_size}, but micro_batch_size {train.micro_batch_size} x "
-                f"gradient_accumulation_steps {train.gradient_accumulation_steps} x "
-                f"cluster.num_workers {workers} = {actual}",
-                fix,
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _schedule_fits_optimizer(self) -> RunSpec:
-        if self.schedule.min_lr > self.optimizer.lr:
-            raise CrossFieldError(
-                "schedule.min_lr",
-                f"min_lr ({self.schedule.min_lr}) is above optimizer.lr ({self.optimizer.lr})",
-                "set min_lr to about lr/10",
-            )
-        if self.train.max_steps is not None and self.schedule.warmup_steps >= self.train.max_steps:
-            raise CrossFieldError(
-                "schedule.warmup_steps",
-                f"warmup_steps ({self.schedule.warmup_steps}) must be shorter than "
-                f"train.max_steps ({self.train.max_steps})",
-                "warm up for about 5-10% of the run",
-            )
-        return self
-
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""
         for value in sorted(self._secret_values, key=len, reverse=True):
@@ -405,28 +264,35 @@ class RunSpec(_Section):
             node[int(leaf) if isinstance(node, list) else leaf] = reference
         return data
 
-    @model_validator(mode="after")
-    def _fp16_needs_a_gpu(self) -> RunSpec:
-        if self.deepspeed.precision == "fp16" and self.cluster.gpus_per_worker == 0:
-            raise CrossFieldError(
-                "deepspeed.precision",
-                "fp16 needs a GPU: DeepSpeed's CPU accelerator refuses it "
-                '("Type fp16 is not supported on your device") and cluster.gpus_per_worker is 0',
-                "use precision: bf16 (or fp32) on CPU, or set cluster.gpus_per_worker",
-            )
-        return self
+    def resolved_text(self) -> str:
+        """The resolved spec (file plus overrides) as YAML, secrets as their `${env:...}` references.
+
+        This is what a run stores as its ``spec.yaml`` and hashes: loading it again (with the same
+        environment) gives an equal spec."""
+        return yaml.safe_dump(self.public_dump(), sort_keys=False, allow_unicode=True, width=100)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimizer step: micro batch x accumulation x workers."""
+        train = self.train
+        return train.micro_batch_size * train.gradient_accumulation_steps * self.cluster.num_workers
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.model.context_length
 
     @model_validator(mode="after")
-    def _nan_skip_needs_whole_steps(self) -> RunSpec:
-        if self.train.nan_policy == "skip" and self.train.gradient_accumulation_steps != 1:
-            raise CrossFieldError(
-                "train.nan_policy",
-                "skip drops whole optimizer steps, which gradient accumulation "
-                f"({self.train.gradient_accumulation_steps} micro batches) would leave half-applied",
-                "use nan_policy: stop, or gradient_accumulation_steps: 1 with a larger micro batch",
-            )
+    def _cross_field_checks(self, info: ValidationInfo) -> RunSpec:
+        """Built in code: fail on the first finding. The loader defers them to collect all at once."""
+        if info.context and info.context.get(DEFER_CHECKS):
+            return self
+        from orchestrator.spec.checks import run_checks
+
+        found = run_checks({name: getattr(self, name) for name in type(self).model_fields})
+        if found:
+            raise ValueError("; ".join(f"{f.path}: {f.message} (hint: {f.hint})" for f in found))
         return self
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]
+# Validation context key: the caller runs orchestrator.spec.checks itself.
+DEFER_CHECKS = "defer_cross_field_checks"

@@ -12,10 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import NotFoundError
 from orchestrator.fsutil import atomic_write
 from orchestrator.track.journal import journal_path, read_journal
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, RUN_STATUSES, client
+from orchestrator.track.mlflow_run import client
 from orchestrator.track.replay import ReplayResult, replay_journal
+from orchestrator.track.runs import CHECKPOINT_DIR_TAG, RUN_STATUSES, get_run
 from orchestrator.track.snapshot import upload_snapshot
 
 FINAL_STATUS_FILE = "tracking-status.json"
@@ -47,10 +49,10 @@ def finish_run(tracking_uri: str, run_id: str, status: str, checkpoint_dir: str 
 
 def sync_run(tracking_uri: str, run_id: str) -> SyncResult:
     """Replay the run's journal; finish the run if its job ended while MLflow was unreachable."""
-    run = client(tracking_uri).get_run(run_id)
+    run = get_run(tracking_uri, run_id)
     checkpoint_dir = run.data.tags.get(CHECKPOINT_DIR_TAG)
     if not checkpoint_dir or not os.path.isdir(checkpoint_dir):
-        raise LookupError(
+        raise NotFoundError(
             f"MLflow run {run_id} has no readable checkpoint directory ({checkpoint_dir}); sync reads "
             "the journal there, so run it on the machine that trained the run"
         )

@@ -18,6 +18,7 @@ import sqlite3
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from orchestrator.errors import TrackingError
 from orchestrator.jsonfloat import decode_float
 
 # (step, timestamp, value): plain tuples, because a run can have millions of rows
@@ -110,7 +111,7 @@ def _read_rest(tracking_uri: str, run_id: str, key: str) -> list[MetricRow]:
         while True:
             response = session.get(url, params=params, auth=_basic_auth(), timeout=_timeout())
             if response.status_code != 200:
-                raise LookupError(f"{url} answered {response.status_code}: {response.text[:300]}")
+                raise TrackingError(f"{url} answered {response.status_code}: {response.text[:300]}")
             body = response.json()
             rows += [_rest_row(m) for m in body.get("metrics", [])]
             token = body.get("next_page_token")

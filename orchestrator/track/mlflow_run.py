@@ -12,11 +12,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"
+from orchestrator.track.runs import (
+    BACKEND_TAG,
+    CHECKPOINT_DIR_TAG,
+    GIT_COMMIT_TAG,
+    MLFLOW_GIT_COMMIT_TAG,
+    SPEC_ARTIFACT,
+    SPEC_SHA256_TAG,
+    WORLD_SIZE_TAG,
+)
+
 # MLflow refuses a log_batch request with more than 1000 metrics or more than 100 params.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # the final ones
 # Retries bounded so that no call blocks for minutes (MLflow's defaults: 7 retries, 120 s timeout,
 # about 4 minutes against a dead server). Users may override any of them in the environment.
 BOUNDED_HTTP_ENV = {
@@ -42,8 +50,9 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def create_run(plan, spec_text: str, spec_dir: str | Path = ".") -> str:
-    """Create (or reuse) the experiment and a new run; log params, tags and the spec. Returns run id."""
+def create_run(plan, spec_dir: str | Path = ".") -> str:
+    """Create (or reuse) the experiment and a new run; log params, tags and the resolved spec
+    (``spec.yaml``: file plus overrides, secrets as references). Returns the run id."""
     mlflow = client(plan.tracking_uri)
     experiment = mlflow.get_experiment_by_name(plan.experiment_name)
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
@@ -64,21 +73,21 @@ def create_run(plan, spec_text: str, spec_dir: str | Path = ".") -> str:
     items = [Param(k, str(v)) for k, v in sorted(params.items())]
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
         mlflow.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
-    mlflow.log_text(run_id, redact_text(spec_text), "spec.yaml")
+    mlflow.log_text(run_id, plan.spec_text, SPEC_ARTIFACT)
     return run_id
 
 
 def run_tags(plan, spec_dir: str | Path) -> dict[str, str]:
     tags = {
         CHECKPOINT_DIR_TAG: plan.checkpoint_dir,
-        "orchestrator.spec_sha256": plan.spec_sha256,
-        "orchestrator.backend": plan.spec.cluster.backend,
-        "orchestrator.world_size": str(plan.world_size),
+        SPEC_SHA256_TAG: plan.spec_sha256,
+        BACKEND_TAG: plan.spec.cluster.backend,
+        WORLD_SIZE_TAG: str(plan.world_size),
     }
     commit = git_commit(spec_dir)
     if commit:
-        tags["orchestrator.git_commit"] = commit
-        tags["mlflow.source.git.commit"] = commit  # MLflow's own tag: the UI shows it
+        tags[GIT_COMMIT_TAG] = commit
+        tags[MLFLOW_GIT_COMMIT_TAG] = commit
     return tags
 
 

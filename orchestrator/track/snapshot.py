@@ -19,10 +19,10 @@ from pathlib import Path
 from orchestrator.jsonfloat import decode_float, encode_floats
 from orchestrator.track.journal import MetricPoint
 from orchestrator.track.mlflow_read import unclamp
+from orchestrator.track.runs import RUN_STATUSES
 
 SNAPSHOT_DIR = "history"
 SNAPSHOT_NAME = "metrics.json.gz"
-FINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 def latest_per_step(points: list[MetricPoint]) -> dict[str, dict[int, float]]:
@@ -46,7 +46,7 @@ def upload_snapshot(mlflow, run_id: str, points: list[MetricPoint]) -> None:
 
 def read_snapshot(mlflow, run, keys) -> dict[str, dict[int, float]] | None:
     """The snapshot's history of ``keys`` if the run is finished and MLflow agrees with it, else None."""
-    if run.info.status not in FINAL_STATUSES:
+    if run.info.status not in RUN_STATUSES:
         return None
     with tempfile.TemporaryDirectory(prefix="history-") as tmp:
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.fsutil import atomic_write
+from orchestrator.text import format_duration
 from orchestrator.track.events import MetricEvent
 
 STATUS_FILE = "status.json"
@@ -134,11 +135,3 @@ def format_progress(status: dict[str, Any], width: int = 24) -> str:
     eta = status.get("eta_s")
     parts.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA ?")
     return " ".join(parts)
-
-
-def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import ResumeError
 from orchestrator.fsutil import atomic_write
 
 MARKER = "COMPLETE.json"
@@ -48,10 +49,6 @@ class CheckpointInfo:
     @property
     def tag(self) -> str:
         return self.path.name
-
-
-class ResumeError(RuntimeError):
-    """A checkpoint exists but cannot be restored as asked (with what to do instead)."""
 
 
 def step_tag(step: int) -> str:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from orchestrator.track.events import MetricEvent
+from orchestrator.text import format_duration
+from orchestrator.track.events import MetricEvent, MetricSink
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import EarlyStopping
 from orchestrator.train.evaluate import batches, compute_loss, evaluate, perplexity
 from orchestrator.train.state import TrainingState
+
+if TYPE_CHECKING:
+    import torch
+    from deepspeed import DeepSpeedEngine
+
+    from orchestrator.data.dataset import TokenDataset
+    from orchestrator.plan import Plan
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,16 +40,18 @@ class Window:
     start: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Session:
-    plan: Any
-    engine: Any
-    dataset: Any
-    device: Any
+    """One rank's training: what it trains with, where it is, and where its metrics go."""
+
+    plan: Plan
+    engine: DeepSpeedEngine
+    dataset: TokenDataset
+    device: torch.device
     rank: int
     world: int
-    sinks: list
     stopper: EarlyStopping
+    sinks: list[MetricSink] = field(default_factory=list)
     state: TrainingState = field(default_factory=TrainingState)
     window: Window = field(default_factory=Window)
     started: float = field(default_factory=time.perf_counter)
@@ -215,9 +225,4 @@ def print_progress(s: Session, events: list[MetricEvent]) -> None:
         )
     if "val_loss" in values:
         line += f" | val loss {values['val_loss']:.4f} acc {values['val_accuracy']:.3f}"
-    print(f"{line} | ETA {_duration(eta)}", flush=True)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    print(f"{line} | ETA {format_duration(eta)}", flush=True)

@@ -12,6 +12,8 @@ import time
 
 from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
+from orchestrator.track.events import MetricSink
+from orchestrator.track.runs import STOP_REASON_TAG, set_tags
 from orchestrator.track.status import RunStatusFile
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
@@ -22,9 +24,15 @@ def train_worker(plan: Plan) -> None:
     import torch.distributed as dist
 
     engine, dataset = _setup(plan)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     session = Session(
-        plan, engine, dataset, engine.device, rank, world, [], early_stopping_from_spec(plan.spec)
+        plan=plan,
+        engine=engine,
+        dataset=dataset,
+        device=engine.device,
+        rank=rank,
+        world=dist.get_world_size(),
+        stopper=early_stopping_from_spec(plan.spec),
     )
     restored = resume.restore_latest(engine, plan)
     if restored is not None:
@@ -86,25 +94,24 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     ]
 
 
-def _sinks(plan: Plan, resumed: bool) -> list:
-    from orchestrator.track.sinks import rank0_sinks
+def _sinks(plan: Plan, resumed: bool) -> list[MetricSink]:
+    """Rank 0's sinks: the tracker (journal + MLflow) and the live report files."""
+    from orchestrator.report.live import LiveArtifacts
+    from orchestrator.track.sinks import SkipLoggedSteps, tracker_sinks
 
-    sinks = rank0_sinks(plan)
+    sinks = tracker_sinks(plan)
+    report = plan.spec.report
+    live = LiveArtifacts(plan.checkpoint_dir, report.formats) if report.artifacts else None
     if not resumed or not plan.run_id:
-        return sinks
-    return _continue_history(plan, sinks)
+        return sinks + ([live] if live else [])
+    # After a restart the live artifacts must still show the steps before it, and steps logged
+    # before the kill that are now replayed from an older checkpoint must not be logged twice.
+    from orchestrator.track.mlflow_read import read_latest_per_step
 
-
-def _continue_history(plan: Plan, sinks: list) -> list:
-    """After a restart the live artifacts must still show the steps before it, and steps that were
-    logged before the kill and are now replayed from an older checkpoint must not be logged twice."""
-    from orchestrator.report.mlflow_history import read_history
-    from orchestrator.track.live import LiveArtifacts
-
-    history = read_history(plan.tracking_uri, plan.run_id)
-    for sink in sinks:
-        if isinstance(sink, LiveArtifacts):
-            sink.history.update({name: dict(values) for name, values in history.items()})
+    history = read_latest_per_step(plan.tracking_uri, plan.run_id, LiveArtifacts.METRICS)
+    if live is not None:
+        live.history.update(history)
+        sinks.append(live)
     logged = max(history.get("train_loss", {0: 0.0}))
     return [SkipLoggedSteps(sink, logged) for sink in sinks]
 
@@ -137,25 +144,5 @@ def _finish(plan: Plan, session: Session) -> None:
 
 
 def _tag_stop_reason(plan: Plan, reason: str) -> None:
-    if not plan.run_id:
-        return
-    from orchestrator.track.mlflow_run import client
-
-    client(plan.tracking_uri).set_tag(plan.run_id, "orchestrator.stop_reason", reason)
-
-
-class SkipLoggedSteps:
-    """Passes on only events after ``logged_up_to``: after a resume from an older checkpoint the
-    replayed steps are already in the tracker, and each step must hold one value."""
-
-    def __init__(self, sink, logged_up_to: int):
-        self.sink = sink
-        self.logged_up_to = logged_up_to
-
-    def write(self, events: list) -> None:
-        fresh = [e for e in events if e.step > self.logged_up_to]
-        if fresh:
-            self.sink.write(fresh)
-
-    def close(self) -> None:
-        self.sink.close()
+    if plan.run_id:
+        set_tags(plan.tracking_uri, plan.run_id, {STOP_REASON_TAG: reason})

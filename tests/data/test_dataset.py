@@ -75,15 +75,15 @@ def test_plain_text_and_jsonl_files_become_a_cached_dataset(tmp_path):
         "name: x\nmodel: {vocab_size: 300, context_length: 16}\ndata: {corpus: files, files: [docs/*.txt]}\n"
     )
     jsonl_spec = text_spec.replace("docs/*.txt]", "docs/b.jsonl], format: jsonl, jsonl_field: body")
-    text_plan = build_plan(parse_spec(text_spec), text_spec, cwd=tmp_path)
-    jsonl_plan = build_plan(parse_spec(jsonl_spec), jsonl_spec, cwd=tmp_path)
+    text_plan = build_plan(parse_spec(text_spec), cwd=tmp_path)
+    jsonl_plan = build_plan(parse_spec(jsonl_spec), cwd=tmp_path)
     assert text_plan.data.train_blocks > 0 and jsonl_plan.data.train_blocks > 0
     assert text_plan.data.tokens_path != jsonl_plan.data.tokens_path, "keyed by the content hash"
-    again = build_plan(parse_spec(text_spec), text_spec, cwd=tmp_path)
+    again = build_plan(parse_spec(text_spec), cwd=tmp_path)
     assert again.data.tokens_path == text_plan.data.tokens_path
     wrong_field = jsonl_spec.replace("jsonl_field: body", "jsonl_field: text")
     with pytest.raises(PlanError, match=r"b.jsonl:1: no string field 'text'"):
-        build_plan(parse_spec(wrong_field), wrong_field, cwd=tmp_path)
+        build_plan(parse_spec(wrong_field), cwd=tmp_path)
     missing = text_spec.replace("docs/*.txt", "nothing/*.txt")
     with pytest.raises(PlanError, match="matches no file"):
-        build_plan(parse_spec(missing), missing, cwd=tmp_path)
+        build_plan(parse_spec(missing), cwd=tmp_path)

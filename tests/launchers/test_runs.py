@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from launchers.runs import ADDRESS_TAG, BACKEND_TAG, JOB_ID_TAG
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+from orchestrator.track.mlflow_run import client
+from orchestrator.track.runs import ADDRESS_TAG, BACKEND_TAG, CHECKPOINT_DIR_TAG, JOB_ID_TAG
 from orchestrator.track.status import STATUS_FILE
 from tests.conftest import run_cli
 from tests.launchers.ray_head import free_port

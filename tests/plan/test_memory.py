@@ -61,7 +61,7 @@ def test_a_plan_that_does_not_fit_suggests_a_remedy_that_does():
 
 def test_offload_blocks_in_the_deepspeed_config():
     spec = parse_spec("name: x\ndeepspeed: {zero_stage: 3, offload_optimizer: cpu, offload_params: cpu}\n")
-    zero = build_deepspeed_config(spec, 2)["zero_optimization"]
+    zero = build_deepspeed_config(spec)["zero_optimization"]
     assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
 
 

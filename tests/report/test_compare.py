@@ -10,8 +10,9 @@ from PIL import Image
 
 from orchestrator.report.compare import COMPARE_JSON, COMPARE_PNG
 from orchestrator.track.events import MetricEvent
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink
+from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 from tests.conftest import run_cli
 
 

@@ -8,8 +8,9 @@ import sys
 import time
 
 from orchestrator.track.events import MetricEvent
-from orchestrator.track.mlflow_run import CHECKPOINT_DIR_TAG, client
+from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink
+from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 from tests.servers import stop_process_group
 
 

@@ -99,3 +99,47 @@ def test_cli_names_a_missing_file(tmp_path):
 
 def test_shipped_quickstart_is_in_the_repo():
     assert (REPO / "configs" / "quickstart.yaml").is_file()
+
+
+def test_every_cross_field_problem_is_reported_with_the_field_errors():
+    """min_lr above lr, fp16 on CPU and a global batch that does not multiply out, beside an unknown
+    key in another section: four problems, each at its own line, in the order of the file."""
+    found = problems(
+        "name: demo\n"
+        "deepspeed:\n  zero_stag: 2\n  precision: fp16\n"
+        "optimizer: {lr: 0.001}\n"
+        "schedule: {min_lr: 0.01}\n"
+        "train: {micro_batch_size: 4, global_batch_size: 30}\n"
+    )
+    assert [(p.path, p.line) for p in found] == [
+        ("deepspeed.zero_stag", 3),
+        ("schedule.min_lr", 6),
+        ("train.global_batch_size", 7),
+    ], "deepspeed has a field error, so its own fp16 check waits for the key to be fixed"
+    fixed = problems(
+        "name: demo\n"
+        "deepspeed:\n  zero_stage: 2\n  precision: fp16\n"
+        "optimizer: {lr: 0.001}\n"
+        "schedule: {min_lr: 0.01}\n"
+        "train: {micro_batch_size: 4, global_batch_size: 30}\n"
+    )
+    assert [(p.path, p.line) for p in fixed] == [
+        ("deepspeed.precision", 4),
+        ("schedule.min_lr", 6),
+        ("train.global_batch_size", 7),
+    ]
+
+
+def test_the_readme_two_problem_example_prints_both(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("spec.yaml: 2 problems in the run spec")[1].split("```")[0]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: demo\ndeepspeed:\n  zero_stag: 2\ncluster:\n  num_workers: 2\ntrain:\n"
+        "  global_batch_size: 64\n"
+    )
+    result = run_cli("validate", "spec.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("spec.yaml: 2 problems in the run spec"), result.stderr
+    for line in example.strip().splitlines():
+        assert line in result.stderr, (line, result.stderr)

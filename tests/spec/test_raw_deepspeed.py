@@ -12,7 +12,7 @@ from orchestrator.spec import SpecError, parse_spec
 
 def test_raw_keys_merge_into_the_section_they_name():
     spec = parse_spec("name: x\ndeepspeed:\n  raw_config: {zero_optimization: {overlap_comm: true}}\n")
-    zero = build_deepspeed_config(spec, 2)["zero_optimization"]
+    zero = build_deepspeed_config(spec)["zero_optimization"]
     assert zero == {"stage": 2, "overlap_comm": True}
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.errors import NotFoundError
 from orchestrator.report import rebuild_report
 from orchestrator.report.artifacts import METRICS_JSON
+from orchestrator.report.live import LiveArtifacts
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.track.events import MetricEvent
-from orchestrator.track.live import LiveArtifacts
 from orchestrator.track.mlflow_sink import MlflowSink
 
 
@@ -61,11 +62,11 @@ def test_report_defaults_to_the_runs_checkpoint_dir(sqlite_run):
 
 def test_report_of_a_run_without_metrics_says_so(sqlite_run):
     uri, run_id, _ = sqlite_run
-    with pytest.raises(LookupError, match="no train_loss"):
+    with pytest.raises(NotFoundError, match="no train_loss"):
         rebuild_report(uri, run_id)
 
 
 def test_report_of_an_unknown_run_names_the_store(sqlite_run):
     uri, _, _ = sqlite_run
-    with pytest.raises(LookupError, match=r"no MLflow run 0+ in sqlite"):
+    with pytest.raises(NotFoundError, match=r"no MLflow run 0+ in sqlite"):
         rebuild_report(uri, "0" * 32)

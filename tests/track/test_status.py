@@ -11,7 +11,8 @@ import sys
 import time
 
 from orchestrator.progress import ProgressBar
-from orchestrator.track.status import STATUS_FILE, format_duration, format_progress, worker_health
+from orchestrator.text import format_duration
+from orchestrator.track.status import STATUS_FILE, format_progress, worker_health
 
 STATUS = {
     "step": 15,

@@ -41,10 +41,10 @@ def engine_spec(**overrides) -> str:
 
 def make_plan(work: Path, spec_text: str, run_name: str):
     """A plan with its own checkpoint directory and MLflow run in `work` (a sqlite store)."""
-    plan = build_plan(parse_spec(spec_text), spec_text, cwd=work)
+    plan = build_plan(parse_spec(spec_text), cwd=work)
     plan = replace(plan, run_name=run_name, checkpoint_dir=str(work / "checkpoints" / run_name))
     Path(plan.checkpoint_dir).mkdir(parents=True)
-    return replace(plan, run_id=create_run(plan, spec_text))
+    return replace(plan, run_id=create_run(plan))
 
 
 def run_engine(plan, *fault_args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:

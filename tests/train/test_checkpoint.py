@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import ResumeError
 from orchestrator.train.checkpoint import (
     MARKER,
     CheckpointInfo,
-    ResumeError,
     best_checkpoint,
     check_compatible,
     complete_checkpoints,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from orchestrator.report.artifacts import (
     REPORT_FORMATS,
+    REPORT_METRICS,
     MetricHistory,
     write_plots,
     write_report,
@@ -20,6 +21,8 @@ class LiveArtifacts:
     The JSON files are rewritten on every write (cheap); the PNGs whenever a validation value arrives
     and at close, since plotting costs a noticeable fraction of a step on a small CPU model.
     """
+
+    METRICS = REPORT_METRICS  # what the files show (a restarted run reloads these from MLflow)
 
     def __init__(self, out_dir: str | Path, formats=REPORT_FORMATS):
         self.out_dir = Path(out_dir)

@@ -10,16 +10,17 @@ import json
 import time
 from pathlib import Path
 
-from launchers.worker_logs import LOG_DIR, tail_lines
 from orchestrator.fsutil import atomic_write
 from orchestrator.plan import Plan
 from orchestrator.track.status import read_status
+from orchestrator.track.worker_logs import LOG_DIR, tail_lines
+from orchestrator.train.checkpoint import latest_complete_checkpoint
 
 POST_MORTEM_FILE = "post_mortem.md"
 TAIL_LINES = 40
 
 
-def write_post_mortem(plan: Plan, error: str, attempts_allowed: int) -> Path:
+def write_post_mortem(plan: Plan, error: str, attempts_allowed: int, resume_command: str) -> Path:
     run_dir = Path(plan.checkpoint_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     sections = [
@@ -28,7 +29,7 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int) -> Path:
         f"written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"## Error\n\n```\n{error}\n```\n\nThe worker group was started at most {attempts_allowed} "
         f"time(s) (cluster.max_failures = {attempts_allowed - 1}).",
-        f"## Last complete checkpoint\n\n{_last_checkpoint(run_dir)}",
+        f"## Last complete checkpoint\n\n{_last_checkpoint(run_dir, resume_command)}",
         f"## Last status\n\n```json\n{json.dumps(read_status(run_dir), indent=1)}\n```",
         "## Last lines of each worker",
     ]
@@ -40,13 +41,8 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int) -> Path:
     return path
 
 
-def _last_checkpoint(run_dir: Path) -> str:
-    from orchestrator.train.checkpoint import latest_complete_checkpoint
-
+def _last_checkpoint(run_dir: Path, resume_command: str) -> str:
     checkpoint = latest_complete_checkpoint(run_dir)
     if checkpoint is None:
         return "none: the run wrote no complete checkpoint before it failed"
-    return (
-        f"`{checkpoint.path}` (step {checkpoint.step}); continue with "
-        f"`orchestrator submit --resume {run_dir.name}`"
-    )
+    return f"`{checkpoint.path}` (step {checkpoint.step}); continue with `{resume_command}`"

@@ -1,0 +1,219 @@
+"""The `orchestrator` command line's arguments: every command with its help and an example.
+
+``build_parser(commands)`` takes the module holding the ``cmd_<name>`` functions, so the parser and the
+commands stay apart and neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+
+
+def build_parser(commands) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Train GPT-style models from one YAML spec on Ray + DeepSpeed, tracked in MLflow.",
+        epilog="example: orchestrator submit configs/quickstart.yaml",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="say more (debug messages)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _spec_commands(sub, commands)
+    _run_commands(sub, commands)
+    _tracking_commands(sub, commands)
+    return parser
+
+
+def _command(sub, name: str, func, summary: str, example: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name, help=summary, description=summary, epilog=f"example: orchestrator {example}"
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _with_spec(parser: argparse.ArgumentParser, nargs: str | None = None) -> argparse.ArgumentParser:
+    parser.add_argument("spec", nargs=nargs, help="path to a YAML run spec")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one spec value, validated like the file (repeatable), "
+        "e.g. --set deepspeed.zero_stage=3",
+    )
+    return parser
+
+
+def _with_run(parser: argparse.ArgumentParser, run_id: bool = True) -> argparse.ArgumentParser:
+    if run_id:
+        parser.add_argument("run_id", metavar="RUN", help="MLflow run id or run name (printed by submit)")
+    parser.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    return parser
+
+
+def _spec_commands(sub, c) -> None:
+    example = "{} configs/quickstart.yaml --set train.epochs=1"
+    submit = _with_spec(
+        _command(sub, "submit", c.cmd_submit, "validate, plan and train a spec", example.format("submit")),
+        "?",
+    )
+    submit.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run (MLflow run id or name) from its "
+        "latest complete checkpoint; --set may change what is safe to change",
+    )
+    submit.add_argument("--tracking-uri", default=None, help="with --resume: where the run is tracked")
+    submit.add_argument("--detach", action="store_true", help="detached backends: return once accepted")
+    submit.add_argument(
+        "--progress",
+        choices=("auto", "bar", "off"),
+        default="auto",
+        help="progress bar on stderr: auto (only on a terminal), bar (always), off",
+    )
+    _with_spec(
+        _command(
+            sub,
+            "validate",
+            c.cmd_validate,
+            "check a spec and print the resolved plan",
+            example.format("validate"),
+        )
+    )
+    plan = _with_spec(
+        _command(
+            sub,
+            "plan",
+            c.cmd_plan,
+            "show everything submit would do, without doing it",
+            example.format("plan"),
+        )
+    )
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    schema = _command(
+        sub,
+        "schema",
+        c.cmd_schema,
+        "print the JSON Schema of run specs (for editors)",
+        "schema --out schema/run-spec.schema.json",
+    )
+    schema.add_argument("--out", help="write to this file instead of standard output")
+
+
+def _run_commands(sub, c) -> None:
+    _with_run(
+        _command(
+            sub,
+            "status",
+            c.cmd_status,
+            "state, step, last metrics and worker health of a run",
+            "status 3f2c9a...",
+        )
+    )
+    logs = _with_run(
+        _command(
+            sub,
+            "logs",
+            c.cmd_logs,
+            "a run's output: the job's log, or each worker's log",
+            "logs 3f2c9a... -f",
+        )
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    _with_run(_command(sub, "cancel", c.cmd_cancel, "stop a detached job (ray-job)", "cancel 3f2c9a..."))
+    runs = _with_run(
+        _command(
+            sub,
+            "list",
+            c.cmd_list,
+            "runs in the tracking store, or jobs on a cluster",
+            "list --address http://127.0.0.1:8265",
+        ),
+        run_id=False,
+    )
+    runs.add_argument("--address", help="a Ray dashboard URL: list the jobs there instead")
+    generate = _command(
+        sub,
+        "generate",
+        c.cmd_generate,
+        "sample text from a run's best (or latest) checkpoint",
+        'generate quickstart-20250101-120000 --prompt "The for" --seed 0',
+    )
+    generate.add_argument("run", help="MLflow run id or run name")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=100)
+    generate.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 means greedy")
+    generate.add_argument("--top-k", type=_positive_int, default=50)
+    generate.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    generate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    generate.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+
+
+def _tracking_commands(sub, c) -> None:
+    report = _with_run(
+        _command(
+            sub,
+            "report",
+            c.cmd_report,
+            "rebuild a run's JSON, plots and summary from MLflow",
+            "report 3f2c9a... --out /tmp/report",
+        )
+    )
+    report.add_argument("--out", help="directory to write into (default: the run's checkpoint dir)")
+    report.add_argument(
+        "--watch", action="store_true", help="keep refreshing until the run ends (Ctrl-C stops)"
+    )
+    report.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
+    _with_run(
+        _command(
+            sub,
+            "sync",
+            c.cmd_sync,
+            "send a run's journaled metrics MLflow is missing (after an outage) and finish the run",
+            "sync 3f2c9a...",
+        )
+    )
+    compare = _with_run(
+        _command(
+            sub,
+            "compare",
+            c.cmd_compare,
+            "overlay the loss and learning-rate curves of runs and tabulate their summaries",
+            "compare 3f2c9a... 8b1d07... --out cmp",
+        ),
+        run_id=False,
+    )
+    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more MLflow run ids")
+    compare.add_argument(
+        "--out", default="comparison", help="directory to write into (default: ./comparison)"
+    )
+    ui = _with_run(
+        _command(
+            sub,
+            "ui",
+            c.cmd_ui,
+            "start the MLflow UI on 127.0.0.1 for the configured store",
+            "ui configs/quickstart.yaml --port 5000",
+        ),
+        run_id=False,
+    )
+    ui.add_argument("spec", nargs="?", help="a run spec whose tracking.uri to open (default: ./mlflow.db)")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value

@@ -1,0 +1,64 @@
+"""Which `--set` values a resume may apply to a run's stored spec.
+
+A resume continues the same optimisation: the steps already trained must mean the same thing, so the
+model, the data, the optimizer, the schedule, the batch, the precision and the step count stay as
+they were. What only changes how the rest is run, watched or kept may change. The worker count and
+the ZeRO stage pass through to the checkpoint check, which refuses a change with the command that
+converts the checkpoint (DeepSpeed's universal checkpoint).
+
+>>> check_resume_overrides(["train.eval_interval=50", "cluster.max_failures=2"])
+>>> check_resume_overrides(["optimizer.lr=0.1"])
+Traceback (most recent call last):
+...
+orchestrator.errors.ResumeError: --set optimizer.lr=0.1: cannot change on resume ...
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import ResumeError
+
+# Dotted prefixes a resume may change.
+SAFE_ON_RESUME = (
+    "train.log_interval",
+    "train.eval_interval",
+    "train.eval_batches",
+    "train.nan_policy",
+    "train.max_skipped_steps",
+    "early_stopping",
+    "checkpoint.interval",
+    "checkpoint.keep_last",
+    "checkpoint.keep_best",
+    "tracking.flush_interval_s",
+    "tracking.drain_timeout_s",
+    "tracking.request_timeout_s",
+    "tracking.request_retries",
+    "report",
+    "model.compile",
+    "model.activation_checkpointing",  # recomputation gives the same numbers, only slower
+    "cluster.address",
+    "cluster.cpus_per_worker",
+    "cluster.resources_per_worker",
+    "cluster.label_selector",
+    "cluster.placement_strategy",
+    "cluster.placement_timeout_s",
+    "cluster.max_failures",
+    "cluster.host",
+)
+# Judged against the checkpoint itself (a clear refusal naming the conversion command).
+CHECKED_BY_CHECKPOINT = ("cluster.num_workers", "deepspeed.zero_stage")
+
+
+def check_resume_overrides(overrides) -> None:
+    refused = [text for text in overrides if not _allowed(text.partition("=")[0].strip())]
+    if refused:
+        shown = "\n    ".join(f"--set {text}" for text in refused)
+        raise ResumeError(
+            f"{shown}: cannot change on resume (the steps already trained would no longer match the "
+            "spec); hint: a resume may change "
+            + ", ".join(SAFE_ON_RESUME + CHECKED_BY_CHECKPOINT)
+            + "; to train with other values, submit the spec as a new run with these --set values"
+        )
+
+
+def _allowed(path: str) -> bool:
+    return any(path == safe or path.startswith(safe + ".") for safe in SAFE_ON_RESUME + CHECKED_BY_CHECKPOINT)

@@ -1,0 +1,208 @@
+"""Start, run, finish and resume one run.
+
+plan = plan_run(load_spec("configs/quickstart.yaml", ["train.epochs=1"]))
+plan = start_run(plan, spec_dir="configs")     # run directory + MLflow run (stores spec.yaml)
+outcome = execute(plan, launcher)              # foreground launchers: launch, wait, finish
+handle = submit_detached(plan, launcher)       # detached launchers: the job's driver finishes
+
+resumed = resume_run("quickstart-20250101-120000", tracking_uri, ["train.eval_interval=50"])
+outcome = execute(resumed.plan, launcher)
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.errors import NotFoundError, PlanError, ResumeError
+from orchestrator.interrupts import sigterm_as_interrupt
+from orchestrator.lifecycle.post_mortem import write_post_mortem
+from orchestrator.lifecycle.resume_rules import check_resume_overrides
+from orchestrator.plan import Plan, build_plan, tracking_uri_here
+from orchestrator.spec import RunSpec, parse_spec
+from orchestrator.text import first_line
+from orchestrator.track.mlflow_run import redact_text
+from orchestrator.track.runs import (
+    RESUME_OVERRIDES_TAG,
+    SPEC_ARTIFACT,
+    SPEC_SHA256_TAG,
+    JobHandle,
+    JobState,
+    find_record,
+    read_stored_spec,
+    set_tags,
+)
+from orchestrator.train.checkpoint import CheckpointInfo, check_compatible, latest_complete_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as the lifecycle recorded it."""
+
+    state: JobState
+    error: str | None = None
+    post_mortem: Path | None = None
+    tracked: bool = True  # False: MLflow could not be finished; the journal waits for `sync`
+    interrupted: bool = False  # Ctrl-C or SIGTERM
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.SUCCEEDED and self.tracked
+
+
+@dataclass(frozen=True)
+class Resumed:
+    plan: Plan
+    checkpoint: CheckpointInfo
+    overrides: tuple[str, ...]  # the `--set` values applied on top of the stored spec
+
+
+def plan_run(spec: RunSpec, cwd: Path | None = None) -> Plan:
+    """The plan of a new run, checked as far as it can be without starting anything."""
+    plan = build_plan(spec, cwd)
+    if spec.deepspeed.raw_config:
+        from orchestrator.plan.deepspeed_config import check_with_deepspeed
+
+        verdict = check_with_deepspeed(plan.deepspeed_config)
+        if verdict:
+            raise PlanError(
+                f"DeepSpeed refuses deepspeed.raw_config: {verdict}; hint: fix or remove those keys"
+            )
+    return plan
+
+
+def start_run(plan: Plan, spec_dir: str | Path = ".") -> Plan:
+    """Create the run directory and the MLflow run (which stores the resolved spec); the plan with
+    its run id. ``spec_dir``: where the spec file lives (for the git commit tag)."""
+    from orchestrator.track.mlflow_run import create_run
+
+    Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
+    return replace(plan, run_id=create_run(plan, spec_dir))
+
+
+def existing_plan(
+    run_ref: str, tracking_uri: str, overrides: list[str] = (), cwd: Path | None = None
+) -> Plan:
+    """The plan of a run that exists (by MLflow run id or name): its stored resolved spec (plus
+    ``overrides``), its name, directory, tracking store and MLflow run."""
+    record = find_record(tracking_uri, run_ref)
+    if not record.checkpoint_dir:
+        raise NotFoundError(
+            f"MLflow run {record.run_id} was not started by this orchestrator (no directory tag)"
+        )
+    stored = read_stored_spec(tracking_uri, record.run_id)
+    spec = parse_spec(stored, f"{SPEC_ARTIFACT} of run {record.run_name}", list(overrides))
+    return replace(
+        build_plan(spec, cwd),
+        run_name=record.run_name,
+        checkpoint_dir=record.checkpoint_dir,
+        tracking_uri=tracking_uri,
+        run_id=record.run_id,
+    )
+
+
+def resume_run(
+    run_ref: str, tracking_uri: str, overrides: list[str] = (), cwd: Path | None = None
+) -> Resumed:
+    """The same run again (same MLflow run, same directory), from its stored resolved spec plus the
+    overrides that are safe to change on resume; refuses the others and what the checkpoint forbids."""
+    check_resume_overrides(overrides)
+    plan = existing_plan(run_ref, tracking_uri, overrides, cwd)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    if checkpoint is None:
+        raise ResumeError(
+            f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir} to resume from; "
+            "hint: submit the spec again as a new run, with checkpoint.interval set"
+        )
+    check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
+    _record_resume(plan, overrides)
+    return Resumed(plan, checkpoint, tuple(overrides))
+
+
+def _record_resume(plan: Plan, overrides) -> None:
+    from orchestrator.track.mlflow_run import client
+
+    mlflow = client(plan.tracking_uri)
+    if overrides:  # the run's spec is now this one: a later resume or generate reads it
+        mlflow.log_text(plan.run_id, plan.spec_text, SPEC_ARTIFACT)
+        set_tags(
+            plan.tracking_uri,
+            plan.run_id,
+            {SPEC_SHA256_TAG: plan.spec_sha256, RESUME_OVERRIDES_TAG: " ".join(overrides)},
+        )
+    mlflow.update_run(plan.run_id, status="RUNNING")
+
+
+def execute(plan: Plan, launcher) -> Outcome:
+    """Launch through a foreground launcher and finish the run, whatever happens: FINISHED, FAILED,
+    or KILLED when Ctrl-C or SIGTERM interrupts it (Ray Train's own Ctrl-C handler ends in
+    SystemExit after it aborted the workers)."""
+    try:
+        with sigterm_as_interrupt():
+            handle = launcher.submit(plan)
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("interrupted: marking the MLflow run KILLED")
+        return finish(plan, JobHandle(launcher.name, plan.run_id, JobState.STOPPED, "interrupted"))
+    except BaseException as exc:
+        finish(plan, JobHandle(launcher.name, plan.run_id, JobState.FAILED, first_line(exc)))
+        raise
+    return finish(plan, handle)
+
+
+def submit_detached(plan: Plan, launcher) -> JobHandle:
+    """Hand the run to a detached launcher (its driver on the cluster finishes it) and tag the run
+    with where the job is. A submission the backend refuses ends the run FAILED."""
+    try:
+        handle = launcher.submit(plan)
+    except BaseException as exc:
+        finish(plan, JobHandle(launcher.name, plan.run_id, JobState.FAILED, first_line(exc)))
+        raise
+    set_tags(plan.tracking_uri, plan.run_id, launcher.job_tags(handle))
+    return handle
+
+
+def finish(plan: Plan, handle: JobHandle) -> Outcome:
+    """Post-mortem on failure, then deliver the journal, upload the report and set the status."""
+    post_mortem = None
+    if handle.state is JobState.FAILED:
+        attempts = plan.spec.cluster.max_failures + 1
+        post_mortem = write_post_mortem(plan, handle.error or "unknown error", attempts, resume_command(plan))
+    tracked = _finish_tracking(plan, handle.state.mlflow_status)
+    return Outcome(
+        state=handle.state,
+        error=handle.error,
+        post_mortem=post_mortem,
+        tracked=tracked,
+        interrupted=handle.state is JobState.STOPPED,
+    )
+
+
+def _finish_tracking(plan: Plan, status: str) -> bool:
+    """Deliver the journal, upload the report, set the status; on failure say how to finish later."""
+    from orchestrator.track.finish import finish_run
+
+    try:
+        finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir)
+        return True
+    except Exception as exc:
+        log.warning(
+            "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
+            "run `orchestrator sync %s` when MLflow is reachable",
+            redact_text(plan.tracking_uri),
+            redact_text(first_line(exc)),
+            plan.checkpoint_dir,
+            plan.run_id,
+        )
+        return False
+
+
+def resume_command(plan: Plan) -> str:
+    """The command that continues this run (its tracking store named unless it is the default here)."""
+    command = f"orchestrator submit --resume {shlex.quote(plan.run_name)}"
+    if plan.tracking_uri != tracking_uri_here():
+        command += f" --tracking-uri {shlex.quote(redact_text(plan.tracking_uri))}"
+    return command

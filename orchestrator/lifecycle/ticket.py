@@ -1,0 +1,62 @@
+"""The run ticket: what a driver on a cluster needs to run a run the submitter created.
+
+The Ray Jobs API ships it in the job's working dir, a KubeRay RayJob in a ConfigMap (``run.json``).
+It holds the resolved spec as text with secrets still ``${env:NAME}`` references, so no secret
+travels with the job: the cluster resolves them from its own environment. The driver plans again on
+the cluster (the data are prepared where they are used) with the submitter's run identity.
+
+    {"spec": "name: quickstart\\n...", "run_id": "3f2c...", "run_name": "quickstart-2025...",
+     "checkpoint_dir": "/checkpoints/quickstart-2025...", "tracking_uri": "http://mlflow:5000",
+     "cwd": "/home/me/project"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from orchestrator.errors import UsageError
+from orchestrator.plan import Plan, build_plan
+from orchestrator.spec import parse_spec
+from orchestrator.track.runs import SPEC_ARTIFACT
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    spec: str  # resolved spec YAML, secrets as references
+    run_id: str
+    run_name: str
+    checkpoint_dir: str
+    tracking_uri: str
+    cwd: str | None = None  # where relative paths of the spec (data files) are resolved
+
+    @classmethod
+    def of(cls, plan: Plan, cwd: str | None = None) -> RunTicket:
+        return cls(plan.spec_text, plan.run_id, plan.run_name, plan.checkpoint_dir, plan.tracking_uri, cwd)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunTicket:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"{path}: not a run ticket ({exc})") from None
+
+
+def plan_from_ticket(ticket: RunTicket) -> Plan:
+    """The run's plan on this machine: the ticket's spec (secrets from this environment), data
+    prepared here, the submitter's run name, directory, tracking store and MLflow run."""
+    spec = parse_spec(ticket.spec, f"{SPEC_ARTIFACT} of run {ticket.run_name}")
+    cwd = Path(ticket.cwd) if ticket.cwd and Path(ticket.cwd).is_dir() else None
+    plan = replace(
+        build_plan(spec, cwd),
+        run_name=ticket.run_name,
+        checkpoint_dir=ticket.checkpoint_dir,
+        tracking_uri=ticket.tracking_uri,
+        run_id=ticket.run_id,
+    )
+    Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    return plan

@@ -1,0 +1,211 @@
+"""Cross-field checks: named rules over one or more spec sections, each with a hint for the fix.
+
+A check never raises: it yields ``Finding``s, so every problem of a spec is reported at once, and a
+check runs as soon as the sections it reads are valid, even when other sections are not. Each
+finding's path names the field to change (not the section), relative to the spec's root.
+
+>>> from orchestrator.spec.models import ModelSpec
+>>> [f.path for f in run_checks({"model": ModelSpec(d_model=96, n_heads=5)})]
+['model.n_heads']
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str  # dotted, from the spec's root: the field to change
+    message: str
+    hint: str
+
+
+Check = Callable[..., Iterable[Finding]]
+# (the sections a check reads, the check), in the order they were defined
+CHECKS: list[tuple[tuple[str, ...], Check]] = []
+
+
+def check(*sections: str) -> Callable[[Check], Check]:
+    """Register a check that reads these sections (passed in this order)."""
+
+    def register(function: Check) -> Check:
+        CHECKS.append((sections, function))
+        return function
+
+    return register
+
+
+def run_checks(sections: dict[str, Any]) -> list[Finding]:
+    """Every finding of every check whose sections are all present (i.e. valid) in ``sections``."""
+    found: list[Finding] = []
+    for needs, function in CHECKS:
+        if all(name in sections for name in needs):
+            found.extend(function(*(sections[name] for name in needs)))
+    return found
+
+
+@check("model")
+def heads_divide_width(model) -> Iterator[Finding]:
+    if model.d_model % model.n_heads:
+        divisors = [d for d in range(1, min(model.d_model, 64) + 1) if model.d_model % d == 0]
+        yield Finding(
+            "model.n_heads",
+            f"d_model ({model.d_model}) must be divisible by n_heads ({model.n_heads})",
+            f"pick n_heads from {divisors}",
+        )
+
+
+@check("data")
+def files_go_with_the_files_corpus(data) -> Iterator[Finding]:
+    if data.corpus == "files" and not data.files:
+        yield Finding("data.files", "corpus: files needs at least one path", "files: [data/*.txt]")
+    if data.corpus != "files" and data.files:
+        yield Finding(
+            "data.files", f"files are listed but corpus {data.corpus!r} would ignore them", "corpus: files"
+        )
+
+
+@check("optimizer")
+def betas_in_range(optimizer) -> Iterator[Finding]:
+    if not all(0.0 <= beta < 1.0 for beta in optimizer.betas):
+        yield Finding(
+            "optimizer.betas",
+            f"each beta must be in [0, 1), got {optimizer.betas}",
+            "the usual is [0.9, 0.999]",
+        )
+
+
+@check("train")
+def eval_on_logging_steps(train) -> Iterator[Finding]:
+    if train.eval_interval % train.log_interval:
+        suggestion = train.log_interval * max(1, round(train.eval_interval / train.log_interval))
+        yield Finding(
+            "train.eval_interval",
+            f"eval_interval ({train.eval_interval}) must be a multiple of log_interval "
+            f"({train.log_interval}) so every validation point has a logging step",
+            f"eval_interval: {suggestion}",
+        )
+
+
+@check("deepspeed")
+def offload_fits_stage(ds) -> Iterator[Finding]:
+    if ds.offload_params != "none" and ds.zero_stage != 3:
+        yield Finding(
+            "deepspeed.offload_params",
+            f"offload_params: {ds.offload_params} needs ZeRO stage 3 (got {ds.zero_stage})",
+            "set zero_stage: 3, or use offload_optimizer: cpu with this stage",
+        )
+    uses_nvme = "nvme" in (ds.offload_optimizer, ds.offload_params)
+    if uses_nvme and ds.zero_stage != 3:
+        yield Finding(
+            "deepspeed.zero_stage",
+            f"NVMe offload needs ZeRO stage 3 (got {ds.zero_stage})",
+            "set zero_stage: 3, or offload to cpu",
+        )
+    if uses_nvme and not ds.nvme_path:
+        yield Finding("deepspeed.nvme_path", "NVMe offload needs a directory", "set deepspeed.nvme_path")
+
+
+@check("deepspeed")
+def raw_keys_are_deepspeeds_and_not_ours(ds) -> Iterator[Finding]:
+    from orchestrator.spec.models import DEEPSPEED_SECTIONS, OWNED_DEEPSPEED_KEYS
+
+    zero = ds.raw_config.get("zero_optimization")
+    nested = {f"zero_optimization.{k}" for k in zero} if isinstance(zero, dict) else set()
+    for key in sorted(set(ds.raw_config) | nested):
+        where = f"deepspeed.raw_config.{key}"
+        if key in OWNED_DEEPSPEED_KEYS:
+            yield Finding(where, "is set by a typed field", f"use {OWNED_DEEPSPEED_KEYS[key]}")
+        elif "." not in key and key not in DEEPSPEED_SECTIONS:
+            close = difflib.get_close_matches(key, sorted(DEEPSPEED_SECTIONS), n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else "see DeepSpeed's config-json reference"
+            yield Finding(where, "is not a DeepSpeed config key", hint)
+
+
+@check("cluster")
+def address_fits_backend(cluster) -> Iterator[Finding]:
+    address = cluster.address or ""
+    if cluster.backend == "ray-job" and not address.startswith(("http://", "https://")):
+        yield Finding(
+            "cluster.address",
+            f"backend ray-job needs address set to the dashboard URL, got {cluster.address!r}",
+            "address: http://127.0.0.1:8265",
+        )
+    if cluster.backend == "ray-local" and address.startswith(("http://", "https://")):
+        yield Finding(
+            "cluster.address",
+            f"{cluster.address!r} is a dashboard URL, which only backend ray-job uses",
+            "backend: ray-job, or address: auto / ray://host:10001",
+        )
+    for name, amount in cluster.resources_per_worker.items():
+        if name in ("CPU", "GPU", "memory") or amount <= 0:
+            yield Finding(
+                f"cluster.resources_per_worker.{name}",
+                f"{amount} is not a positive custom resource",
+                "CPUs and GPUs go in cpus_per_worker and gpus_per_worker",
+            )
+
+
+@check("train", "cluster")
+def global_batch_multiplies_out(train, cluster) -> Iterator[Finding]:
+    if train.global_batch_size is None:
+        return
+    per_pass = train.micro_batch_size * cluster.num_workers
+    actual = per_pass * train.gradient_accumulation_steps
+    if actual != train.global_batch_size:
+        yield Finding(
+            "train.global_batch_size",
+            f"is {train.global_batch_size}, but micro_batch_size {train.micro_batch_size} x "
+            f"gradient_accumulation_steps {train.gradient_accumulation_steps} x "
+            f"cluster.num_workers {cluster.num_workers} = {actual}",
+            f"set gradient_accumulation_steps: {train.global_batch_size // per_pass}"
+            if train.global_batch_size % per_pass == 0
+            else "pick a global batch divisible by micro_batch_size x num_workers",
+        )
+
+
+@check("schedule", "optimizer")
+def min_lr_below_lr(schedule, optimizer) -> Iterator[Finding]:
+    if schedule.min_lr > optimizer.lr:
+        yield Finding(
+            "schedule.min_lr",
+            f"min_lr ({schedule.min_lr}) is above optimizer.lr ({optimizer.lr})",
+            "set min_lr to about lr/10",
+        )
+
+
+@check("schedule", "train")
+def warmup_shorter_than_run(schedule, train) -> Iterator[Finding]:
+    if train.max_steps is not None and schedule.warmup_steps >= train.max_steps:
+        yield Finding(
+            "schedule.warmup_steps",
+            f"warmup_steps ({schedule.warmup_steps}) must be shorter than train.max_steps "
+            f"({train.max_steps})",
+            "warm up for about 5-10% of the run",
+        )
+
+
+@check("deepspeed", "cluster")
+def fp16_needs_a_gpu(ds, cluster) -> Iterator[Finding]:
+    if ds.precision == "fp16" and cluster.gpus_per_worker == 0:
+        yield Finding(
+            "deepspeed.precision",
+            "fp16 needs a GPU: DeepSpeed's CPU accelerator refuses it "
+            '("Type fp16 is not supported on your device") and cluster.gpus_per_worker is 0',
+            "use precision: bf16 (or fp32) on CPU, or set cluster.gpus_per_worker",
+        )
+
+
+@check("train")
+def nan_skip_needs_whole_steps(train) -> Iterator[Finding]:
+    if train.nan_policy == "skip" and train.gradient_accumulation_steps != 1:
+        yield Finding(
+            "train.nan_policy",
+            "skip drops whole optimizer steps, which gradient accumulation "
+            f"({train.gradient_accumulation_steps} micro batches) would leave half-applied",
+            "use nan_policy: stop, or gradient_accumulation_steps: 1 with a larger micro batch",
+        )
