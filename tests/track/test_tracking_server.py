@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import quote, urlparse
@@ -20,7 +24,7 @@ from orchestrator.track.journal import MetricJournal, journal_path, read_journal
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
 from orchestrator.track.runs import CHECKPOINT_DIR_TAG
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -206,3 +210,44 @@ def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(m
     extra.close()
     assert read_snapshot(mlflow, mlflow.get_run(run_id), REPORT_METRICS) is None
     assert read_history(uri, run_id)["train_loss"][31] == 0.125
+
+
+@pytest.mark.ray
+def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed(mlflow_server, tmp_path):
+    """A cluster user watches a server-tracked run in the MLflow UI: points must arrive while it trains
+    (not only through the replay at the end). Then a scheduler stops the job with SIGTERM: the
+    command exits 130, the run is KILLED on the server and the resume command is printed."""
+    from orchestrator.track.status import read_status
+    from tests.conftest import TINY_SPEC
+    from tests.servers import stop_process_group
+
+    uri = mlflow_server.url
+    spec = TINY_SPEC.replace("max_steps: 20", "max_steps: 5000").replace("name: tiny", "name: live")
+    (tmp_path / "spec.yaml").write_text(spec + f"tracking: {{uri: '{uri}'}}\n")
+    log = tmp_path / "submit.log"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml"],
+        cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        run_id = wait_for(lambda: re.search(r"MLflow run (\w+)\)", log.read_text()), 300, "the run id").group(
+            1
+        )
+        mlflow = client(uri)
+        seen = wait_for(lambda: mlflow.get_metric_history(run_id, "train_loss"), 300, "a point on the server")
+        (run_dir,) = (tmp_path / "checkpoints").iterdir()
+        status = read_status(run_dir)
+        assert driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
+        assert status is not None and status["step"] < status["total_steps"], "still training"
+        assert "MLflow unreachable" not in log.read_text(), log.read_text()[-2000:]
+        driver.send_signal(signal.SIGTERM)  # `kill PID`, as a scheduler or `timeout` does
+        returncode = driver.wait(180)
+    finally:
+        if driver.poll() is None:
+            stop_process_group(driver)
+    out = log.read_text()
+    assert returncode == 130, out[-3000:]
+    assert min(m.step for m in seen) == 5
+    assert client(uri).get_run(run_id).info.status == "KILLED"
+    assert f"continue   orchestrator submit --resume {run_dir.name} --tracking-uri {uri}" in out, out[-2000:]
+    assert "Traceback" not in out and "SIGABRT" not in out, out[-3000:]

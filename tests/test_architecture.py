@@ -1,0 +1,123 @@
+"""Dependencies point one way, and every module imports on its own.
+
+The layers, lowest first (a module may import its own layer and the ones below, never above):
+
+    base helpers (errors, text, fsutil, jsonfloat, interrupts)
+    < spec < data < plan < track < report < train < generate/export
+    < lifecycle < launchers < sweep < the command line (cli, cli_parser, progress, __main__)
+
+Imports inside functions count too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+LAYERS = [
+    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
+     "orchestrator.interrupts", "orchestrator"],
+    ["orchestrator.spec"],
+    ["orchestrator.data"],
+    ["orchestrator.plan"],
+    ["orchestrator.track"],
+    ["orchestrator.report"],
+    ["orchestrator.train"],
+    ["orchestrator.generate", "orchestrator.export"],
+    ["orchestrator.lifecycle"],
+    ["launchers"],
+    ["orchestrator.sweep"],
+    ["orchestrator.cli", "orchestrator.cli_parser", "orchestrator.progress", "orchestrator.__main__"],
+]  # fmt: skip
+
+
+def project_modules() -> list[str]:
+    names = []
+    for package in ("orchestrator", "launchers"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest prefix that names one."""
+    best, found = -1, None
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), index
+    assert found is not None, f"{module} belongs to no layer: add it to LAYERS"
+    return found
+
+
+def imports_of(module: str) -> list[tuple[str, int]]:
+    """(imported project module, line) for every import statement in the module, lazy ones too."""
+    path = REPO / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(f"{node.module}.{alias.name}", node.lineno) for alias in node.names]
+    return [(name, line) for name, line in found if name.split(".")[0] in ("orchestrator", "launchers")]
+
+
+def test_every_module_has_a_layer_and_imports_only_downwards():
+    upward = []
+    for module in project_modules():
+        mine = layer_of(module)
+        for imported, line in imports_of(module):
+            target = _existing_module(imported)
+            if layer_of(target) > mine:
+                upward.append(f"{module}:{line} imports {target} (layer {layer_of(target)} > {mine})")
+    assert not upward, "\n".join(upward)
+
+
+def _existing_module(name: str) -> str:
+    """`orchestrator.track.runs.JobState` -> `orchestrator.track.runs` (drop imported attributes)."""
+    parts = name.split(".")
+    while parts:
+        path = REPO / Path(*parts)
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    raise AssertionError(f"{name} is not a module of this project")
+
+
+def test_the_layer_rule_catches_an_upward_import():
+    assert layer_of("orchestrator.track.runs") < layer_of("orchestrator.report.live")
+    assert layer_of("orchestrator.train.worker") < layer_of("launchers.ray_local")
+    assert layer_of("orchestrator.lifecycle.run") < layer_of("orchestrator.cli")
+
+
+PROBE = """
+import importlib, sys, traceback
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("orchestrator", "launchers")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name + "\\n" + traceback.format_exc(limit=3))
+print("\\n".join(failed) or "OK")
+"""
+
+
+@pytest.mark.slow
+def test_every_module_imports_first_on_its_own():
+    """Imported first, in a process where no other project module is loaded yet, every module works:
+    an import cycle fails here even when the usual import order hides it."""
+    modules = [m for m in project_modules() if m != "orchestrator.__main__"]
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *modules], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.stdout.strip() == "OK", result.stdout[-5000:] + result.stderr[-3000:]
