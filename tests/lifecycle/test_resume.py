@@ -143,7 +143,7 @@ def test_the_same_mlflow_run_holds_one_value_per_step(interrupted, resumed):
     lr = dict(sorted((m.step, m.value) for m in mlflow.get_metric_history(run.info.run_id, "learning_rate")))
     assert lr[LAST] == pytest.approx(3e-4), "the schedule ends where an uninterrupted run ends"
     live = json.loads((run_dir / "training_metrics.json").read_text())
-    assert live["steps"] == list(range(5, LAST + 1, 5)), "live artifacts still cover the steps before the restart"
+    assert live["steps"] == list(range(5, LAST + 1, 5)), "live files cover the steps before the restart"
 
 
 def test_resume_of_an_unknown_run_is_a_clear_error(interrupted):
