@@ -15,8 +15,6 @@ from typing import TextIO
 
 from orchestrator.track.status import format_progress, read_status
 
-PROGRESS_CHOICES = ("auto", "bar", "off")
-
 
 class ProgressBar(threading.Thread):
     def __init__(self, checkpoint_dir: str | Path, stream: TextIO, in_place: bool, interval_s: float = 0.5):

@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from orchestrator.spec import RunSpec
 
 MIB = 2**20
-GIB = 2**30
 # Peak RSS of a worker process before the model counts: python, torch, DeepSpeed (its CPU
 # accelerator, communication ops), gloo and the data memory map; measured on torch 2.13 (CPU) and
 # DeepSpeed 0.19.8 with a 36k-parameter model (502 MiB on rank 1). Rank 0 also holds the MLflow

@@ -2,7 +2,7 @@
 watch. May import: the tracker (to read MLflow) and the base helpers. Never the worker, launchers, the
 run lifecycle or the CLI.
 
->>> rebuild_report("sqlite:///mlflow.db", "<run id>")  # doctest: +SKIP
+>>> paths, summary = build_report("sqlite:///mlflow.db", "<run id>")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,21 +14,15 @@ from pathlib import Path
 from orchestrator.errors import NotFoundError
 from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report_of
 from orchestrator.report.mlflow_history import read_history
-from orchestrator.report.summary import RunSummary, summarize
+from orchestrator.report.summary import RunSummary
 from orchestrator.track.runs import get_run, run_checkpoint_dir
-
-
-def rebuild_report(
-    tracking_uri: str, run_id: str, out_dir: str | Path | None = None, formats=REPORT_FORMATS
-) -> list[Path]:
-    """Write training_metrics.json, summary.json and both PNGs; by default into the run's checkpoint dir."""
-    return build_report(tracking_uri, run_id, out_dir, formats)[0]
 
 
 def build_report(
     tracking_uri: str, run_id: str, out_dir: str | Path | None = None, formats=REPORT_FORMATS
 ) -> tuple[list[Path], RunSummary]:
-    """Like ``rebuild_report``, and also return the run's summary."""
+    """Write training_metrics.json, summary.json and both PNGs (by default into the run's checkpoint
+    dir); return their paths and the run's summary."""
     run = get_run(tracking_uri, run_id)
     target = Path(out_dir) if out_dir else Path(run_checkpoint_dir(run))
     with _cyclic_gc_paused():
@@ -56,8 +50,4 @@ def read_run_history(tracking_uri: str, run_id: str, run=None) -> MetricHistory:
     return history
 
 
-def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
-    return summarize(training_metrics(read_run_history(tracking_uri, run_id)))
-
-
-__all__ = ["build_report", "read_run_history", "rebuild_report", "run_summary"]
+__all__ = ["build_report", "read_run_history"]

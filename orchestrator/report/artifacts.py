@@ -67,12 +67,6 @@ def load_training_metrics(path: str | Path) -> dict[str, list]:
     return {k: v if k in ("epochs", "steps") else [decode_float(x) for x in v] for k, v in doc.items()}
 
 
-def write_metrics_json(history: MetricHistory, out_dir: Path) -> Path:
-    path = Path(out_dir) / METRICS_JSON
-    atomic_write(path, metrics_json_text(training_metrics(history)).encode())
-    return path
-
-
 def write_plots(history: MetricHistory, out_dir: Path) -> list[Path]:
     return _plots(training_metrics(history), Path(out_dir))
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from orchestrator.report import rebuild_report
+from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
 from orchestrator.report.live import LiveArtifacts
 from orchestrator.report.mlflow_history import read_history
@@ -62,7 +62,7 @@ def test_nan_and_inf_come_out_of_the_reporter_as_they_went_in(sqlite_run, tmp_pa
     raw = {m.step: m.value for m in client(uri).get_metric_history(run_id, "train_loss")}
     assert raw[15] == sys.float_info.max and raw[20] == -sys.float_info.max and math.isnan(raw[10])
 
-    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    build_report(uri, run_id, tmp_path / "rebuilt")
     for name in (METRICS_JSON, SUMMARY_JSON):
         assert (tmp_path / "rebuilt" / name).read_bytes() == (out / name).read_bytes()
     doc = json.loads((tmp_path / "rebuilt" / METRICS_JSON).read_text())  # strict JSON

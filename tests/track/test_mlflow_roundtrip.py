@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import NotFoundError
-from orchestrator.report import rebuild_report
+from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON
 from orchestrator.report.live import LiveArtifacts
 from orchestrator.report.mlflow_history import read_history
@@ -34,7 +34,7 @@ def test_rebuilt_json_is_byte_equal_to_the_live_one(sqlite_run, tmp_path):
         live.write(batch)
     live.close()
     sink.close()
-    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    build_report(uri, run_id, tmp_path / "rebuilt")
     assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
 
 
@@ -56,17 +56,17 @@ def test_report_defaults_to_the_runs_checkpoint_dir(sqlite_run):
     sink = MlflowSink(uri, run_id)
     sink.write(events_for(5))
     sink.close()
-    paths = rebuild_report(uri, run_id)
+    paths, _ = build_report(uri, run_id)
     assert {p.parent for p in paths} == {out}
 
 
 def test_report_of_a_run_without_metrics_says_so(sqlite_run):
     uri, run_id, _ = sqlite_run
     with pytest.raises(NotFoundError, match="no train_loss"):
-        rebuild_report(uri, run_id)
+        build_report(uri, run_id)
 
 
 def test_report_of_an_unknown_run_names_the_store(sqlite_run):
     uri, _, _ = sqlite_run
     with pytest.raises(NotFoundError, match=r"no MLflow run 0+ in sqlite"):
-        rebuild_report(uri, "0" * 32)
+        build_report(uri, "0" * 32)

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from orchestrator.report import rebuild_report
+from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
 from orchestrator.report.live import LiveArtifacts
 from orchestrator.track.events import MetricEvent
@@ -110,7 +110,7 @@ def test_nan_and_inf_round_trip_through_the_server(mlflow_server, tmp_path):
         live.write(batch)
     sink.close()
     live.close()
-    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    build_report(uri, run_id, tmp_path / "rebuilt")
     assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
     back = load_training_metrics(tmp_path / "rebuilt" / METRICS_JSON)
     assert back["train_loss"][0] == 2.5 and math.isnan(back["train_loss"][1])
@@ -202,7 +202,7 @@ def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(m
         "val_loss": snapshot["val_loss"]
     }
     assert math.isnan(snapshot["val_loss"][30])
-    rebuild_report(uri, run_id, tmp_path / "rebuilt")
+    build_report(uri, run_id, tmp_path / "rebuilt")
     assert (tmp_path / "rebuilt" / METRICS_JSON).read_bytes() == (out / METRICS_JSON).read_bytes()
 
     extra = MlflowSink(uri, run_id)
