@@ -16,12 +16,13 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from orchestrator.net import free_port
 
 SPEC = """\
 name: recovery
@@ -34,12 +35,6 @@ cluster: {{backend: ray-local, address: '{address}', num_workers: 2, placement_s
 checkpoint: {{interval: 20, keep_last: 2}}
 """
 STEPS = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _read(path: Path):
@@ -146,7 +141,7 @@ def main() -> None:
         node = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
         cluster = Cluster(
             initialize_head=True,
-            head_node_args={**node, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port()},
+            head_node_args={**node, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()},
         )
         try:
             cluster.add_node(**node)

@@ -17,12 +17,12 @@ times; each new group restores from the latest complete checkpoint.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.errors import LaunchError
 from orchestrator.interrupts import sigterm_like_sigint
+from orchestrator.net import free_port
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
 from orchestrator.track.mlflow_run import quiet_mlflow_env
@@ -149,7 +149,7 @@ def _connect(plan: Plan, address: str | None) -> None:
         _node_ip_address=cluster.host,
         include_dashboard=True,  # without it Ray logs PlacementGroupCleaner warnings
         dashboard_host=cluster.host,
-        dashboard_port=_free_port(cluster.host),
+        dashboard_port=free_port(cluster.host),
         **common,
     )
 
@@ -228,9 +228,3 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return f"{type(exc).__name__}: {exc}".strip()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]

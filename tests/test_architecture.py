@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [
-    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
+    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat", "orchestrator.net",
      "orchestrator.interrupts", "orchestrator"],
     ["orchestrator.spec"],
     ["orchestrator.data"],

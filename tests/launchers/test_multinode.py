@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.net import free_port
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.status import read_status
 from orchestrator.train.checkpoint import latest_complete_checkpoint
 from tests.conftest import TINY_SPEC, run_cli, wait_for
-from tests.launchers.ray_head import client_env, free_port
+from tests.launchers.ray_head import client_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
+from orchestrator.net import free_port
 from orchestrator.track.mlflow_run import client
-from tests.servers import free_port, stop_process_group
+from tests.servers import stop_process_group
 
 pytestmark = pytest.mark.slow
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from orchestrator.net import free_port
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.track.mlflow_run import create_run
@@ -60,7 +60,7 @@ def run_engine(plan, *fault_args: str, nproc: int = 2, timeout: float = 300) -> 
     }
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         str(ENGINE_MAIN), str(path), *fault_args,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -75,9 +75,3 @@ def metric_history(plan, key: str) -> list[tuple[int, float]]:
 
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-4000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
