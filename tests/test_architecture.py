@@ -21,8 +21,8 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [
-    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat", "orchestrator.net",
-     "orchestrator.interrupts", "orchestrator"],
+    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
+     "orchestrator.net", "orchestrator.interrupts", "orchestrator"],
     ["orchestrator.spec"],
     ["orchestrator.data"],
     ["orchestrator.plan"],
