@@ -149,17 +149,9 @@ def _write_bundle(plan: Plan, bundle: Path) -> None:
         shutil.copytree(source, bundle / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-_STATES = {
-    "PENDING": JobState.PENDING,
-    "RUNNING": JobState.RUNNING,
-    "SUCCEEDED": JobState.SUCCEEDED,
-    "FAILED": JobState.FAILED,
-    "STOPPED": JobState.STOPPED,
-}
-
-
 def _handle(backend: str, info) -> JobHandle:
-    state = _STATES[str(info.status.value if hasattr(info.status, "value") else info.status)]
+    # Ray's JobStatus values (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) are the project's job states.
+    state = JobState(str(getattr(info.status, "value", info.status)))
     return JobHandle(
         backend,
         (info.metadata or {}).get(RUN_ID_KEY, ""),

@@ -32,7 +32,7 @@ from orchestrator.track.runs import JobHandle, JobState, RunRecord
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-class PlacementTimeout(Exception):
+class PlacementTimeout(LaunchError):
     """The cluster could not place the workers within the timeout."""
 
 

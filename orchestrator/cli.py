@@ -271,7 +271,10 @@ def cmd_report(args) -> int:
 
     uri = _tracking_uri(args.tracking_uri)
     if args.watch:
-        return watch_report(uri, args.run_id, args.out, args.interval)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C only stops watching
+            for line in watch_report(uri, args.run_id, args.out, args.interval):
+                print(line, flush=True)
+        return EXIT_OK
     paths, summary = build_report(uri, args.run_id, args.out)
     print("\n".join(str(p) for p in paths) + "\n")
     print(render_summary(summary, f"run {args.run_id}"))

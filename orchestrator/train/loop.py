@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.text import format_duration
 from orchestrator.track.events import MetricEvent, MetricSink
 from orchestrator.train import resume
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.plan import Plan
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(OrchestratorError):
     """The loss became NaN or infinite; training stopped before the update could poison the model."""
 
 
