@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
 
+from orchestrator.spec.kubernetes import KubernetesSpec
+
 
 class CrossFieldError(ValueError):
     """A named check across fields failed. `path` is relative to the model that runs the check,
@@ -219,11 +221,12 @@ DEEPSPEED_SECTIONS = {
 
 
 class ClusterSpec(_Section):
-    backend: Literal["ray-local", "ray-job"] = Field(
+    backend: Literal["ray-local", "ray-job", "kubernetes"] = Field(
         "ray-local",
         description="ray-local: Ray Train driven from this process, on an embedded Ray on 127.0.0.1 "
         "or on the cluster at `address`; ray-job: a Ray job submitted through the Jobs API of the "
-        "cluster whose dashboard is at `address`.",
+        "cluster whose dashboard is at `address`; kubernetes: a KubeRay RayJob that brings its own "
+        "Ray cluster (see the kubernetes section).",
     )
     address: str | None = Field(
         None,
@@ -260,6 +263,12 @@ class ClusterSpec(_Section):
                 "address",
                 f"backend ray-job needs address set to the dashboard URL, got {self.address!r}",
                 "address: http://127.0.0.1:8265",
+            )
+        if self.backend == "kubernetes" and self.address is not None:
+            raise CrossFieldError(
+                "address",
+                f"backend kubernetes creates its own Ray cluster, so address {self.address!r} has no use",
+                "remove address (--set cluster.address=null)",
             )
         if self.backend == "ray-local" and (self.address or "").startswith(("http://", "https://")):
             raise CrossFieldError(
@@ -345,6 +354,7 @@ class RunSpec(_Section):
     report: ReportSpec = ReportSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    kubernetes: KubernetesSpec = KubernetesSpec()
 
     @model_validator(mode="after")
     def _global_batch_multiplies_out(self) -> RunSpec:
