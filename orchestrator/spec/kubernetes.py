@@ -13,9 +13,10 @@ and the time limits of the KubeRay RayJob. ``launchers.kubernetes.render`` turns
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # RFC 1123 label (namespaces, Secret and claim names used here); qualified label keys; quantities
 # as Kubernetes writes them (plain, decimal or binary suffixes).
@@ -24,6 +25,8 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 ABSOLUTE_PATH = r"^/[A-Za-z0-9._/-]*$"
 INT32_MAX = 2**31 - 1
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+_SECRET_KEY = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$")
 
 
 class _Section(BaseModel):
@@ -158,6 +161,11 @@ class KubernetesSpec(_Section):
         description="Secret with key `auth_token` for Ray's token authentication; none: KubeRay "
         "creates one per cluster.",
     )
+    secret_env: dict[EnvName, str] = Field(
+        {},
+        description="Environment variables of the pods taken from Secrets, NAME: secret/key; every "
+        "${env:NAME} the spec refers to must be here (MLflow's credentials come from mlflow_secret).",
+    )
     checkpoint_claim: str = Field(
         "gpt-orchestrator-checkpoints",
         pattern=DNS_SUBDOMAIN,
@@ -173,6 +181,19 @@ class KubernetesSpec(_Section):
         "(data.files then name paths under it).",
     )
     data_mount_path: str = Field("/data", pattern=ABSOLUTE_PATH)
+
+    @model_validator(mode="after")
+    def _secret_env_names_secret_and_key(self) -> KubernetesSpec:
+        from orchestrator.spec.models import CrossFieldError
+
+        for name, ref in self.secret_env.items():
+            if not _SECRET_KEY.match(ref):
+                raise CrossFieldError(
+                    f"secret_env.{name}",
+                    f"{ref!r} is not <secret name>/<key>",
+                    f"{name}: my-secret/{name.lower()}",
+                )
+        return self
 
     @model_validator(mode="after")
     def _mounts_do_not_overlap(self) -> KubernetesSpec:
