@@ -38,20 +38,26 @@ KUBERAY_HINT = (
 class KubeClient:
     """RayJobs, ConfigMaps, pods and pod logs of one namespace."""
 
-    def __init__(self, api_client, namespace: str, where: str):
+    def __init__(self, api_client, namespace: str, where: str, timeout: tuple[float, float] | None = None):
         from kubernetes import client
 
         self.namespace = namespace
         self.where = where  # for messages: the context or "in-cluster", and the API server's address
-        self.timeout = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+        self.timeout = timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)  # (connect, read) seconds
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
 
     @classmethod
-    def connect(cls, namespace: str, context: str | None = None, kubeconfig: str | None = None) -> KubeClient:
+    def connect(
+        cls,
+        namespace: str,
+        context: str | None = None,
+        kubeconfig: str | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> KubeClient:
         api_client, where = _api_client(context, kubeconfig)
-        return cls(api_client, namespace, where)
+        return cls(api_client, namespace, where, timeout)
 
     # --- RayJobs ------------------------------------------------------------------------------------
 
@@ -147,14 +153,18 @@ class KubeClient:
         return self._api_client.sanitize_for_serialization(pods).get("items", [])
 
     def pod_log(self, pod: str, container: str | None = None) -> str:
-        return self._call(
+        # The raw body, decoded here: the client's own decoding returns the repr of the bytes
+        # ("b'...'") in kubernetes 36, and reformats lines that parse as JSON in older releases.
+        response = self._call(
             f"read the log of pod {pod}",
             ("get", "pods/log"),
             self._core.read_namespaced_pod_log,
             pod,
             self.namespace,
             container=container,
+            _preload_content=False,
         )
+        return response.data.decode("utf-8", errors="replace")
 
     # --- one bounded call, errors for people ------------------------------------------------------
 
@@ -217,6 +227,8 @@ def _api_client(context: str | None, kubeconfig: str | None):
     from kubernetes.config.config_exception import ConfigException
 
     configuration = client.Configuration()
+    # Read $KUBECONFIG now: the client library reads it once, when it is first imported.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         if kubeconfig or context or _kubeconfig_present() or not os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_kube_config(
