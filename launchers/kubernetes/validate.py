@@ -209,7 +209,7 @@ def _schema_violation(error, source: str) -> Violation:
         missing = re.search(r"'([^']+)' is a required property", error.message)
         field = missing.group(1) if missing else "?"
         return Violation(join_path(path, field), "required field is missing", source)
-    if error.validator == "anyOf" and any(e.validator == "pattern" for e in error.context or ()):
+    if error.validator == "pattern" and "[KMGTPE]i" in str(error.validator_value):  # a resource.Quantity
         return Violation(path, f"{error.instance!r} is not a valid quantity", source)
     return Violation(path, error.message, source)
 
