@@ -98,6 +98,7 @@ class FakeCluster:
     logs: dict[str, str] = field(default_factory=dict)
     scripts: dict[str, list[dict]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query)
+    access: list[tuple[str, str]] = field(default_factory=list)  # (verb, resource) as RBAC sees them
     refused: list[tuple[str, list[str]]] = field(default_factory=list)  # (object, violations)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -201,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None or (route[1] == "rayjobs.ray.io" and not cluster.serves_rayjobs):
                 return self._text(404, "404 page not found\n")
             verb, resource, name, extra = route
+            cluster.access.append((verb, resource))
             if (verb, resource) in cluster.forbidden:
                 return self._forbidden(verb, resource, name)
             body = self._body() if method in ("POST", "PATCH") else None
@@ -250,6 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._not_found("rayjobs", name)
         cluster.advance(name)
         return self._json(200, cluster.rayjobs[name])
+
+    def _list_rayjobs(self, name, body, query, extra):
+        return self._get_rayjobs(name, body, query, extra)
 
     def _patch_rayjobs(self, name, body, _query, _extra):
         cluster = self.cluster
@@ -389,7 +394,7 @@ def _route(method: str, path: str, namespace: str) -> tuple[str, str, str | None
     if path == rayjobs:
         return {
             "POST": ("create", "rayjobs.ray.io", None, None),
-            "GET": ("get", "rayjobs.ray.io", None, None),
+            "GET": ("list", "rayjobs.ray.io", None, None),
         }.get(method)
     if path.startswith(rayjobs + "/") and path.count("/") == rayjobs.count("/") + 1:
         verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}.get(method)
@@ -453,3 +458,24 @@ def write_kubeconfig(path, server: str, namespace: str, token: str = TOKEN, cont
     }
     path.write_text(json.dumps(config))  # JSON is YAML
     return str(path)
+
+
+def access_of_every_launcher_call(directory) -> set[tuple[str, str]]:
+    """(verb, resource) of every request a submit, status, logs, cancel (both ways) and list make."""
+    from launchers.kubernetes import KubernetesLauncher, RunIdentity
+    from orchestrator.spec import parse_spec
+
+    text = "name: rbac\ncluster: {backend: kubernetes}\nkubernetes: {namespace: ns, worker_memory: 2Gi}\n"
+    spec = parse_spec(text)
+    with FakeApiServer("ns") as server:
+        launcher = KubernetesLauncher(
+            "ns", kubeconfig=write_kubeconfig(directory / "config", server.url, "ns")
+        )
+        jobs = [launcher.submit_run(spec, RunIdentity(f"{n}" * 32, f"rbac-{n}", text)).job_id for n in (1, 2)]
+        list(launcher.logs(jobs[0], follow=True, poll_s=0))
+        launcher.status(jobs[1])
+        launcher.cancel(jobs[1])
+        launcher.list()
+        launcher.cancel(jobs[0], delete=True)
+        assert server.cluster.refused == []
+        return set(server.cluster.access)
