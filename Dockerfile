@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # The training image (Ray head, workers and RayJob submitter) and the MLflow server image.
 #
-#   docker build --build-arg VARIANT=cpu  -t gpt-orchestrator:0.1.0-cpu  .
+#   docker build --build-arg VARIANT=cpu  -t gpt-orchestrator:0.1.0-cpu .
 #   docker build --build-arg VARIANT=cuda -t gpt-orchestrator:0.1.0-cuda .
-#   docker build --target mlflow-server   -t gpt-orchestrator-mlflow:0.1.0 .
+#   docker build --target mlflow-server -t gpt-orchestrator-mlflow:0.1.0 .
 #
 # VARIANT=cpu is Debian's slim Python 3.11; VARIANT=cuda is NVIDIA's CUDA development image (nvcc, so
 # DeepSpeed can build its CUDA ops at run time) with Ubuntu 24.04's Python 3.12. Both install the
