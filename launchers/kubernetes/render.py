@@ -117,6 +117,16 @@ def render_job(spec: RunSpec, run: RunIdentity) -> RenderedJob:
     return RenderedJob(rayjob=json.loads(json.dumps(rayjob)), configmap=json.loads(json.dumps(configmap)))
 
 
+def preview_identity(spec: RunSpec, spec_text: str) -> RunIdentity:
+    """A stand-in run for showing the manifests before any MLflow run exists (`k8s render`)."""
+    import datetime as dt
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return RunIdentity(
+        run_id="0" * 32, run_name=spec.tracking.run_name or f"{spec.name}-{stamp}", spec_text=spec_text
+    )
+
+
 def rayjob_name(run_name: str, run_id: str, attempt: int = 1) -> str:
     """A DNS-1035 name of at most 47 characters: the run name, shortened, then the run id's first
     8 characters (and ``-r<attempt>`` from the second submission on), so names stay unique."""

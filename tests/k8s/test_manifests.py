@@ -347,3 +347,15 @@ def test_the_standing_ray_cluster_runs_the_images_ray(built_overlays):
     """KubeRay needs the image's Ray version (token auth, probes); the image installs this project's."""
     for docs in built_overlays.values():
         assert one(docs, "RayCluster", "ray")["spec"]["rayVersion"] == version("ray")
+
+
+def test_what_a_rendered_job_refers_to_exists_in_each_overlay(built_overlays, rendered_jobs):
+    for overlay, docs in built_overlays.items():
+        accounts = {a["metadata"]["name"] for a in objects(docs, "ServiceAccount")}
+        claims = {c["metadata"]["name"] for c in objects(docs, "PersistentVolumeClaim")}
+        for workload, template in pod_templates([], rendered_jobs[overlay].rayjob).items():
+            pod = template["spec"]
+            assert pod["serviceAccountName"] in accounts, f"{overlay}/{workload}"
+            for volume in pod["volumes"]:
+                if "persistentVolumeClaim" in volume:
+                    assert volume["persistentVolumeClaim"]["claimName"] in claims, f"{overlay}/{workload}"

@@ -279,3 +279,10 @@ def test_rendered_yaml_reads_back_as_the_same_objects(rendered_configs):
     text = rendered.to_yaml()
     assert list(yaml.safe_load_all(text)) == rendered.documents()
     assert "&id" not in text and "spec.yaml: |" in text
+
+
+def test_a_preview_renders_before_any_mlflow_run_exists(rendered_configs):
+    spec, _ = rendered_configs["quickstart.yaml"]
+    preview = r.render_job(spec, r.preview_identity(spec, "name: quickstart\n"))
+    assert [validate_manifest(d) for d in preview.documents()] == [[], []]
+    assert re.fullmatch(r"quickstart-\d{8}-\d{6}-00000000", preview.name)

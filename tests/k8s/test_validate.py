@@ -214,3 +214,17 @@ def test_check_manifests_names_every_problem_of_every_object(good):
     assert f"ConfigMap/{configmap['metadata']['name']} dataa: unknown field" in message
     assert f"RayJob/{'r' * 60} metadata.name: RayJob name is 60 characters" in message
     assert caught.value.exit_code == 2
+
+
+def test_without_the_vendored_crds_the_operators_rules_still_run(good, monkeypatch, tmp_path, caplog):
+    """An installed package has no k8s/ directory: the launcher still refuses what KubeRay would."""
+    from launchers.kubernetes import validate
+
+    monkeypatch.setattr(validate, "CRD_DIR", tmp_path)
+    rayjob = copy.deepcopy(good.rayjob)
+    rayjob["metadata"]["name"] = "r" * 60
+    rayjob["spec"]["typo"] = 1  # a schema problem: not seen without the CRD
+    assert [str(v) for v in validate_manifest(rayjob)] == [
+        "metadata.name: RayJob name is 60 characters, more than KubeRay's 47 (KubeRay)"
+    ]
+    assert "the KubeRay CRDs are not in" in caplog.text
