@@ -113,9 +113,11 @@ def validate_custom_resource(doc: dict) -> list[Violation]:
 
 
 def validate_builtin(doc: dict, version: str = KUBERNETES_VERSION) -> list[Violation]:
-    """A built-in kind against the Kubernetes OpenAPI schema of ``version``, strictly."""
-    import kubernetes_validate
-
+    """A built-in kind against the Kubernetes OpenAPI schema of ``version``, strictly (skipped, with a
+    note in the log, where kubernetes-validate is not installed: it is a development dependency)."""
+    kubernetes_validate = _optional("kubernetes_validate")
+    if kubernetes_validate is None:
+        return list(_quantity_problems(doc, ""))
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
@@ -241,6 +243,18 @@ def _describe(doc: Any) -> str:
 # --- what JSON Schema does not express ----------------------------------------------------------
 
 
+@functools.cache
+def _optional(module: str):
+    """A checking library of the development extras, or None (logged once) where it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        log.info("%s is not installed: its part of the manifest checks is skipped", module)
+        return None
+
+
 def _without_nulls(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
@@ -310,7 +324,7 @@ def _cel_problems(schema: dict, value: Any, path: str) -> list[Violation]:
     Transition rules (``oldSelf``) compare with a stored object, which a new manifest does not have."""
     problems: list[Violation] = []
     for rule in schema.get("x-kubernetes-validations", []):
-        if "oldSelf" in rule["rule"]:
+        if "oldSelf" in rule["rule"] or _optional("celpy") is None:
             continue
         if not _cel_passes(rule["rule"], value):
             problems.append(Violation(path, rule.get("message") or f"fails rule {rule['rule']}", "CRD rule"))

@@ -228,3 +228,18 @@ def test_without_the_vendored_crds_the_operators_rules_still_run(good, monkeypat
         "metadata.name: RayJob name is 60 characters, more than KubeRay's 47 (KubeRay)"
     ]
     assert "the KubeRay CRDs are not in" in caplog.text
+
+
+def test_without_the_development_checkers_the_rest_still_runs(good, monkeypatch):
+    """Where kubernetes-validate and cel-python are not installed (they are development extras), a
+    submission is still checked against the CRD schema and the operator's rules."""
+    from launchers.kubernetes import validate
+
+    monkeypatch.setattr(validate, "_optional", lambda module: None)
+    configmap = copy.deepcopy(good.configmap)
+    configmap["dataa"] = {}
+    assert validate_manifest(configmap) == []  # the built-in schema check needs kubernetes-validate
+    assert broken(good, lambda job: job["metadata"].update(name="r" * 60)) == [
+        "metadata.name: RayJob name is 60 characters, more than KubeRay's 47 (KubeRay)"
+    ]
+    assert broken(good, lambda job: worker(job).update(replicas="2"))[0].endswith("(CRD schema)")
