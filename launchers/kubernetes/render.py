@@ -48,6 +48,8 @@ POD_LABELS = {"app.kubernetes.io/part-of": "gpt-orchestrator", "app.kubernetes.i
 MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
 RUN_AS = 1000  # the image's non-root user and group
 HEAD_SHM_BYTES = 2**30
+MIN_CPU_WORKER_MEMORY = 2 * 2**30  # host memory of one Ray Train worker, at least
+MIN_GPU_WORKER_MEMORY = 8 * 2**30
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -202,8 +204,11 @@ def _worker_memory_bytes(spec: RunSpec) -> int:
     from orchestrator.plan.memory import CPU_FRAMEWORK_BASELINE, estimate_memory
 
     plan = estimate_memory(spec, world_size=spec.cluster.num_workers)
-    host = plan.per_worker_bytes if plan.device == "cpu" else CPU_FRAMEWORK_BASELINE + plan.offloaded_bytes
-    return max(2 * quantities.GIB, quantities.ceil_gib(host * 1.25))
+    if plan.device == "cpu":
+        return max(MIN_CPU_WORKER_MEMORY, quantities.ceil_gib(plan.per_worker_bytes * 1.25))
+    # On a GPU the host holds the CUDA libraries, pinned buffers and any offloaded states.
+    host = CPU_FRAMEWORK_BASELINE + plan.offloaded_bytes
+    return max(MIN_GPU_WORKER_MEMORY, quantities.ceil_gib(host * 1.25))
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

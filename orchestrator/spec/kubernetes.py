@@ -105,7 +105,7 @@ class KubernetesSpec(_Section):
         None,
         pattern=QUANTITY,
         description="Host memory per Ray Train worker, without /dev/shm. Default: the memory plan's "
-        "host need plus 25%, rounded up to whole GiB (at least 2Gi).",
+        "host need plus 25%, rounded up to whole GiB (at least 2Gi, 8Gi with a GPU).",
     )
     shm_size: str = Field(
         "2Gi",
