@@ -3,7 +3,7 @@
 The job's runtime environment carries a working dir with the run ticket (``run.json``: the resolved
 spec with secrets as references, and the run's identity) and this project's own packages, so the
 cluster runs the submitter's code even where it is not installed. On the cluster the job's driver is
-``launchers.ray_job_entry``: it plans the run there (secrets from the cluster's environment), runs the
+``launchers.job_entry``: it plans the run there (secrets from the cluster's environment), runs the
 same Ray Train code as ``ray-local`` against ``address="auto"`` and finishes the MLflow run through the
 same lifecycle as a foreground run.
 
@@ -77,7 +77,7 @@ class RayJobLauncher:
         with tempfile.TemporaryDirectory(prefix="orchestrator-job-") as bundle:
             _write_bundle(plan, Path(bundle))
             job_id = self._client.submit_job(
-                entrypoint=f"python -m launchers.ray_job_entry {TICKET_FILE}",
+                entrypoint=f"python -m launchers.job_entry {TICKET_FILE}",
                 submission_id=job_id_for(plan.run_id),
                 runtime_env={"working_dir": bundle},
                 metadata={RUN_ID_KEY: plan.run_id, "orchestrator_run_name": plan.run_name},

@@ -93,6 +93,19 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def cmd_k8s_render(args) -> int:
+    """The RayJob and run-ticket ConfigMap `submit` would create for the kubernetes backend."""
+    from launchers.kubernetes.render import preview_identity, render_job
+    from launchers.kubernetes.validate import check_manifests
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec, [*args.overrides, "cluster.backend=kubernetes"])
+    rendered = render_job(spec, preview_identity(spec, spec.resolved_text()))
+    check_manifests(rendered.documents())
+    print(rendered.to_yaml(), end="")
+    return EXIT_OK
+
+
 def cmd_schema(args) -> int:
     from orchestrator.spec import run_spec_schema
 
@@ -156,6 +169,8 @@ def _run_in_foreground(args, plan, launcher) -> int:
 
 def _follow_job(args, plan, launcher, handle) -> int:
     """Detached backends: the job's own driver finishes the run; here we only follow it (or not)."""
+    from orchestrator import lifecycle
+
     print(f"\njob        {handle.job_id} on {launcher.name} ({handle.state.value})", flush=True)
     if args.detach:
         print(f"follow     orchestrator logs {plan.run_id} -f\nstatus     orchestrator status {plan.run_id}")
@@ -167,6 +182,7 @@ def _follow_job(args, plan, launcher, handle) -> int:
         print(f"\nstopped following; the job goes on: orchestrator cancel {plan.run_id}", file=sys.stderr)
         return EXIT_INTERRUPTED
     handle = launcher.status(handle.job_id)
+    lifecycle.settle_detached(plan, handle)
     if handle.error:
         print(f"\nerror: the job failed: {handle.error}", file=sys.stderr)
     print(_where(plan, handle.state.value), flush=True)

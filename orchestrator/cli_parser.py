@@ -94,6 +94,19 @@ def _spec_commands(sub, c) -> None:
         )
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    k8s = sub.add_parser(
+        "k8s", help="Kubernetes (KubeRay) helpers", description="Kubernetes (KubeRay) helpers"
+    )
+    k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True, metavar="COMMAND")
+    _with_spec(
+        _command(
+            k8s_commands,
+            "render",
+            c.cmd_k8s_render,
+            "print the RayJob and ConfigMap a kubernetes submit would create (no cluster needed)",
+            "k8s render configs/quickstart.yaml",
+        )
+    )
     schema = _command(
         sub,
         "schema",

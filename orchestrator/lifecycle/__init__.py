@@ -16,6 +16,7 @@ from orchestrator.lifecycle.run import (
     plan_run,
     resume_command,
     resume_run,
+    settle_detached,
     start_run,
     submit_detached,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "plan_run",
     "resume_command",
     "resume_run",
+    "settle_detached",
     "start_run",
     "submit_detached",
 ]

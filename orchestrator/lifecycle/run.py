@@ -80,7 +80,8 @@ def start_run(plan: Plan, spec_dir: str | Path = ".") -> Plan:
     its run id. ``spec_dir``: where the spec file lives (for the git commit tag)."""
     from orchestrator.track.mlflow_run import create_run
 
-    Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
+    if plan.local_run_dir:
+        Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
     return replace(plan, run_id=create_run(plan, spec_dir))
 
 
@@ -165,10 +166,20 @@ def submit_detached(plan: Plan, launcher) -> JobHandle:
     return handle
 
 
+def settle_detached(plan: Plan, handle: JobHandle) -> None:
+    """A detached job that ended before its driver could finish the run (refused by the backend, its
+    cluster never ready, killed): finish the run here with the job's state."""
+    from orchestrator.track.runs import get_run
+
+    if handle.state.is_final and get_run(plan.tracking_uri, plan.run_id).info.status == "RUNNING":
+        log.warning("the job ended %s before its driver finished the run; recording that", handle.state.value)
+        finish(plan, handle)
+
+
 def finish(plan: Plan, handle: JobHandle) -> Outcome:
     """Post-mortem on failure, then deliver the journal, upload the report and set the status."""
     post_mortem = None
-    if handle.state is JobState.FAILED:
+    if handle.state is JobState.FAILED and plan.local_run_dir:
         attempts = plan.spec.cluster.max_failures + 1
         post_mortem = write_post_mortem(plan, handle.error or "unknown error", attempts, resume_command(plan))
     tracked = _finish_tracking(plan, handle.state.mlflow_status)

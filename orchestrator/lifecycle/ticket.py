@@ -57,6 +57,7 @@ def plan_from_ticket(ticket: RunTicket) -> Plan:
         checkpoint_dir=ticket.checkpoint_dir,
         tracking_uri=ticket.tracking_uri,
         run_id=ticket.run_id,
+        local_run_dir=True,  # here, on the cluster, the run's directory is at hand
     )
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     return plan

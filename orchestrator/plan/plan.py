@@ -49,6 +49,7 @@ class Plan:
     total_steps: int
     run_id: str = ""  # filled in once the MLflow run exists
     memory: MemoryPlan | None = None  # the preflight memory estimate per worker
+    local_run_dir: bool = True  # False: checkpoint_dir is a path on the cluster (kubernetes)
 
     @property
     def spec_sha256(self) -> str:
@@ -85,11 +86,15 @@ def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
     if spec.train.max_steps is not None:
         total = min(total, spec.train.max_steps)
     run_name = spec.tracking.run_name or _timestamped(spec.name, cwd / spec.checkpoint.dir)
+    on_cluster = spec.cluster.backend == "kubernetes"  # the run's files live on the cluster's volume
     return Plan(
         spec=spec,
         spec_text=spec.resolved_text(),
         run_name=run_name,
-        checkpoint_dir=str((cwd / spec.checkpoint.dir / run_name).resolve()),
+        checkpoint_dir=f"{spec.kubernetes.checkpoint_mount_path.rstrip('/')}/{run_name}"
+        if on_cluster
+        else str((cwd / spec.checkpoint.dir / run_name).resolve()),
+        local_run_dir=not on_cluster,
         tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
         experiment_name=spec.tracking.experiment or spec.name,
         world_size=world,

@@ -150,6 +150,61 @@ def address_fits_backend(cluster) -> Iterator[Finding]:
             )
 
 
+@check("cluster")
+def kubernetes_brings_its_own_cluster(cluster) -> Iterator[Finding]:
+    if cluster.backend == "kubernetes" and cluster.address is not None:
+        yield Finding(
+            "cluster.address",
+            f"backend kubernetes creates its own Ray cluster, so address {cluster.address!r} has no use",
+            "remove address (--set cluster.address=null)",
+        )
+
+
+@check("kubernetes")
+def tolerations_are_complete(kubernetes) -> Iterator[Finding]:
+    for i, toleration in enumerate(kubernetes.tolerations):
+        where = f"kubernetes.tolerations.{i}"
+        if toleration.operator == "Exists" and toleration.value is not None:
+            yield Finding(f"{where}.value", "operator Exists takes no value", "remove value, or use Equal")
+        if toleration.operator == "Equal" and toleration.key is None:
+            yield Finding(f"{where}.key", "operator Equal needs a key", "set key, or use operator: Exists")
+        if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+            yield Finding(
+                f"{where}.toleration_seconds", "only applies to effect NoExecute", "set effect: NoExecute"
+            )
+
+
+@check("kubernetes")
+def secret_env_names_secret_and_key(kubernetes) -> Iterator[Finding]:
+    from orchestrator.spec.kubernetes import SECRET_KEY
+
+    for name, ref in kubernetes.secret_env.items():
+        if not SECRET_KEY.match(ref):
+            yield Finding(
+                f"kubernetes.secret_env.{name}",
+                f"{ref!r} is not <secret name>/<key>",
+                f"{name}: my-secret/{name.lower()}",
+            )
+
+
+@check("kubernetes")
+def mounts_do_not_overlap(kubernetes) -> Iterator[Finding]:
+    from orchestrator.spec.kubernetes import RESERVED_MOUNTS, nested_paths
+
+    mounts = {"checkpoint_mount_path": kubernetes.checkpoint_mount_path}
+    if kubernetes.data_claim:
+        mounts["data_mount_path"] = kubernetes.data_mount_path
+    for field, path in mounts.items():
+        others = [*RESERVED_MOUNTS, *(p for f, p in mounts.items() if f != field)]
+        clash = next((other for other in others if nested_paths(path, other)), None)
+        if path == "/" or clash:
+            yield Finding(
+                f"kubernetes.{field}",
+                f"{path} overlaps {clash or 'the root'}, which the pods mount",
+                f"{field}: /mnt/...",
+            )
+
+
 @check("train", "cluster")
 def global_batch_multiplies_out(train, cluster) -> Iterator[Finding]:
     if train.global_batch_size is None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
+from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
-
-class _Section(BaseModel):
-    # strict: "3" is not 3, a typo is an error rather than an ignored key, and NaN/inf are refused.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+from orchestrator.spec.kubernetes import KubernetesSpec
+from orchestrator.spec.section import Section as _Section
 
 
 class ModelSpec(_Section):
@@ -140,11 +138,12 @@ DEEPSPEED_SECTIONS = {
 
 
 class ClusterSpec(_Section):
-    backend: Literal["ray-local", "ray-job"] = Field(
+    backend: Literal["ray-local", "ray-job", "kubernetes"] = Field(
         "ray-local",
         description="ray-local: Ray Train driven from this process, on an embedded Ray on 127.0.0.1 "
         "or on the cluster at `address`; ray-job: a Ray job submitted through the Jobs API of the "
-        "cluster whose dashboard is at `address`.",
+        "cluster whose dashboard is at `address`; kubernetes: a KubeRay RayJob that brings its own "
+        "Ray cluster (see the kubernetes section).",
     )
     address: str | None = Field(
         None,
@@ -243,6 +242,7 @@ class RunSpec(_Section):
     report: ReportSpec = ReportSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    kubernetes: KubernetesSpec = KubernetesSpec()
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""

@@ -1,6 +1,6 @@
 """The driver of a run on a cluster, started by the Ray Jobs API (and by a KubeRay RayJob):
 
-    python -m launchers.ray_job_entry run.json
+    python -m launchers.job_entry run.json
 
 It plans the run from its ticket (the resolved spec, secrets resolved from this environment), runs the
 same Ray Train code as ray-local on the cluster it runs in (``address="auto"``), and finishes the run

@@ -1,0 +1,119 @@
+"""The image cannot be built here (no container runtime): lint the Dockerfile with hadolint and check
+what can be checked from its text, against the README, the renderer and the manifests."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+from launchers.kubernetes import render
+from orchestrator import __version__
+from tests.conftest import REPO
+
+DOCKERFILE = REPO / "Dockerfile"
+INSTALL = 'pip install --no-cache-dir -c constraints.txt ".[kubernetes]"'
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """stage name -> its (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    result: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction == "FROM":
+            current = arguments.split(" AS ")[-1] if " AS " in arguments else f"final:{arguments}"
+            result[current] = []
+        if current is not None:
+            result[current].append((instruction, arguments))
+    return result
+
+
+def instruction(stage: str, name: str) -> list[str]:
+    return [args for inst, args in stages()[stage] if inst == name]
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_installs_the_project_as_the_readme_says():
+    runs = " ".join(instruction("build", "RUN"))
+    assert INSTALL in runs
+    for readme in (REPO / "k8s" / "README.md", REPO / "README.md"):
+        assert INSTALL in readme.read_text(), readme
+    # CPU: constraints.txt as it is; CUDA: without its CPU torch pin, which constraints.txt holds
+    assert re.search(r"^torch==\S+$", (REPO / "constraints.txt").read_text(), re.M)
+    assert "if [ \"$VARIANT\" = cuda ]; then sed -i '/^torch==/d' constraints.txt; fi" in runs
+    assert stages()["base-cpu"] and stages()["base-cuda"] and "ARG VARIANT=cpu" in DOCKERFILE.read_text()
+
+
+def test_the_image_has_every_package_the_project_installs():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = " ".join(instruction("build", "COPY"))
+    for package in packages:
+        assert f"COPY {package} ./{package}" in "COPY " + " COPY ".join(instruction("build", "COPY")), package
+    assert "pyproject.toml constraints.txt README.md ./" in copied  # README.md: pyproject's readme
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", ".git"} <= set(ignored) and not packages & set(ignored)
+
+
+def test_the_entrypoint_is_the_one_the_rayjob_runs():
+    entrypoint = json.loads(instruction("training", "ENTRYPOINT")[0])
+    command = json.loads(instruction("training", "CMD")[0])
+    assert " ".join(entrypoint + command) == render.ENTRYPOINT
+    module = entrypoint[-1]
+    assert module.split(".")[0] in {"orchestrator", "launchers"}  # shipped by the COPY lines above
+
+
+def test_both_images_run_as_the_uid_the_manifests_use():
+    for stage in ("training", "mlflow-server"):
+        assert instruction(stage, "USER") == [f"{render.RUN_AS}:{render.RUN_AS}"], stage
+    assert render.POD_SECURITY["runAsUser"] == render.RUN_AS
+    for manifest in ("mlflow.yaml", "raycluster.yaml"):
+        docs = yaml.safe_load_all((REPO / "k8s" / "base" / manifest).read_text())
+        users = {json.dumps(d).count(f'"runAsUser": {render.RUN_AS}') for d in docs if d["kind"] != "Service"}
+        assert 0 not in users, manifest
+
+
+def test_ray_finds_the_environment_in_a_login_shell():
+    """KubeRay runs `bash -lc`, and /etc/profile resets PATH: a profile.d script puts the venv back."""
+    runs = " ".join(instruction("training", "RUN"))
+    assert "echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/" in runs
+    assert any(env.startswith("PATH=/opt/venv/bin:$PATH") for env in instruction("training", "ENV"))
+
+
+def test_the_tags_the_readme_builds_are_the_ones_used():
+    text = DOCKERFILE.read_text()
+    for tag in (
+        f"gpt-orchestrator:{__version__}-cpu",
+        f"gpt-orchestrator:{__version__}-cuda",
+        f"gpt-orchestrator-mlflow:{__version__}",
+    ):
+        assert f"-t {tag} ." in text, tag
+    base = yaml.safe_load((REPO / "k8s" / "base" / "kustomization.yaml").read_text())
+    assert {i["name"]: i["newTag"] for i in base["images"]} == {
+        "gpt-orchestrator": f"{__version__}-cpu",
+        "gpt-orchestrator-mlflow": __version__,
+    }
+
+
+@pytest.mark.parametrize("package", ["mlflow", "psycopg2-binary"])
+def test_the_tracking_server_image_runs_the_versions_the_project_is_tested_with(package):
+    pins = " ".join(instruction("mlflow-server", "RUN"))
+    assert re.search(rf'"{re.escape(package)}(\[auth\])?=={re.escape(version(package))}"', pins), package
