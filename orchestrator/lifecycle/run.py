@@ -26,6 +26,7 @@ from orchestrator.text import first_line
 from orchestrator.track.mlflow_run import redact_text
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
+    RUNNING_STATUS,
     SPEC_ARTIFACT,
     SPEC_SHA256_TAG,
     JobHandle,
@@ -135,7 +136,7 @@ def _record_resume(plan: Plan, overrides) -> None:
             plan.run_id,
             {SPEC_SHA256_TAG: plan.spec_sha256, RESUME_OVERRIDES_TAG: " ".join(overrides)},
         )
-    mlflow.update_run(plan.run_id, status="RUNNING")
+    mlflow.update_run(plan.run_id, status=RUNNING_STATUS)
 
 
 def execute(plan: Plan, launcher) -> Outcome:
@@ -171,7 +172,7 @@ def settle_detached(plan: Plan, handle: JobHandle) -> None:
     cluster never ready, killed): finish the run here with the job's state."""
     from orchestrator.track.runs import get_run
 
-    if handle.state.is_final and get_run(plan.tracking_uri, plan.run_id).info.status == "RUNNING":
+    if handle.state.is_final and get_run(plan.tracking_uri, plan.run_id).info.status == RUNNING_STATUS:
         log.warning("the job ended %s before its driver finished the run; recording that", handle.state.value)
         finish(plan, handle)
 

@@ -17,7 +17,7 @@ from orchestrator.fsutil import atomic_write
 from orchestrator.track.journal import journal_path, read_journal
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.replay import ReplayResult, replay_journal
-from orchestrator.track.runs import CHECKPOINT_DIR_TAG, RUN_STATUSES, get_run
+from orchestrator.track.runs import CHECKPOINT_DIR_TAG, RUN_STATUSES, RUNNING_STATUS, get_run
 from orchestrator.track.snapshot import upload_snapshot
 
 FINAL_STATUS_FILE = "tracking-status.json"
@@ -57,7 +57,7 @@ def sync_run(tracking_uri: str, run_id: str) -> SyncResult:
             "the journal there, so run it on the machine that trained the run"
         )
     final = _recorded_status(checkpoint_dir, run_id)
-    if run.info.status == "RUNNING" and final:
+    if run.info.status == RUNNING_STATUS and final:
         return finish_run(tracking_uri, run_id, final, checkpoint_dir)
     return SyncResult(_replay(tracking_uri, run_id, checkpoint_dir), run.info.status)
 

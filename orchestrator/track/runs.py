@@ -33,6 +33,7 @@ RESUME_OVERRIDES_TAG = "orchestrator.resume_overrides"  # `--set` values applied
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
+RUNNING_STATUS = "RUNNING"  # MLflow's status of a run in progress
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -50,7 +51,7 @@ class JobState(enum.Enum):
     @property
     def mlflow_status(self) -> str:
         """The MLflow run status that records this state."""
-        return _TO_MLFLOW.get(self, "RUNNING")
+        return _TO_MLFLOW.get(self, RUNNING_STATUS)
 
     @classmethod
     def from_mlflow(cls, status: str) -> JobState:
@@ -59,7 +60,7 @@ class JobState(enum.Enum):
 
 _TO_MLFLOW = {JobState.SUCCEEDED: "FINISHED", JobState.FAILED: "FAILED", JobState.STOPPED: "KILLED"}
 _FROM_MLFLOW = {
-    "RUNNING": JobState.RUNNING,
+    RUNNING_STATUS: JobState.RUNNING,
     "SCHEDULED": JobState.PENDING,
     "FINISHED": JobState.SUCCEEDED,
     "FAILED": JobState.FAILED,
