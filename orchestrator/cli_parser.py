@@ -95,7 +95,10 @@ def _spec_commands(sub, c) -> None:
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     k8s = sub.add_parser(
-        "k8s", help="Kubernetes (KubeRay) helpers", description="Kubernetes (KubeRay) helpers"
+        "k8s",
+        help="Kubernetes (KubeRay) helpers",
+        description="Kubernetes (KubeRay) helpers",
+        epilog="example: orchestrator k8s render configs/quickstart.yaml > rayjob.yaml",
     )
     k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True, metavar="COMMAND")
     _with_spec(
