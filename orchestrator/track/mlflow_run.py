@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"
+# MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says otherwise
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 # MLflow refuses a log_batch request with more than 1000 metrics or more than 100 params.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -45,8 +48,7 @@ def client(tracking_uri: str):
 def create_run(plan, spec_text: str, spec_dir: str | Path = ".") -> str:
     """Create (or reuse) the experiment and a new run; log params, tags and the spec. Returns run id."""
     mlflow = client(plan.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(plan.experiment_name)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
+    experiment_id = training_experiment(mlflow, plan.experiment_name)
     run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=run_tags(plan, spec_dir))
     run_id = run.info.run_id
     from mlflow.entities import Param
@@ -66,6 +68,17 @@ def create_run(plan, spec_text: str, spec_dir: str | Path = ".") -> str:
         mlflow.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
     mlflow.log_text(run_id, redact_text(spec_text), "spec.yaml")
     return run_id
+
+
+def training_experiment(mlflow, name: str) -> str:
+    """The id of experiment `name`, created if missing, tagged to open in MLflow's model-training
+    view (an existing experiment without the tag gets it; one a person set otherwise is left)."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def run_tags(plan, spec_dir: str | Path) -> dict[str, str]:

@@ -1,9 +1,12 @@
-"""The MLflow UI for a tracking store, on 127.0.0.1 only."""
+"""The MLflow UI for a tracking store, on 127.0.0.1 only, and the address of a run's page in it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_UI_PORT = 5000
 
 
 def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
@@ -27,3 +30,26 @@ def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
         "1",  # one user, one browser: four workers only cost memory and start-up time
     ]
     return command, f"http://127.0.0.1:{port}"
+
+
+def run_page_url(
+    tracking_uri: str, run_id: str, experiment_id: str | None = None, port: int = DEFAULT_UI_PORT
+):
+    """The run's page in the MLflow UI: the tracking server's own UI for an http(s) store, else the
+    UI that ``orchestrator ui`` serves for the store on 127.0.0.1:`port`. Credentials in the URI are
+    left out of the address. Without ``experiment_id`` it is read from the store.
+
+    >>> run_page_url("http://me:secret@mlflow.internal:5000/", "ab12", "3")
+    'http://mlflow.internal:5000/#/experiments/3/runs/ab12'
+    >>> run_page_url("sqlite:///mlflow.db", "ab12", "3")
+    'http://127.0.0.1:5000/#/experiments/3/runs/ab12'
+    """
+    if experiment_id is None:
+        from orchestrator.track.mlflow_run import client
+
+        experiment_id = client(tracking_uri).get_run(run_id).info.experiment_id
+    _, base = ui_command(tracking_uri, port)
+    parts = urlsplit(base)
+    host = parts.netloc.rpartition("@")[2]  # never print user:password
+    base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
