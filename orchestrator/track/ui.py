@@ -7,6 +7,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_UI_PORT = 5000
+# MLflow 3's UI picks its GenAI or model-training view from this URL parameter (else from the
+# user's last choice, GenAI by default), not from the experiment's mlflow.experimentKind tag
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
@@ -35,14 +38,15 @@ def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
 def run_page_url(
     tracking_uri: str, run_id: str, experiment_id: str | None = None, port: int = DEFAULT_UI_PORT
 ):
-    """The run's page in the MLflow UI: the tracking server's own UI for an http(s) store, else the
-    UI that ``orchestrator ui`` serves for the store on 127.0.0.1:`port`. Credentials in the URI are
-    left out of the address. Without ``experiment_id`` it is read from the store.
+    """The run's page in the MLflow UI, in its model-training view: the tracking server's own UI
+    for an http(s) store, else the UI that ``orchestrator ui`` serves for the store on
+    127.0.0.1:`port`. Credentials in the URI are left out of the address. Without
+    ``experiment_id`` it is read from the store.
 
     >>> run_page_url("http://me:secret@mlflow.internal:5000/", "ab12", "3")
-    'http://mlflow.internal:5000/#/experiments/3/runs/ab12'
+    'http://mlflow.internal:5000/#/experiments/3/runs/ab12?workflowType=machine_learning'
     >>> run_page_url("sqlite:///mlflow.db", "ab12", "3")
-    'http://127.0.0.1:5000/#/experiments/3/runs/ab12'
+    'http://127.0.0.1:5000/#/experiments/3/runs/ab12?workflowType=machine_learning'
     """
     if experiment_id is None:
         from orchestrator.track.mlflow_run import client
@@ -52,4 +56,4 @@ def run_page_url(
     parts = urlsplit(base)
     host = parts.netloc.rpartition("@")[2]  # never print user:password
     base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"

@@ -21,6 +21,7 @@ from orchestrator.export.weights import STAGE0_MODEL_FILE, pick_checkpoint
 from orchestrator.generate import Sampling, generate_ids, load_from_directory, load_from_run
 from orchestrator.spec.models import ModelSpec
 from orchestrator.train.model import build_model
+from tests.export.helpers import small_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,10 +47,7 @@ def random_model(tie: bool):
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    from orchestrator.data.dataset import prepare_dataset
-
-    text = "\n\n".join(f"def f{i}(x):\n    return x * {i}  # ünïcode" for i in range(300))
-    return prepare_dataset("files", 300, tmp_path_factory.mktemp("tok"), text).tokenizer_path
+    return small_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 # -- the mapping, on random weights (fast) ---------------------------------------------------------

@@ -57,9 +57,13 @@ def test_the_run_page_url_is_the_servers_own_or_the_local_ui(sqlite_run):
     from orchestrator.track.ui import run_page_url
 
     uri, run_id, _ = sqlite_run
+    view = "?workflowType=machine_learning"  # MLflow 3's UI: the model-training view, not GenAI
     assert run_page_url("https://bob:pw@mlflow.example.org/", "r1", "7") == (
-        "https://mlflow.example.org/#/experiments/7/runs/r1"
+        f"https://mlflow.example.org/#/experiments/7/runs/r1{view}"
     )
-    assert run_page_url("http://127.0.0.1:5555", "r1", "0") == "http://127.0.0.1:5555/#/experiments/0/runs/r1"
-    assert run_page_url(uri, run_id) == f"http://127.0.0.1:5000/#/experiments/1/runs/{run_id}"
+    assert (
+        run_page_url("http://127.0.0.1:5555", "r1", "0")
+        == f"http://127.0.0.1:5555/#/experiments/0/runs/r1{view}"
+    )
+    assert run_page_url(uri, run_id) == f"http://127.0.0.1:5000/#/experiments/1/runs/{run_id}{view}"
     assert run_page_url(uri, run_id, port=5001).startswith("http://127.0.0.1:5001/#/experiments/1/runs/")
