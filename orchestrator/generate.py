@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from orchestrator.errors import NotFoundError
 
@@ -66,12 +67,19 @@ def generate_from_run(
     return generate_texts(loaded, [prompt], sampling, on_text)[0]
 
 
-def load_from_run(spec, checkpoint_dir: str | Path, tokenizer_path: str | Path, which: str = "best"):
-    """The run's model from its `which` (best|latest) complete checkpoint, as a ``LoadedModel``."""
+def load_from_run(
+    spec,
+    checkpoint_dir: str | Path,
+    tokenizer_path: str | Path,
+    which: str = "best",
+    trust_checkpoint: bool = False,
+) -> LoadedModel:
+    """The run's model from its `which` (best|latest) complete checkpoint, as a ``LoadedModel``
+    (``trust_checkpoint``: see ``orchestrator.export.weights.consolidated_state_dict``)."""
     from orchestrator.export.weights import consolidated_state_dict, load_gpt, pick_checkpoint
 
     info = pick_checkpoint(checkpoint_dir, which)
-    model = load_gpt(spec.model, consolidated_state_dict(info))
+    model = load_gpt(spec.model, consolidated_state_dict(info, trust_checkpoint))
     return LoadedModel(model, Path(tokenizer_path), f"{info.path} ({which})")
 
 
@@ -114,6 +122,29 @@ def generate_texts(
     for stream in streams:
         stream.flush()
     return [tokenizer.decode(prompt + more) for prompt, more in zip(ids, new, strict=True)]
+
+
+def write_generation(
+    out: TextIO, loaded: LoadedModel, prompts: Sequence[str], sampling: Sampling, use_cache: bool = True
+) -> list[str]:
+    """What ``orchestrator generate`` shows: one prompt is written as it is produced (the prompt,
+    then each new piece, flushed); several are sampled as one batch and written one after another,
+    each under a ``[i]`` header. Returns the texts."""
+    if len(prompts) == 1:
+        out.write(prompts[0])
+        out.flush()
+
+        def show(_row: int, piece: str) -> None:
+            out.write(piece)
+            out.flush()
+
+        texts = generate_texts(loaded, prompts, sampling, show, use_cache)
+        out.write("\n")
+        return texts
+    texts = generate_texts(loaded, prompts, sampling, use_cache=use_cache)
+    for index, text in enumerate(texts):
+        out.write(f"[{index}] {text}\n")
+    return texts
 
 
 def generate_ids(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from orchestrator.data.dataset import prepare_dataset
-from orchestrator.generate import LoadedModel, Sampling, generate_ids, generate_texts
+from orchestrator.generate import LoadedModel, Sampling, generate_ids, generate_texts, write_generation
 from orchestrator.train.model import GPT
 
 GREEDY = Sampling(max_new_tokens=30, temperature=0)
@@ -34,7 +34,7 @@ def loaded(model, tmp_path_factory) -> LoadedModel:
     return LoadedModel(model, data.tokenizer_path, "test")
 
 
-PROMPTS = [[5, 17, 260, 99], [42], list(range(100, 118))]
+PROMPTS = [[5, 17, 260, 99], [42], list(range(100, 118)), list(range(150, 180))]  # the last: over the context
 
 
 def test_the_cache_gives_the_greedy_tokens_of_recomputing_everything(model):
@@ -104,3 +104,21 @@ def test_pieces_arrive_before_generation_ends(loaded, monkeypatch):
 def test_an_empty_prompt_starts_from_end_of_text(loaded):
     (text,) = generate_texts(loaded, [""], Sampling(max_new_tokens=10, temperature=0))
     assert len(text) > 0
+
+
+def test_one_prompt_is_written_as_it_is_produced_several_one_after_another(loaded):
+    import io
+
+    class Recorder(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            Recorder.flushes += 1
+
+    one = Recorder()
+    (text,) = write_generation(one, loaded, ["The for"], GREEDY)
+    assert one.getvalue() == text + "\n" and Recorder.flushes > 5
+    several = io.StringIO()
+    texts = write_generation(several, loaded, ["The for", "A"], GREEDY)
+    assert several.getvalue() == f"[0] {texts[0]}\n[1] {texts[1]}\n"
+    assert texts[0] == text  # the same greedy text alone and in a batch
