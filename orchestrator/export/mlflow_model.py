@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,8 @@ def log_model_to_run(
 
     from orchestrator.track.mlflow_run import client
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local directory: never ask the hub
     mlflow_client = client(tracking_uri)
     try:
         run = mlflow_client.get_run(run_id)
