@@ -268,12 +268,44 @@ def cmd_list(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from orchestrator.generate import Sampling, generate_from_plan
+    from orchestrator.generate import Sampling, load_from_directory, load_from_run, write_generation
     from orchestrator.lifecycle import existing_plan
 
-    plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
+    if bool(args.run) == bool(args.from_hf):
+        print("error: name a RUN, or an exported directory with --from-hf DIR", file=sys.stderr)
+        return EXIT_USAGE
+    if args.from_hf:
+        loaded = load_from_directory(args.from_hf)
+    else:
+        plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
+        loaded = load_from_run(
+            plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.checkpoint, args.trust_checkpoint
+        )
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.seed)
-    print(generate_from_plan(plan, args.prompt, sampling, args.checkpoint))
+    write_generation(sys.stdout, loaded, args.prompt, sampling, use_cache=not args.no_cache)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from orchestrator.export import export_run
+    from orchestrator.lifecycle import existing_plan
+
+    if args.format != "mlflow" and not args.out:
+        print(f"error: --format {args.format} needs --out DIR", file=sys.stderr)
+        return EXIT_USAGE
+    plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
+    result = export_run(
+        plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.format, args.out,
+        which=args.checkpoint, tracking_uri=plan.tracking_uri, run_id=plan.run_id,
+        register_name=args.register, dtype=args.dtype, trust_checkpoint=args.trust_checkpoint,
+    )  # fmt: skip
+    print(f"exported   {result.format} of {result.checkpoint} (step {result.step})")
+    if result.out_dir:
+        print(f"into       {result.out_dir}")
+    if result.model_uri:
+        print(f"model      {result.model_uri}")
+    if result.registered_name:
+        print(f"registered {result.registered_name} version {result.registered_version}")
     return EXIT_OK
 
 

@@ -156,17 +156,45 @@ def _run_commands(sub, c) -> None:
         sub,
         "generate",
         c.cmd_generate,
-        "sample text from a run's best (or latest) checkpoint",
+        "sample text from a run's checkpoint or an exported model",
         'generate quickstart-20250101-120000 --prompt "The for" --seed 0',
     )
-    generate.add_argument("run", help="MLflow run id or run name")
-    generate.add_argument("--prompt", required=True)
+    generate.add_argument("run", nargs="?", help="MLflow run id or run name")
+    generate.add_argument(
+        "--from-hf", metavar="DIR", help="an exported directory (hf or safetensors) instead"
+    )
+    generate.add_argument(
+        "--prompt", action="append", required=True, help="repeatable: several are one batch"
+    )
     generate.add_argument("--max-new-tokens", type=_positive_int, default=100)
     generate.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 means greedy")
     generate.add_argument("--top-k", type=_positive_int, default=50)
     generate.add_argument("--seed", type=int, default=None, help="same seed, same text")
-    generate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    generate.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    generate.add_argument("--no-cache", action="store_true", help="recompute the context for every token")
+    _checkpoint_choice(generate)
+    export = _command(
+        sub,
+        "export",
+        c.cmd_export,
+        "hand a run's model on: Hugging Face, MLflow model, safetensors",
+        "export quickstart-20250101-120000 --format hf --out exported/hf",
+    )
+    export.add_argument("run", help="MLflow run id or run name")
+    export.add_argument("--format", choices=("hf", "mlflow", "safetensors"), required=True)
+    export.add_argument("--out", metavar="DIR", help="where to write (hf, safetensors; optional for mlflow)")
+    export.add_argument("--register", metavar="NAME", help="mlflow: register as a new version of this model")
+    export.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    _checkpoint_choice(export)
+
+
+def _checkpoint_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a checkpoint whose pickles hold more than data (only one you trust)",
+    )
+    parser.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
 
 
 def _tracking_commands(sub, c) -> None:

@@ -25,7 +25,8 @@ def tiny_run(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("pipeline")
     (work / "tiny.yaml").write_text(TINY_SPEC)
-    result = run_cli("submit", "tiny.yaml", cwd=work)
+    export = ("--set", "export.formats=[hf, mlflow]", "--set", "export.register_name=tiny-gpt")
+    result = run_cli("submit", "tiny.yaml", *export, cwd=work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_id = re.search(r"^run id\s+(\w+)$", result.stdout, re.M).group(1)
     run_dir = next((work / "checkpoints").iterdir())
@@ -39,7 +40,10 @@ def test_submit_prints_progress_and_where_everything_is(tiny_run):
     assert out.count("[train] step 10/20") == 1, "each progress line is printed once"
     assert f"artifacts  {run_dir}" in out
     assert "MLflow UI  orchestrator ui\n" in out, "the local store is this directory's: no --tracking-uri"
-    assert re.search(rf"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\n", out), out
+    assert re.search(
+        rf"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\?workflowType=machine_learning\n",
+        out,
+    ), out
     assert "state      SUCCEEDED" in out
     assert f"orchestrator report {run_id}" in out
 
@@ -142,3 +146,29 @@ def test_unknown_run_id_is_a_clear_error(tiny_run):
 def test_quickstart_is_shipped_with_two_workers_and_zero_2():
     text = (REPO / "configs" / "quickstart.yaml").read_text()
     assert "num_workers: 2" in text and "zero_stage: 2" in text
+
+
+def test_submit_exports_the_model_at_the_end_and_registers_it(tiny_run):
+    work, run_id, run_dir, result = tiny_run
+    assert "exported   hf:" in result.stderr and "exported   mlflow: tiny-gpt v1" in result.stderr
+    assert (run_dir / "export" / "hf" / "config.json").is_file()
+    mlflow = client(f"sqlite:///{work / 'mlflow.db'}")
+    version = mlflow.get_model_version("tiny-gpt", "1")
+    assert version.run_id == run_id
+    assert len(mlflow.get_run(run_id).outputs.model_outputs) == 1, "the run's page lists the model"
+
+
+def test_export_and_generate_from_the_command_line(tiny_run, tmp_path):
+    work, run_id, run_dir, _ = tiny_run
+    out = tmp_path / "st"
+    exported = run_cli("export", run_id, "--format", "safetensors", "--out", str(out), cwd=work)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "exported   safetensors" in exported.stdout and (out / "model.safetensors").is_file()
+    args = ("--prompt", "The for", "--prompt", "A class", "--max-new-tokens", "8", "--temperature", "0")
+    from_run = run_cli("generate", run_dir.name, *args, "--checkpoint", "latest", cwd=work)
+    from_hf = run_cli("generate", "--from-hf", str(run_dir / "export" / "hf"), *args, cwd=work)
+    assert from_run.returncode == 0 and from_hf.returncode == 0, (
+        from_run.stderr[-2000:] + from_hf.stderr[-2000:]
+    )
+    assert from_run.stdout.startswith("[0] The for") and "\n[1] A class" in from_run.stdout
+    assert from_hf.stdout == from_run.stdout, "the exported model samples what the checkpoint samples"

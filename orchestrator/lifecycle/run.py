@@ -183,6 +183,8 @@ def finish(plan: Plan, handle: JobHandle) -> Outcome:
     if handle.state is JobState.FAILED and plan.local_run_dir:
         attempts = plan.spec.cluster.max_failures + 1
         post_mortem = write_post_mortem(plan, handle.error or "unknown error", attempts, resume_command(plan))
+    if handle.state is JobState.SUCCEEDED and plan.spec.export.formats and plan.local_run_dir:
+        _export(plan)  # before the run is finished, so its MLflow page lists the model at once
     tracked = _finish_tracking(plan, handle.state.mlflow_status)
     return Outcome(
         state=handle.state,
@@ -191,6 +193,28 @@ def finish(plan: Plan, handle: JobHandle) -> Outcome:
         tracked=tracked,
         interrupted=handle.state is JobState.STOPPED,
     )
+
+
+def _export(plan: Plan) -> None:
+    """The spec's `export:` formats; a failed export is reported and leaves the training FINISHED."""
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.export import export_after_run
+
+    try:
+        results = export_after_run(
+            plan.spec.export,
+            plan.spec,
+            plan.checkpoint_dir,
+            plan.data.tokenizer_path,
+            plan.tracking_uri,
+            plan.run_id,
+        )
+    except OrchestratorError as exc:
+        log.warning("the run trained, but its export failed: %s", plan.spec.redact(str(exc)))
+        return
+    for result in results:
+        where = result.registered_name and f"{result.registered_name} v{result.registered_version}"
+        log.info("exported   %s: %s", result.format, where or result.model_uri or result.out_dir)
 
 
 def _finish_tracking(plan: Plan, status: str) -> bool:

@@ -205,6 +205,19 @@ def mounts_do_not_overlap(kubernetes) -> Iterator[Finding]:
             )
 
 
+@check("export")
+def export_formats_once_and_register_with_mlflow(export) -> Iterator[Finding]:
+    repeated = sorted({f for f in export.formats if export.formats.count(f) > 1})
+    if repeated:
+        yield Finding("export.formats", f"{', '.join(repeated)} listed twice", "list each format once")
+    if export.register_name is not None and "mlflow" not in export.formats:
+        yield Finding(
+            "export.register_name",
+            "registering needs the model logged to MLflow",
+            "add mlflow to formats, or drop register_name",
+        )
+
+
 @check("train", "cluster")
 def global_batch_multiplies_out(train, cluster) -> Iterator[Finding]:
     if train.global_batch_size is None:

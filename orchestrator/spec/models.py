@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
+from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
 from orchestrator.spec.section import Section as _Section
 
@@ -243,6 +244,7 @@ class RunSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
+    export: ExportSpec = ExportSpec()
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""

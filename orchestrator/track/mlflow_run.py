@@ -15,6 +15,8 @@ from typing import Any
 from orchestrator.track.runs import (
     BACKEND_TAG,
     CHECKPOINT_DIR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     GIT_COMMIT_TAG,
     MLFLOW_GIT_COMMIT_TAG,
     SPEC_ARTIFACT,
@@ -54,8 +56,7 @@ def create_run(plan, spec_dir: str | Path = ".") -> str:
     """Create (or reuse) the experiment and a new run; log params, tags and the resolved spec
     (``spec.yaml``: file plus overrides, secrets as references). Returns the run id."""
     mlflow = client(plan.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(plan.experiment_name)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(plan.experiment_name)
+    experiment_id = training_experiment(mlflow, plan.experiment_name)
     run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=run_tags(plan, spec_dir))
     run_id = run.info.run_id
     from mlflow.entities import Param
@@ -75,6 +76,17 @@ def create_run(plan, spec_dir: str | Path = ".") -> str:
         mlflow.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
     mlflow.log_text(run_id, plan.spec_text, SPEC_ARTIFACT)
     return run_id
+
+
+def training_experiment(mlflow, name: str) -> str:
+    """The id of experiment `name`, created if missing, tagged to open in MLflow's model-training
+    view (an existing experiment without the tag gets it; one a person set otherwise is left)."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def run_tags(plan, spec_dir: str | Path) -> dict[str, str]:

@@ -30,6 +30,9 @@ JOB_ID_TAG = "orchestrator.job_id"  # a detached backend's job (a Ray job submis
 ADDRESS_TAG = "orchestrator.address"  # where that job runs (no credentials)
 STOP_REASON_TAG = "orchestrator.stop_reason"  # why training ended before its last step
 RESUME_OVERRIDES_TAG = "orchestrator.resume_overrides"  # `--set` values applied by the last resume
+# On experiments: MLflow 3's UI kind of experiment (model training, not GenAI traces)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses

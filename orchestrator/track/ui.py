@@ -1,9 +1,15 @@
-"""The MLflow UI for a tracking store, on 127.0.0.1 only."""
+"""The MLflow UI for a tracking store, on 127.0.0.1 only, and the address of a run's page in it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_UI_PORT = 5000
+# MLflow 3's UI picks its GenAI or model-training view from this URL parameter (else from the
+# user's last choice, GenAI by default), not from the experiment's mlflow.experimentKind tag
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
@@ -29,25 +35,38 @@ def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
     return command, f"http://127.0.0.1:{port}"
 
 
-def run_page_url(base_url: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI's page of one run (its charts, params and artifacts)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+def run_page_url(
+    tracking_uri: str, run_id: str, experiment_id: str | None = None, port: int = DEFAULT_UI_PORT
+):
+    """The run's page in the MLflow UI, in its model-training view: the tracking server's own UI
+    for an http(s) store, else the UI that ``orchestrator ui`` serves for the store on
+    127.0.0.1:`port`. Credentials in the URI are left out of the address. Without
+    ``experiment_id`` it is read from the store.
+
+    >>> run_page_url("http://me:secret@mlflow.internal:5000/", "ab12", "3")
+    'http://mlflow.internal:5000/#/experiments/3/runs/ab12?workflowType=machine_learning'
+    >>> run_page_url("sqlite:///mlflow.db", "ab12", "3")
+    'http://127.0.0.1:5000/#/experiments/3/runs/ab12?workflowType=machine_learning'
+    """
+    if experiment_id is None:
+        from orchestrator.track.mlflow_run import client
+
+        experiment_id = client(tracking_uri).get_run(run_id).info.experiment_id
+    _, base = ui_command(tracking_uri, port)
+    parts = urlsplit(base)
+    host = parts.netloc.rpartition("@")[2]  # never print user:password
+    base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
-def ui_hint(tracking_uri: str, run_id: str, port: int = 5000) -> list[str]:
+def ui_hint(tracking_uri: str, run_id: str, port: int = DEFAULT_UI_PORT) -> list[str]:
     """Lines telling where to see a run in the MLflow UI: the server's run page, or for a local store
     the command that serves the UI and the run page it will show."""
+    from orchestrator.plan import tracking_uri_here
     from orchestrator.track.mlflow_run import redact_text
-    from orchestrator.track.runs import get_run
 
-    experiment_id = get_run(tracking_uri, run_id).info.experiment_id
-    command, base = ui_command(tracking_uri, port)
-    page = redact_text(run_page_url(base, experiment_id, run_id))
-    if command is None:
+    page = run_page_url(tracking_uri, run_id, port=port)
+    if ui_command(tracking_uri, port)[0] is None:
         return [f"MLflow UI  {page}"]
-    store = (
-        ""
-        if tracking_uri.endswith("/mlflow.db") and Path(tracking_uri[10:]).parent == Path.cwd()
-        else (f" --tracking-uri {tracking_uri}")
-    )
+    store = "" if tracking_uri == tracking_uri_here() else f" --tracking-uri {redact_text(tracking_uri)}"
     return [f"MLflow UI  orchestrator ui{store}", f"           then open {page}"]

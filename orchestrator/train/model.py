@@ -4,6 +4,12 @@ Token and position embeddings, pre-norm blocks of causal self-attention (PyTorch
 FFN, a final layer norm and an output head (tied to the token embedding unless told otherwise);
 activation checkpointing recomputes each block in backward when asked.
 
+Sampling passes a ``KVCache``: each block then appends the new tokens' keys and values to it and
+attends to everything cached, so a new token costs one position instead of the whole context. Rows
+of a batch may be left-padded (``valid`` False): positions and the attention mask come from
+``valid``, so every row sees exactly its own tokens at positions 0, 1, ... Training never passes a
+cache and runs the code it always ran.
+
 >>> import torch
 >>> model = GPT(vocab_size=300, context_length=16, d_model=32, n_layers=2, n_heads=4)
 >>> model(torch.zeros(2, 16, dtype=torch.long)).shape
@@ -29,14 +35,18 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: LayerCache | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_heads, c // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        # SDPA picks flash / memory-efficient kernels where the device has them.
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        if kv is None:
+            # SDPA picks flash / memory-efficient kernels where the device has them.
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:  # sampling: the new queries also attend to every cached key
+            k, v = kv.extend(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv.attend.mask, is_causal=kv.attend.causal)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
 
@@ -53,8 +63,8 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, kv: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv)
         return x + self.ffn(self.ln2(x))
 
 
@@ -87,7 +97,13 @@ class GPT(nn.Module):
             if name.endswith(("attn.proj.weight", "ffn.2.weight")):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits of every position. With a ``cache`` (sampling only): ``idx`` holds the tokens
+        after those already cached, ``valid`` (same shape, bool) is False where a row is padded."""
+        if cache is not None:
+            return self._forward_cached(idx, cache, valid)
         t = idx.shape[1]
         if t > self.context_length:
             raise ValueError(f"sequence of {t} tokens exceeds context_length {self.context_length}")
@@ -100,6 +116,80 @@ class GPT(nn.Module):
             else:
                 x = block(x)
         return self.head(self.ln_f(x))
+
+    def _forward_cached(self, idx: torch.Tensor, cache: KVCache, valid: torch.Tensor | None) -> torch.Tensor:
+        new_valid = torch.ones_like(idx, dtype=torch.bool) if valid is None else valid
+        positions, attend = cache.advance(new_valid, self.context_length)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))
+        for index, block in enumerate(self.blocks):
+            x = block(x, LayerCache(cache, index, attend))
+        return self.head(self.ln_f(x))
+
+
+class KVCache:
+    """Keys and values of every token seen so far, per layer, and which of them are real tokens.
+
+    Each layer's keys and values live in one buffer of ``context_length`` positions, allocated on
+    first use and filled in place, so a step copies only its own token's keys and values."""
+
+    def __init__(self, n_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layers  # (batch, heads, capacity, head dim)
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.valid: torch.Tensor | None = None  # (batch, tokens seen), False for padding
+        self.padded = False  # some row has padding: every pass needs an explicit mask
+        self.capacity = 0
+
+    @property
+    def length(self) -> int:
+        return 0 if self.valid is None else self.valid.shape[1]
+
+    def advance(self, new_valid: torch.Tensor, capacity: int) -> tuple[torch.Tensor, LayerMask]:
+        """Record the next tokens: their positions (batch, new) and who may attend to whom."""
+        past, new = self.length, new_valid.shape[1]
+        if past + new > capacity:
+            raise ValueError(f"{past + new} cached tokens exceed context_length {capacity}")
+        self.capacity = capacity
+        self.valid = new_valid if self.valid is None else torch.cat([self.valid, new_valid], dim=1)
+        self.padded = self.padded or not bool(new_valid.all())
+        if not self.padded and (past == 0 or new == 1):  # SDPA's own causal mask, or none needed
+            positions = torch.arange(past, past + new, device=new_valid.device).expand(new_valid.shape[0], -1)
+            return positions, LayerMask(past, None, causal=new > 1)
+        # a token's position counts only the real tokens before it in its own row
+        positions = (self.valid.cumsum(dim=1) - 1).clamp(min=0)[:, past:]
+        keys = torch.arange(past + new, device=new_valid.device)
+        queries = keys[past:, None]
+        # a padding query still attends to itself: a row with nothing to attend would give NaN
+        # outputs, and NaN values poison real rows' attention even where their weight is zero
+        mask = ((keys <= queries) & self.valid[:, None, :]) | (keys == queries)
+        return positions, LayerMask(past, mask[:, None], causal=False)
+
+
+class LayerMask:
+    """Where one pass's tokens start in the cache and what they attend to: an explicit boolean mask
+    (batch, 1, new, all), plain causal attention (new tokens from position 0), or everything
+    (one new token after unpadded ones)."""
+
+    def __init__(self, start: int, mask: torch.Tensor | None, causal: bool):
+        self.start, self.mask, self.causal = start, mask, causal
+
+
+class LayerCache:
+    """One layer's view of a ``KVCache`` for one forward pass."""
+
+    def __init__(self, cache: KVCache, layer: int, attend: LayerMask):
+        self.cache, self.layer, self.attend = cache, layer, attend
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this pass's keys and values (batch, heads, new, head dim); return all so far."""
+        cache, i = self.cache, self.layer
+        if cache.keys[i] is None:
+            batch, heads, _, head_dim = k.shape
+            cache.keys[i] = k.new_empty(batch, heads, cache.capacity, head_dim)
+            cache.values[i] = v.new_empty(batch, heads, cache.capacity, head_dim)
+        end = self.attend.start + k.shape[2]
+        cache.keys[i][:, :, self.attend.start : end] = k
+        cache.values[i][:, :, self.attend.start : end] = v
+        return cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -1,5 +1,7 @@
 """Against a real `mlflow server` backed by PostgreSQL (see conftest): an outage in the middle of a
-run loses nothing and duplicates nothing; NaN/inf survive the server; the UI shows the run."""
+run loses nothing and duplicates nothing; NaN/inf survive the server; the UI shows the run in its
+model-training view (charts drawn, params, report artifacts, the exported model) and the registry
+shows the registered model linked to its run."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
 from orchestrator.report.live import LiveArtifacts
 from orchestrator.track.events import MetricEvent
 from orchestrator.track.journal import MetricJournal, journal_path, read_journal
-from orchestrator.track.mlflow_run import client
+from orchestrator.track.mlflow_run import client, training_experiment
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
 from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 from tests.conftest import REPO, wait_for
@@ -33,18 +35,18 @@ KEYS = ("train_loss", "learning_rate", "epoch")
 
 def new_run(uri: str, experiment: str, run_name: str, out_dir):
     mlflow = client(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    experiment_id = training_experiment(mlflow, experiment)  # as the orchestrator creates them
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={CHECKPOINT_DIR_TAG: str(out_dir)})
     return experiment_id, run.info.run_id
 
 
-def step_events(step: int) -> list[MetricEvent]:
-    return [
+def step_events(step: int, perplexity: bool = False) -> list[MetricEvent]:
+    events = [
         MetricEvent("train_loss", 9.0 / (step + 1.7), step),
         MetricEvent("learning_rate", 3e-3 * 0.999**step, step),
         MetricEvent("epoch", float(1 + step // 100), step),
     ]
+    return events + [MetricEvent("train_perplexity", math.exp(9.0 / (step + 1.7)), step)] * perplexity
 
 
 class TrainingLoop(threading.Thread):
@@ -134,27 +136,42 @@ def loopback_only(route) -> None:
         route.continue_()
 
 
-def test_the_mlflow_ui_shows_the_run_and_its_train_loss(mlflow_server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+UI_STEPS = 20
+UI_RUN, UI_MODEL = "ui-check-run", "ui-check-gpt"
 
-    uri = mlflow_server.url
-    experiment_id, run_id = new_run(uri, "ui-check", "ui-check-run", tmp_path)
+
+@pytest.fixture(scope="module")
+def ui_run(mlflow_server, tmp_path_factory):
+    """A finished run as `submit` leaves it: params, 20 logged steps, the report PNGs as artifacts,
+    and an exported model logged to the run and registered. (experiment id, run id)"""
+    from mlflow.entities import Param
+
+    from orchestrator.export.hf import write_hf_directory
+    from orchestrator.export.mlflow_model import log_model_to_run
+    from orchestrator.spec.models import ModelSpec
+    from orchestrator.train.model import build_model
+    from tests.export.helpers import small_tokenizer
+
+    uri, work = mlflow_server.url, tmp_path_factory.mktemp("ui-run")
+    experiment_id, run_id = new_run(uri, "ui-check", UI_RUN, work)
+    client(uri).log_batch(run_id, params=[Param("model.d_model", "32"), Param("optimizer.lr", "0.003")])
     sink = MlflowSink(uri, run_id)
-    for step in range(1, 21):
-        sink.write(step_events(step))
+    for step in range(1, UI_STEPS + 1):
+        sink.write(step_events(step, perplexity=True))
     sink.close()
+    build_report(uri, run_id, work / "report")  # the PNGs submit uploads at the end of a run
+    client(uri).log_artifacts(run_id, str(work / "report"), "report")
+    model_spec = ModelSpec(n_layers=1, n_heads=2, d_model=32, context_length=32, vocab_size=300)
+    write_hf_directory(build_model(model_spec).eval(), model_spec, small_tokenizer(work), work / "hf")
+    log_model_to_run(work / "hf", uri, run_id, UI_MODEL)
     client(uri).set_terminated(run_id, "FINISHED")
-    shots = REPO / "test-artifacts"
-    shots.mkdir(exist_ok=True)
-    metric_page = f"{uri}/#/metric?" + "&".join(
-        f"{name}={quote(json.dumps(value))}"
-        for name, value in (
-            ("runs", [run_id]),
-            ("metric", "train_loss"),
-            ("experiments", [experiment_id]),
-            ("plot_metric_keys", ["train_loss"]),
-        )
-    )
+    return experiment_id, run_id
+
+
+@pytest.fixture
+def browser_page(mlflow_server):
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium_path(),
@@ -163,19 +180,108 @@ def test_the_mlflow_ui_shows_the_run_and_its_train_loss(mlflow_server, tmp_path)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.route("**/*", loopback_only)
-            page = context.new_page()
-            page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}")
-            expect(page.get_by_text("ui-check-run").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("train_loss", exact=True).first).to_be_attached(timeout=60_000)
-            page.screenshot(path=str(shots / "mlflow-ui-run.png"), full_page=True)
-            page.goto(metric_page)
-            expect(page.get_by_role("heading", name="train_loss").first).to_be_visible(timeout=60_000)
-            latest = f"{step_events(20)[0].value:.10f}"[:10]  # the table of latest/min/max values
-            expect(page.get_by_text(latest).first).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(shots / "mlflow-ui-train-loss.png"))
+            yield context.new_page()
         finally:
             browser.close()
-    assert (shots / "mlflow-ui-run.png").stat().st_size > 10_000
+
+
+def screenshots():
+    shots = REPO / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    return shots
+
+
+def chart_card(page, metric: str):
+    """The chart card of one metric on a run's model-metrics tab."""
+    title = page.locator(f'h4[title="{metric}"]')
+    return page.locator('[data-testid="experiment-view-compare-runs-card"]').filter(has=title).first
+
+
+def test_the_mlflow_ui_shows_the_run_and_its_train_loss(mlflow_server, ui_run, browser_page):
+    from playwright.sync_api import expect
+
+    from orchestrator.track.ui import run_page_url
+
+    uri, (experiment_id, run_id), page = mlflow_server.url, ui_run, browser_page
+    run_page = run_page_url(uri, run_id)  # what submit prints at the end of a run
+    page.goto(run_page)
+    expect(page.get_by_text(UI_RUN).first).to_be_visible(timeout=60_000)
+    # the model-training view: its side navigation, not the GenAI one (Evaluation runs, Judges, ...)
+    expect(page.get_by_role("link", name="Model registry")).to_be_visible(timeout=60_000)
+    expect(page.locator("nav").get_by_role("link", name="Runs", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Evaluation runs")).to_have_count(0)
+    expect(page.get_by_text("model.d_model", exact=True)).to_be_attached()  # the params
+    model_link = page.get_by_role("link", name=UI_MODEL).first  # the exported, registered model
+    expect(model_link).to_be_visible()
+    assert model_link.get_attribute("href") == f"#/models/{UI_MODEL}/versions/1"
+    expect(page.get_by_text("Logged models (1)")).to_be_attached()
+    page.screenshot(path=str(screenshots() / "mlflow-ui-run.png"))
+
+    page.get_by_role("tab", name="Model metrics").click()
+    for metric in ("train_loss", "train_perplexity", "learning_rate"):
+        card = chart_card(page, metric)
+        # drawn, not loading: one plotted marker per logged step and a line through them
+        expect(card.locator(".scatterlayer path.point")).to_have_count(UI_STEPS, timeout=60_000)
+        assert_line_runs_through_the_points(card, metric)
+    page.screenshot(path=str(screenshots() / "mlflow-ui-train-loss-chart.png"))
+
+    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_text("report", exact=True).first.click()
+    expect(page.get_by_text("training_curve.png").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("loss_by_epoch.png").first).to_be_visible()
+
+    page.goto(metric_page_url(uri, experiment_id, run_id))
+    expect(page.get_by_role("heading", name="train_loss").first).to_be_visible(timeout=60_000)
+    latest = f"{step_events(UI_STEPS)[0].value:.10f}"[:10]  # the table of latest/min/max values
+    expect(page.get_by_text(latest).first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(screenshots() / "mlflow-ui-train-loss.png"))
+    assert (screenshots() / "mlflow-ui-run.png").stat().st_size > 10_000
+
+
+def test_the_models_page_lists_the_registered_model_linked_to_its_run(mlflow_server, ui_run, browser_page):
+    from playwright.sync_api import expect
+
+    uri, (experiment_id, run_id), page = mlflow_server.url, ui_run, browser_page
+    page.goto(f"{uri}/#/models?workflowType=machine_learning")
+    listed = page.get_by_role("link", name=UI_MODEL, exact=True)
+    expect(listed).to_be_visible(timeout=60_000)
+    assert listed.get_attribute("href").endswith(f"/models/{UI_MODEL}")
+    page.goto(f"{uri}/#/models/{UI_MODEL}/versions/1?workflowType=machine_learning")
+    expect(page.get_by_role("heading", name="Version 1")).to_be_visible(timeout=60_000)
+    source_run = page.get_by_role("link", name=UI_RUN)
+    expect(source_run).to_be_visible(timeout=60_000)
+    assert source_run.get_attribute("href") == f"#/experiments/{experiment_id}/runs/{run_id}"
+    page.screenshot(path=str(screenshots() / "mlflow-ui-registered-model.png"))
+    source_run.click()
+    expect(page.get_by_text(run_id).first).to_be_visible(timeout=60_000)  # the link leads to the run
+
+
+def assert_line_runs_through_the_points(card, metric: str) -> None:
+    """The chart's line starts at its first plotted point and ends at its last one (plotly drops
+    collinear vertices in between, so only the ends are compared)."""
+    line = card.locator(".scatterlayer path.js-line").first.get_attribute("d") or ""
+    vertices = [tuple(map(float, xy)) for xy in re.findall(r"[ML]([\d.]+),([\d.]+)", line)]
+    transforms = card.locator(".scatterlayer path.point").evaluate_all(
+        "els => els.map(e => e.getAttribute('transform'))"
+    )
+    points = [tuple(map(float, re.findall(r"[\d.]+", t)[:2])) for t in transforms]
+    assert len(vertices) >= 2, f"{metric}: no line drawn ({line!r})"
+    assert vertices[0] == pytest.approx(points[0], abs=0.5) and vertices[-1] == pytest.approx(
+        points[-1], abs=0.5
+    )
+    assert len({round(y) for _, y in points}) > 5, f"{metric}: the points do not follow the values"
+
+
+def metric_page_url(uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{uri}/#/metric?" + "&".join(
+        f"{name}={quote(json.dumps(value))}"
+        for name, value in (
+            ("runs", [run_id]),
+            ("metric", "train_loss"),
+            ("experiments", [experiment_id]),
+            ("plot_metric_keys", ["train_loss"]),
+        )
+    )
 
 
 def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(mlflow_server, tmp_path):

@@ -1,0 +1,222 @@
+"""The Hugging Face export: transformers loads it with no custom code and computes the same logits
+and greedy tokens as the project's model; the tokenizer encodes exactly as training did; options
+GPT-2 cannot express are refused; a planted pickle payload never runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.data.corpus import load_corpus
+from orchestrator.data.dataset import SPECIAL_TOKENS, TokenDataset, _paragraphs
+from orchestrator.errors import UsageError
+from orchestrator.export import export_run
+from orchestrator.export.hf import check_gpt2_compatible, to_gpt2_state_dict, write_hf_directory
+from orchestrator.export.weights import STAGE0_MODEL_FILE, pick_checkpoint
+from orchestrator.generate import Sampling, generate_ids, load_from_directory, load_from_run
+from orchestrator.spec.models import ModelSpec
+from orchestrator.train.model import build_model
+from tests.export.helpers import small_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+
+def hf_model(directory):
+    return transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+
+
+def validation_batch(plan, rows: int = 8) -> torch.Tensor:
+    data = TokenDataset(plan.data.tokens_path, plan.spec.model.context_length, 0.2, plan.spec.data.seed)
+    return torch.stack([torch.from_numpy(data.block_tokens(i)[:-1]) for i in data.val_blocks[:rows]])
+
+
+def random_model(tie: bool):
+    torch.manual_seed(0)
+    spec = ModelSpec(n_layers=2, n_heads=2, d_model=32, context_length=32, vocab_size=300, tie_weights=tie)
+    model = build_model(spec).eval()
+    with torch.no_grad():  # spread the logits so that greedy choices are never near-ties
+        for param in model.parameters():
+            param.mul_(5)
+    return spec, model
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory):
+    return small_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+# -- the mapping, on random weights (fast) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_transformers_computes_the_same_logits_tied_or_untied(tmp_path, tokenizer_path, tie):
+    spec, model = random_model(tie)
+    write_hf_directory(model, spec, tokenizer_path, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["activation_function"] == "gelu"  # torch's exact-erf nn.GELU(), not gelu_new
+    assert (config["model_type"], config["n_positions"], config["tie_word_embeddings"]) == ("gpt2", 32, tie)
+    theirs = hf_model(tmp_path)
+    assert type(theirs).__name__ == "GPT2LMHeadModel"
+    tied = theirs.lm_head.weight.data_ptr() == theirs.transformer.wte.weight.data_ptr()
+    assert tied == tie
+    x = torch.randint(0, 300, (4, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, model(x), rtol=0, atol=1e-5)
+
+
+def test_the_directory_loads_back_into_the_project_model(tmp_path, tokenizer_path):
+    spec, model = random_model(False)
+    write_hf_directory(model, spec, tokenizer_path, tmp_path)
+    loaded = load_from_directory(tmp_path)
+    x = torch.randint(0, 300, (2, 32))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))
+    assert loaded.tokenizer_path.read_bytes() == tokenizer_path.read_bytes()
+
+
+def test_bf16_export_writes_bf16_weights(tmp_path, tokenizer_path):
+    from safetensors.torch import load_file
+
+    spec, model = random_model(True)
+    write_hf_directory(model, spec, tokenizer_path, tmp_path, dtype="bf16")
+    weights = load_file(tmp_path / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    with torch.no_grad():
+        x = torch.randint(0, 300, (2, 32))
+        assert (hf_model(tmp_path)(x).logits.float() - model(x)).abs().max() < 0.5
+
+
+def test_a_spec_option_gpt2_cannot_express_is_refused_by_name():
+    class FutureModelSpec(ModelSpec):
+        position_encoding: str = "rotary"
+
+    with pytest.raises(UsageError, match=r"model\.position_encoding = 'rotary': no equivalent"):
+        check_gpt2_compatible(FutureModelSpec())
+    check_gpt2_compatible(ModelSpec(tie_weights=False, dropout=0.1))  # everything of today maps
+
+
+def test_a_weight_with_no_gpt2_place_is_refused_by_name():
+    _, model = random_model(True)
+    model.register_buffer("rotary_inv_freq", torch.ones(4))
+    with pytest.raises(UsageError, match="rotary_inv_freq"):
+        to_gpt2_state_dict(model)
+
+
+def test_a_gpt2_directory_with_another_activation_is_refused(tmp_path, tokenizer_path):
+    spec, model = random_model(True)
+    write_hf_directory(model, spec, tokenizer_path, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"activation_function": "gelu_new"}))
+    with pytest.raises(UsageError, match="activation_function is 'gelu_new', this model computes 'gelu'"):
+        load_from_directory(tmp_path)
+
+
+# -- real runs at ZeRO 0, 2 and 3 (slow) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    """stage -> (plan, hf directory) of the best checkpoint of that stage's run."""
+    out = tmp_path_factory.mktemp("hf-exports")
+    results = {}
+    for stage in (0, 2, 3):
+        plan = trained_run(stage)
+        result = export_run(
+            plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, "hf", out / f"stage{stage}"
+        )
+        assert result.step == pick_checkpoint(plan.checkpoint_dir, "best").step
+        results[stage] = (plan, result.out_dir)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_transformers_matches_the_trained_model_at_every_zero_stage(exported, stage):
+    plan, directory = exported[stage]
+    ours = load_from_run(plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, "best").model
+    theirs = hf_model(directory)
+    batch = validation_batch(plan)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(batch).logits, ours(batch), rtol=0, atol=1e-5)
+    prompts = batch[:3, :6]
+    greedy = Sampling(max_new_tokens=20, temperature=0)
+    with torch.no_grad():
+        hf_tokens = theirs.generate(prompts, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    assert generate_ids(ours, prompts.tolist(), greedy) == hf_tokens[:, 6:].tolist()
+
+
+@pytest.mark.slow
+def test_the_hf_tokenizer_encodes_the_corpus_exactly_as_training_did(exported):
+    plan, directory = exported[2]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    assert tokenizer.eos_token == tokenizer.bos_token == tokenizer.pad_token == SPECIAL_TOKENS[0]
+    assert tokenizer.model_max_length == plan.spec.model.context_length
+    encoded = tokenizer(list(_paragraphs(load_corpus("python-docs"))))["input_ids"]
+    ids = [i for paragraph in encoded for i in (*paragraph, tokenizer.eos_token_id)]
+    training_tokens = np.fromfile(plan.data.tokens_path, dtype=np.uint16)
+    assert len(ids) == len(training_tokens) > 100_000
+    assert np.array_equal(np.asarray(ids, dtype=np.uint16), training_tokens)
+    assert tokenizer.decode(ids[:500], skip_special_tokens=True) == tokenizer.backend_tokenizer.decode(
+        ids[:500]
+    )
+
+
+@pytest.mark.slow
+def test_safetensors_export_holds_the_weights_and_the_spec(trained_run, tmp_path):
+    plan = trained_run(2)
+    result = export_run(
+        plan.spec,
+        plan.checkpoint_dir,
+        plan.data.tokenizer_path,
+        "safetensors",
+        tmp_path / "st",
+        which="latest",
+    )
+    spec = json.loads((tmp_path / "st" / "model_spec.json").read_text())
+    assert spec["model"] == plan.spec.model.model_dump(mode="json") and spec["source"]["step"] == 20
+    assert result.step == 20 and sorted(p.name for p in result.files) == [
+        "model.safetensors", "model_spec.json", "tokenizer.json",
+    ]  # fmt: skip
+    ours = load_from_run(plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, "latest").model
+    back = load_from_directory(tmp_path / "st").model
+    batch = validation_batch(plan, 2)
+    with torch.no_grad():
+        assert torch.equal(back(batch), ours(batch))
+
+
+class Payload:
+    """Unpickling this object creates a directory: proof that the file's code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_pickle_payload_planted_in_the_model_states_never_runs(trained_run, tmp_path, stage):
+    plan = trained_run(stage)
+    run_dir = tmp_path / "run"
+    shutil.copytree(plan.checkpoint_dir, run_dir)
+    target = pick_checkpoint(run_dir, "best").path / STAGE0_MODEL_FILE
+    marker = tmp_path / "payload-ran"
+    states = torch.load(target, weights_only=False)  # our own test file: trusted
+    torch.save({**states, "payload": Payload(marker)}, target)
+    torch.load(target, weights_only=False)  # the old way of loading: the payload runs
+    assert marker.is_dir()
+    marker.rmdir()
+
+    for fmt, out in (("safetensors", tmp_path / "st"), ("hf", tmp_path / "hf")):
+        with pytest.raises(UsageError, match=f"refusing to load {target}.*posix.mkdir.*SECURITY.md"):
+            export_run(plan.spec, run_dir, plan.data.tokenizer_path, fmt, out)
+    with pytest.raises(UsageError, match="refusing to load"):
+        load_from_run(plan.spec, run_dir, plan.data.tokenizer_path)
+    assert not marker.exists(), "the planted payload ran"
