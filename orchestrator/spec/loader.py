@@ -12,9 +12,11 @@ the model's (unknown keys, wrong types, bounds, cross-field checks), each with w
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,12 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import UsageError
 from orchestrator.spec.checks import Finding, run_checks
 from orchestrator.spec.models import DEFER_CHECKS, RunSpec
+from orchestrator.text import first_line
 
 MAX_SPEC_BYTES = 256 * 1024
+# Deeper nesting has no use in a run spec; bounding it before parsing keeps PyYAML (quadratic in
+# flow nesting, recursive when composing) fast and out of RecursionError.
+MAX_NESTING = 64
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
 }
@@ -68,13 +74,25 @@ class SpecError(UsageError):
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
     """Read, parse and validate a spec file; raise SpecError naming every problem."""
-    source = str(path)
+    return parse_spec(read_spec_file(path), str(path), overrides)
+
+
+def read_spec_file(path: str | Path) -> bytes:
+    """The bytes of a spec file, read once: a regular file, at most MAX_SPEC_BYTES (+1, so that a
+    larger one is named as such). A FIFO, a device (/dev/zero) or a directory is refused at once."""
+    hint = "check the path; shipped specs live in configs/"
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        hint = "check the path; shipped specs live in configs/"
-        raise SpecError(source, [Problem("", f"cannot read the file ({exc.strerror})", hint=hint)]) from None
-    return parse_spec(raw, source, overrides)
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecError(str(path), [Problem("", f"cannot read the file ({reason})", hint=hint)]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        what = "is not a regular file (a directory, a pipe or a device)"
+        raise SpecError(str(path), [Problem("", what, hint=hint)])
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(MAX_SPEC_BYTES + 1)
 
 
 def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = ()) -> RunSpec:
@@ -133,8 +151,8 @@ class _Reader:
 
     def document(self, raw: bytes | str) -> dict:
         if len(raw) > MAX_SPEC_BYTES:
-            self.fail(Problem("", f"the file is {len(raw)} bytes; a run spec is at most {MAX_SPEC_BYTES}"))
-        node = self._compose(raw)
+            self.fail(Problem("", f"the file is over {MAX_SPEC_BYTES} bytes; a run spec is at most that"))
+        node = self._compose(self._text(raw))
         data = self._value(node, ()) if node is not None else None
         if not isinstance(data, dict):
             self.fail(
@@ -147,10 +165,35 @@ class _Reader:
             )
         return data
 
-    def _compose(self, raw: bytes | str, origin: str | None = None) -> yaml.Node | None:
+    def _text(self, raw: bytes | str) -> str:
+        """UTF-8 (or UTF-16/32 with a byte-order mark), as YAML allows; else a problem with its line."""
+        if isinstance(raw, str):
+            return raw
+        boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+        encoding = next((name for bom, name in boms if raw.startswith(bom)), "utf-8-sig")
         try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1 if encoding == "utf-8-sig" else None
+            self.fail(
+                Problem(
+                    "",
+                    f"is not {encoding.removesuffix('-sig').upper()} text ({exc.reason})",
+                    line,
+                    "save the file as UTF-8",
+                )
+            )
+        return ""
+
+    def _compose(self, text: str, origin: str | None = None) -> yaml.Node | None:
+        line = _flow_nesting_over_limit(text)
+        if line:
+            self.fail(_too_deep(line, origin))
+        try:
+            depth = 0
             # Aliases are refused before composing: expanding them is how "billion laughs" bombs work.
-            for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+            for event in yaml.parse(text, Loader=yaml.SafeLoader):
                 if isinstance(event, yaml.AliasEvent):
                     self.fail(
                         Problem(
@@ -161,15 +204,19 @@ class _Reader:
                             origin,
                         )
                     )
-            return yaml.compose(raw, Loader=yaml.SafeLoader)
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                if depth > MAX_NESTING:
+                    self.fail(_too_deep(event.start_mark.line + 1, origin))
+            return yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            reason = getattr(exc, "problem", None) or str(exc)
             self.fail(
                 Problem(
                     "",
-                    f"not valid YAML: {reason}",
-                    mark.line + 1 if mark else None,
+                    f"not valid YAML: {_yaml_reason(exc)}",
+                    _yaml_line(exc, text),
                     "check indentation and quoting around this line",
                     origin,
                 )
@@ -192,7 +239,19 @@ class _Reader:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
-        return yaml.SafeLoader(b"").construct_object(node)
+        try:
+            return yaml.SafeLoader("").construct_object(node)
+        except (ValueError, OverflowError, yaml.YAMLError) as exc:  # 5000 digits, month 13, ...
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            self.problems.append(
+                Problem(
+                    _dotted(path),
+                    f"cannot read {shown!r} as a {node.tag.rsplit(':', 1)[-1]} ({first_line(exc, 120)})",
+                    node.start_mark.line + 1,
+                    "quote it to make it a string, or write a smaller number or a real date",
+                )
+            )
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
         result: dict[Any, Any] = {}
@@ -321,6 +380,39 @@ def resolve_references(text: str) -> str:
             "stores the reference, never the value)"
         )
     return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
+
+
+def _flow_nesting_over_limit(text: str) -> int | None:
+    """The line where `[` and `{` nest deeper than MAX_NESTING, counted without parsing (quotes and
+    comments included, so it can only over-count: a real spec is nowhere near the limit)."""
+    depth = 0
+    for match in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        if depth > MAX_NESTING:
+            return text.count("\n", 0, match.start()) + 1
+    return None
+
+
+def _too_deep(line: int, origin: str | None) -> Problem:
+    return Problem(
+        "",
+        f"nests deeper than {MAX_NESTING} levels",
+        line,
+        "a run spec needs a few levels of nesting: look for unclosed [ or { and runaway indentation",
+        origin,
+    )
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or getattr(exc, "reason", None) or first_line(exc)
+
+
+def _yaml_line(exc: yaml.YAMLError, text: str) -> int | None:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    position = getattr(exc, "position", None)  # a ReaderError: a character YAML does not allow
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else None
 
 
 def _describe(value: Any) -> str:
