@@ -88,8 +88,10 @@ def cmd_plan(args) -> int:
     from orchestrator.spec import load_spec
 
     plan = plan_run(load_spec(args.spec, args.overrides))
-    text = json.dumps(plan_as_dict(plan), indent=2) if args.json else describe_submit(plan)
-    print(plan.spec.redact(text))
+    if args.json:  # masked before serialising: JSON escapes would hide a secret from a text search
+        print(json.dumps(plan.spec.redact_data(plan_as_dict(plan)), indent=2))
+    else:
+        print(describe_submit(plan))
     return EXIT_OK
 
 

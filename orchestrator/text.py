@@ -1,10 +1,19 @@
-"""Small text helpers for what people read: one-line errors, durations, numbers.
+"""Small text helpers for what people read: one-line errors, durations, numbers, and text made safe
+to show (passwords in URIs masked).
 
 >>> format_duration(3725), format_number(None), format_number(0.123456)
 ('1h02m', 'n/a', '0.1235')
+>>> mask_uri_passwords("postgresql://me:pw@db:5432/mlflow and http://u:p/q@h")
+'postgresql://me:***@db:5432/mlflow and http://u:***@h'
 """
 
 from __future__ import annotations
+
+import re
+
+# scheme://user:password@ - the password runs to the last "@" before whitespace, so one holding "/"
+# or ":" is still masked whole (a URL would have to percent-encode those, people do not).
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]*):[^\s]*@", re.IGNORECASE)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -25,3 +34,8 @@ def format_duration(seconds: float) -> str:
 def format_number(value: float | None, spec: str = ".4f") -> str:
     """A float for a table or a summary line; `n/a` for a missing one."""
     return "n/a" if value is None else format(value, spec)
+
+
+def mask_uri_passwords(text: str) -> str:
+    """Every `scheme://user:password@` in ``text`` with the password replaced by `***`."""
+    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)

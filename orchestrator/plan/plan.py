@@ -23,6 +23,7 @@ from orchestrator.errors import NotRunnableHere, PlanError
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
 from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
+from orchestrator.text import mask_uri_passwords
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data; the spec part shows secrets as their references."""
     data = asdict(plan)
     data["spec"] = plan.spec.public_dump()
+    data["tracking_uri"] = mask_uri_passwords(plan.tracking_uri)
     del data["spec_text"]  # the same spec, as YAML
     data["spec_sha256"] = plan.spec_sha256
     data["global_batch_size"] = plan.global_batch_size

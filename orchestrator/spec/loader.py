@@ -17,7 +17,7 @@ import difflib
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ MAX_SPEC_BYTES = 256 * 1024
 # Deeper nesting has no use in a run spec; bounding it before parsing keeps PyYAML (quadratic in
 # flow nesting, recursive when composing) fast and out of RecursionError.
 MAX_NESTING = 64
+# A secret shorter than this would be masked inside ordinary words of the output.
+MIN_SECRET_LENGTH = 8
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
 }
@@ -101,13 +103,13 @@ def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = 
     data = reader.document(raw)
     for text in overrides:
         reader.apply_override(data, text)
-    secrets = reader.resolve_env(data)
+    reader.secret_refs = reader.resolve_env(data)
     reader.raise_if_any()
     spec, sections = _validate(data, reader)
     reader.problems.extend(reader.problem_from_finding(f) for f in run_checks(sections))
     reader.raise_if_any()
-    spec._secret_refs.update(secrets)
-    spec._secret_values.extend(reader.secret_values)
+    spec._secret_refs.update(reader.secret_refs)
+    spec._secret_env.update(reader.secret_env)
     return spec
 
 
@@ -138,16 +140,24 @@ class _Reader:
         self.problems: list[Problem] = []
         self.lines: dict[tuple, int] = {}
         self.overrides: dict[tuple, str] = {}
-        self.secret_values: list[str] = []
+        self.secret_env: dict[str, str] = {}  # NAME -> value of each `${env:NAME}` resolved
+        self.secret_refs: dict[str, str] = {}  # dotted path -> the text with references it was read from
 
     def raise_if_any(self) -> None:
         if self.problems:  # in the order of the file; `--set` problems after the file's
             ordered = sorted(self.problems, key=lambda p: (p.override is not None, p.line or 0))
-            raise SpecError(self.source, ordered)
+            raise SpecError(self.source, [self._masked(p) for p in ordered])
 
     def fail(self, problem: Problem) -> None:
         self.problems.append(problem)
-        raise SpecError(self.source, self.problems)
+        raise SpecError(self.source, [self._masked(p) for p in self.problems])
+
+    def _masked(self, problem: Problem) -> Problem:
+        """A problem that cannot show a resolved secret (a check may quote the value it read)."""
+        text = {"message": problem.message, "hint": problem.hint or ""}
+        for value in sorted(self.secret_env.values(), key=len, reverse=True):
+            text = {key: part.replace(value, "***") for key, part in text.items()}
+        return replace(problem, message=text["message"], hint=text["hint"] or problem.hint)
 
     def document(self, raw: bytes | str) -> dict:
         if len(raw) > MAX_SPEC_BYTES:
@@ -330,7 +340,8 @@ class _Reader:
     def _substitute(self, value: str, path: tuple) -> str:
         def lookup(match: re.Match) -> str:
             name = match.group(1)
-            if name not in os.environ:
+            secret = os.environ.get(name)
+            if secret is None:
                 self.problems.append(
                     self._at(
                         path,
@@ -338,10 +349,20 @@ class _Reader:
                         f"export {name}=... before running, or write the value",
                     )
                 )
-                return ""
-            if os.environ[name]:
-                self.secret_values.append(os.environ[name])
-            return os.environ[name]
+            elif 0 < len(secret) < MIN_SECRET_LENGTH:
+                self.problems.append(
+                    self._at(
+                        path,
+                        f"environment variable {name} holds {len(secret)} characters: a `${{env:...}}` "
+                        "reference is for secrets, which output masks, and one this short cannot be "
+                        "masked without masking ordinary text",
+                        f"use a secret of at least {MIN_SECRET_LENGTH} characters, or write a value "
+                        "that is not secret in the spec (or with --set)",
+                    )
+                )
+            elif secret:
+                self.secret_env[name] = secret
+            return secret or ""
 
         return _ENV_REF.sub(lookup, value)
 
@@ -361,8 +382,10 @@ class _Reader:
             return self._at(loc, "is required", f"add `{loc[-1]}:` to the spec")
         message = err["msg"].removeprefix("Value error, ")
         hint = None
-        if err["type"].endswith(("_type", "_parsing")) and "input" in err:
-            message = f"{message} (got {_describe(err['input'])})"
+        shows_input = err["type"].endswith(("_type", "_parsing")) or err["type"] == "string_pattern_mismatch"
+        if shows_input and "input" in err:
+            shown = self.secret_refs.get(_dotted(loc), err["input"])  # a secret: as written
+            message = f"{message} (got {_describe(shown)})"
             hint = _type_hint(err)
         return self._at(loc, message, hint)
 
