@@ -70,11 +70,13 @@ def _replay(tracking_uri: str, run_id: str, checkpoint_dir: str | None) -> Repla
 
 
 def _recorded_status(checkpoint_dir: str, run_id: str) -> str | None:
-    path = Path(checkpoint_dir) / FINAL_STATUS_FILE
-    if not path.is_file():
+    try:
+        record = json.loads((Path(checkpoint_dir) / FINAL_STATUS_FILE).read_text())
+    except (OSError, ValueError):  # none, or damaged: nothing recorded that sync could trust
         return None
-    record = json.loads(path.read_text())
-    return record["status"] if record.get("run_id") == run_id else None
+    if not isinstance(record, dict) or record.get("run_id") != run_id:
+        return None
+    return record["status"] if record.get("status") in RUN_STATUSES else None
 
 
 def _upload_report(mlflow, run_id: str, checkpoint_dir: str | None) -> None:
