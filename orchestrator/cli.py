@@ -24,6 +24,7 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
+from orchestrator.text import mask_uri_passwords
 
 log = logging.getLogger("orchestrator")
 
@@ -34,16 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except OrchestratorError as exc:
-        print(exc.render(), file=sys.stderr)
+        print(mask_uri_passwords(exc.render()), file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `orchestrator plan ... | head` closed the pipe early: not an error
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # a store error a command did not name itself: still no traceback
+        from orchestrator.track.runs import is_store_error, store_failure
+
+        if not is_store_error(exc):
+            raise
+        error = store_failure(exc)
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
 
 
 class _Levelled(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = mask_uri_passwords(super().format(record))
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
@@ -58,8 +67,10 @@ def _configure_logging(verbosity: int) -> None:
 
 def _tracking_uri(explicit: str | None) -> str:
     from orchestrator.plan import tracking_uri_here
+    from orchestrator.spec import resolve_references
 
-    return tracking_uri_here(explicit)
+    # Commands this tool prints name a store with `${env:...}` references in place of its secrets.
+    return tracking_uri_here(resolve_references(explicit) if explicit else None)
 
 
 # --- specs -------------------------------------------------------------------------------------
@@ -201,7 +212,7 @@ def _where(plan, state: str) -> str:
         f"artifacts  {plan.checkpoint_dir}",
         "           training_metrics.json  training_curve.png  loss_by_epoch.png",
         f"rebuild    orchestrator report {plan.run_id}",
-        *ui_hint(plan.tracking_uri, plan.run_id),
+        *ui_hint(plan.tracking_uri, plan.run_id, shown_uri=plan.spec.with_references(plan.tracking_uri)),
     ]
     return plan.spec.redact("\n".join(lines))
 
@@ -329,19 +340,20 @@ def cmd_compare(args) -> int:
 
 def cmd_ui(args) -> int:
     from orchestrator.track.mlflow_run import quiet_mlflow_env
-    from orchestrator.track.ui import ui_command
+    from orchestrator.track.ui import ui_command, ui_environment
 
     uri = args.tracking_uri
     if uri is None and args.spec:
         from orchestrator.spec import load_spec
 
         uri = load_spec(args.spec).tracking.uri  # resolved as submit resolves it
-    command, url = ui_command(_tracking_uri(uri), args.port)
+    store = _tracking_uri(uri)
+    command, url = ui_command(store, args.port)
     if command is None:
         print(f"the tracking store is a server already: open {url}")
         return EXIT_OK
     print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
-    os.execve(command[0], command, {**os.environ, **quiet_mlflow_env()})
+    os.execve(command[0], command, {**os.environ, **quiet_mlflow_env(), **ui_environment(store)})
 
 
 if __name__ == "__main__":

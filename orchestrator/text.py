@@ -5,6 +5,8 @@ to show (passwords in URIs masked).
 ('1h02m', 'n/a', '0.1235')
 >>> mask_uri_passwords("postgresql://me:pw@db:5432/mlflow and http://u:p/q@h")
 'postgresql://me:***@db:5432/mlflow and http://u:***@h'
+>>> mask_uri_passwords("http://me:${env:MLFLOW_PASSWORD}@mlflow:5000")
+'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import re
 
 # scheme://user:password@ - the password runs to the last "@" before whitespace, so one holding "/"
 # or ":" is still masked whole (a URL would have to percent-encode those, people do not).
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]*):[^\s]*@", re.IGNORECASE)
+_URI_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<password>[^\s]*)@", re.IGNORECASE
+)
+_ENV_REFERENCES = re.compile(r"^(\$\{env:[A-Za-z_][A-Za-z0-9_]*\})+$")
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -37,5 +42,12 @@ def format_number(value: float | None, spec: str = ".4f") -> str:
 
 
 def mask_uri_passwords(text: str) -> str:
-    """Every `scheme://user:password@` in ``text`` with the password replaced by `***`."""
-    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    """Every `scheme://user:password@` in ``text`` with the password replaced by `***` (a password
+    written as `${env:NAME}` references is no secret and stays)."""
+
+    def mask(match: re.Match) -> str:
+        if _ENV_REFERENCES.match(match.group("password")):
+            return match.group()
+        return f"{match.group('scheme')}{match.group('user')}:***@"
+
+    return _URI_PASSWORD.sub(mask, text)

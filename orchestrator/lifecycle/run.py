@@ -203,8 +203,8 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
         log.warning(
             "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
             "run `orchestrator sync %s` when MLflow is reachable",
-            redact_text(plan.tracking_uri),
-            redact_text(first_line(exc)),
+            redact_text(plan.spec.with_references(plan.tracking_uri)),
+            redact_text(plan.spec.redact(first_line(exc))),
             plan.checkpoint_dir,
             plan.run_id,
         )
@@ -212,8 +212,10 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
 
 
 def resume_command(plan: Plan) -> str:
-    """The command that continues this run (its tracking store named unless it is the default here)."""
+    """The command that continues this run (its tracking store named unless it is the default here,
+    with `${env:...}` references for its secrets, which --tracking-uri resolves)."""
     command = f"orchestrator submit --resume {shlex.quote(plan.run_name)}"
     if plan.tracking_uri != tracking_uri_here():
-        command += f" --tracking-uri {shlex.quote(redact_text(plan.tracking_uri))}"
+        shown = redact_text(plan.spec.with_references(plan.tracking_uri))
+        command += f" --tracking-uri {shlex.quote(shown)}"
     return command

@@ -332,7 +332,17 @@ class _Reader:
         for key, value in list(items):
             if isinstance(value, (dict, list)):
                 secrets.update(self.resolve_env(value, (*path, key)))
-            elif isinstance(value, str) and _ENV_REF.search(value):
+                continue
+            if isinstance(value, str) and _has_literal_password(value):
+                self.problems.append(
+                    self._at(
+                        (*path, key),
+                        "holds a password in plain text, which the run would store with its spec",
+                        "write it as a reference, e.g. http://me:${env:MLFLOW_PASSWORD}@host, and "
+                        "export MLFLOW_PASSWORD=...",
+                    )
+                )
+            if isinstance(value, str) and _ENV_REF.search(value):
                 data[key] = self._substitute(value, (*path, key))
                 secrets[_dotted((*path, key))] = value
         return secrets
@@ -403,6 +413,14 @@ def resolve_references(text: str) -> str:
             "stores the reference, never the value)"
         )
     return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
+
+
+def _has_literal_password(text: str) -> bool:
+    """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
+    return any(
+        _ENV_REF.sub("", match.group("password"))
+        for match in re.finditer(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s]*)@", text, re.IGNORECASE)
+    )
 
 
 def _flow_nesting_over_limit(text: str) -> int | None:

@@ -124,3 +124,26 @@ def test_a_secret_is_masked_as_a_whole_value_only(monkeypatch):
     spec = parse_spec("name: x\ntracking:\n  experiment: 'e-${env:LONG_SECRET}'\n")
     assert spec.redact("abc abcdefgh bcd") == "abc *** bcd"
     assert spec.with_references("at e-abcdefgh") == "at e-${env:LONG_SECRET}"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://alice:pw123@127.0.0.1:5000",
+        "postgresql://u:p@db/mlflow",
+        "http://u:${env:TEST_DB_PASSWORD}x@h",
+    ],
+)
+def test_a_password_written_in_plain_text_is_refused(secret_env, uri):
+    """A run stores its spec (MLflow artifact, ray-job ticket, Kubernetes ConfigMap): no password in it."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(f"name: x\ntracking:\n  uri: '{uri}'\n", "s.yaml")
+    (problem,) = info.value.problems
+    assert (problem.path, problem.line) == ("tracking.uri", 3)
+    assert "password in plain text" in problem.message and "${env:" in problem.hint
+
+
+def test_a_password_given_as_a_reference_is_stored_as_the_reference(secret_env):
+    spec = parse_spec("name: x\ntracking:\n  uri: 'http://alice:${env:TEST_DB_PASSWORD}@h:5000'\n")
+    assert spec.tracking.uri == f"http://alice:{SECRET}@h:5000"
+    assert "${env:TEST_DB_PASSWORD}" in spec.resolved_text() and SECRET not in spec.resolved_text()
