@@ -28,11 +28,13 @@ class Sampling:
 def generate_from_plan(plan, prompt: str, sampling: Sampling, which: str = "best") -> str:
     """Prompt plus continuation, from the best or latest complete checkpoint of a run's plan."""
     from orchestrator.train.checkpoint import best_checkpoint, latest_complete_checkpoint
+    from orchestrator.train.safe_load import require_inside
 
     pick = best_checkpoint if which == "best" else latest_complete_checkpoint
     info = pick(plan.checkpoint_dir)
     if info is None:
         raise NotFoundError(f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir}")
+    require_inside(info.path, plan.checkpoint_dir)  # a step-<N> link out of the run's directory
     model = load_model(plan.spec, Path(plan.checkpoint_dir), info.tag, info.zero_stage)
     return sample(model, plan.data.tokenizer_path, prompt, sampling)
 
@@ -42,18 +44,17 @@ def load_model(spec, run_dir: Path, tag: str, zero_stage: int):
     import torch
 
     from orchestrator.train.model import build_model
+    from orchestrator.train.safe_load import load_model_states, weights_only_loading
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
     if zero_stage == 0:  # no ZeRO shards: the whole module is in the model-states file
-        states = torch.load(
-            run_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-        )
-        state_dict = states["module"]
+        state_dict = load_model_states(run_dir / tag / "mp_rank_00_model_states.pt")["module"]
     else:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        with contextlib.redirect_stdout(sys.stderr):  # its progress notes would mix with the text
+        # stdout: its progress notes would mix with the text; weights only: no code from the files
+        with contextlib.redirect_stdout(sys.stderr), weights_only_loading():
             state_dict = get_fp32_state_dict_from_zero_checkpoint(str(run_dir), tag=tag)
     model = build_model(spec.model)
     model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)

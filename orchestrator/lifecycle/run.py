@@ -12,16 +12,19 @@ outcome = execute(resumed.plan, launcher)
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.errors import NotFoundError, PlanError, ResumeError
+from orchestrator.errors import NotFoundError, PlanError, ResumeError, UntrustedInput
 from orchestrator.interrupts import sigterm_as_interrupt
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
 from orchestrator.plan import Plan, build_plan, tracking_uri_here
+from orchestrator.plan.plan import checkpoint_root
 from orchestrator.spec import RunSpec, parse_spec
+from orchestrator.spec.models import RUN_NAME_PATTERN
 from orchestrator.text import first_line
 from orchestrator.track.mlflow_run import redact_text
 from orchestrator.track.runs import (
@@ -35,6 +38,7 @@ from orchestrator.track.runs import (
     set_tags,
 )
 from orchestrator.train.checkpoint import CheckpointInfo, check_compatible, latest_complete_checkpoint
+from orchestrator.train.safe_load import require_inside
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +101,26 @@ def existing_plan(
         )
     stored = read_stored_spec(tracking_uri, record.run_id)
     spec = parse_spec(stored, f"{SPEC_ARTIFACT} of run {record.run_name}", list(overrides))
+    _check_run_identity(record, spec, cwd)
     return replace(
         build_plan(spec, cwd),
         run_name=record.run_name,
         checkpoint_dir=record.checkpoint_dir,
         tracking_uri=tracking_uri,
         run_id=record.run_id,
+    )
+
+
+def _check_run_identity(record, spec: RunSpec, cwd: Path | None) -> None:
+    """The run's name and directory come from MLflow tags, which anyone who can write to the store
+    can change: its checkpoints (pickles) are only loaded from inside where the spec keeps its runs."""
+    if not re.fullmatch(RUN_NAME_PATTERN, record.run_name):
+        raise UntrustedInput(
+            f"MLflow run {record.run_id} is named {record.run_name!r}, which is not a run name this "
+            "orchestrator gives (a directory name)"
+        )
+    require_inside(
+        record.checkpoint_dir, checkpoint_root(spec, (cwd or Path.cwd()).resolve()), "run directory"
     )
 
 

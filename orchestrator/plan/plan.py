@@ -86,15 +86,14 @@ def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
     total = steps_per_epoch * spec.train.epochs
     if spec.train.max_steps is not None:
         total = min(total, spec.train.max_steps)
-    run_name = spec.tracking.run_name or _timestamped(spec.name, cwd / spec.checkpoint.dir)
+    root = checkpoint_root(spec, cwd)
+    run_name = spec.tracking.run_name or _timestamped(spec.name, root)
     on_cluster = spec.cluster.backend == "kubernetes"  # the run's files live on the cluster's volume
     return Plan(
         spec=spec,
         spec_text=spec.resolved_text(),
         run_name=run_name,
-        checkpoint_dir=f"{spec.kubernetes.checkpoint_mount_path.rstrip('/')}/{run_name}"
-        if on_cluster
-        else str((cwd / spec.checkpoint.dir / run_name).resolve()),
+        checkpoint_dir=f"{str(root).rstrip('/')}/{run_name}" if on_cluster else str(root / run_name),
         local_run_dir=not on_cluster,
         tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
         experiment_name=spec.tracking.experiment or spec.name,
@@ -111,6 +110,14 @@ def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
         total_steps=total,
         memory=estimate_memory(spec, world, _capacity_per_worker(spec)),
     )
+
+
+def checkpoint_root(spec: RunSpec, cwd: Path) -> Path:
+    """Where the spec's runs keep their directories: ``checkpoint.dir`` (from ``cwd``), or the
+    checkpoint volume's mount path on a Kubernetes cluster."""
+    if spec.cluster.backend == "kubernetes":
+        return Path(spec.kubernetes.checkpoint_mount_path)
+    return (cwd / spec.checkpoint.dir).resolve()
 
 
 def check_local_gpus(spec: RunSpec) -> None:
