@@ -24,12 +24,22 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
-from orchestrator.text import mask_uri_passwords
+from orchestrator.text import PrintableStream, mask_uri_passwords
 
 log = logging.getLogger("orchestrator")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Names, logs and errors come from files, MLflow and clusters: none of it may drive the terminal.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser(sys.modules[__name__]).parse_args(argv)
     _configure_logging(args.verbose - args.quiet)
     try:
