@@ -130,11 +130,12 @@ def cmd_k8s_render(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    from orchestrator.fsutil import write_output_file
     from orchestrator.spec import run_spec_schema
 
     text = json.dumps(run_spec_schema(), indent=2) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        write_output_file(args.out, text)
     else:
         print(text, end="")
     return EXIT_OK

@@ -71,7 +71,7 @@ def sqlite_run(tmp_path):
     """A real MLflow sqlite store holding one run whose checkpoint directory is tmp_path/run:
     (tracking uri, run id, checkpoint dir)."""
     from orchestrator.track.mlflow_run import client
-    from orchestrator.track.runs import CHECKPOINT_DIR_TAG
+    from orchestrator.track.runs import CHECKPOINT_DIR_TAG, write_run_record
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow = client(uri)
@@ -79,6 +79,7 @@ def sqlite_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
+    write_run_record(out, run.info.run_id)  # as start_run does
     return uri, run.info.run_id, out
 
 

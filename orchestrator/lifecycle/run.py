@@ -36,6 +36,7 @@ from orchestrator.track.runs import (
     find_record,
     read_stored_spec,
     set_tags,
+    write_run_record,
 )
 from orchestrator.train.checkpoint import CheckpointInfo, check_compatible, latest_complete_checkpoint
 from orchestrator.train.safe_load import require_inside
@@ -86,7 +87,10 @@ def start_run(plan: Plan, spec_dir: str | Path = ".") -> Plan:
 
     if plan.local_run_dir:
         Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    return replace(plan, run_id=create_run(plan, spec_dir))
+    plan = replace(plan, run_id=create_run(plan, spec_dir))
+    if plan.local_run_dir:
+        write_run_record(plan.checkpoint_dir, plan.run_id)
+    return plan
 
 
 def existing_plan(

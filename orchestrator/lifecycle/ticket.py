@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator.errors import UsageError
 from orchestrator.plan import Plan, build_plan
 from orchestrator.spec import parse_spec, resolve_references
-from orchestrator.track.runs import SPEC_ARTIFACT
+from orchestrator.track.runs import SPEC_ARTIFACT, write_run_record
 
 
 @dataclass(frozen=True)
@@ -69,4 +69,5 @@ def plan_from_ticket(ticket: RunTicket) -> Plan:
         local_run_dir=True,  # here, on the cluster, the run's directory is at hand
     )
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan

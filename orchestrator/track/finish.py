@@ -17,10 +17,9 @@ from orchestrator.fsutil import atomic_write
 from orchestrator.track.journal import journal_path, read_journal
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.replay import ReplayResult, replay_journal
-from orchestrator.track.runs import CHECKPOINT_DIR_TAG, RUN_STATUSES, get_run
+from orchestrator.track.runs import CHECKPOINT_DIR_TAG, FINAL_STATUS_FILE, RUN_STATUSES, get_run
 from orchestrator.track.snapshot import upload_snapshot
 
-FINAL_STATUS_FILE = "tracking-status.json"
 REPORT_SUFFIXES = (".json", ".png")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import tempfile
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import NotFoundError, OrchestratorError, TrackingError
+from orchestrator.fsutil import atomic_write
 from orchestrator.text import first_line, mask_uri_passwords
 
 # Tags the orchestrator sets on every run it creates.
@@ -33,6 +35,8 @@ ADDRESS_TAG = "orchestrator.address"  # where that job runs (no credentials)
 STOP_REASON_TAG = "orchestrator.stop_reason"  # why training ended before its last step
 RESUME_OVERRIDES_TAG = "orchestrator.resume_overrides"  # `--set` values applied by the last resume
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
+RUN_RECORD_FILE = ".orchestrator-run.json"  # in the run's directory: {"run_id": ...}
+FINAL_STATUS_FILE = "tracking-status.json"  # beside it when the job ended: {"run_id", "status"}
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -121,7 +125,7 @@ def get_run(tracking_uri: str, run_id: str):
     run = _run_by_id(tracking_uri, run_id)
     if run is None:
         raise NotFoundError(
-            f"no MLflow run {run_id!r} in {mask_uri_passwords(tracking_uri)}; check the run id printed "
+            f"no MLflow run {run_id} in {mask_uri_passwords(tracking_uri)}; check the run id printed "
             "by submit, and --tracking-uri if the run was tracked elsewhere"
         )
     return run
@@ -191,6 +195,26 @@ def run_checkpoint_dir(run) -> str:
             f"MLflow run {run.info.run_id} has no {CHECKPOINT_DIR_TAG} tag: it was not started by this "
             "orchestrator; pass --out DIR to choose where the report goes"
         ) from None
+
+
+def write_run_record(run_dir: str | Path, run_id: str) -> None:
+    """Mark a run's directory as this run's: what `report` checks before writing into a directory
+    an MLflow tag names."""
+    payload = json.dumps({"run_id": run_id}).encode()
+    atomic_write(Path(run_dir) / RUN_RECORD_FILE, payload)
+
+
+def holds_run(run_dir: str | Path, run_id: str) -> bool:
+    """Whether the directory is that run's: its record, or its final status (runs from before
+    the record was written)."""
+    for name in (RUN_RECORD_FILE, FINAL_STATUS_FILE):
+        try:
+            record = json.loads((Path(run_dir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("run_id") == run_id:
+            return True
+    return False
 
 
 def read_stored_spec(tracking_uri: str, run_id: str) -> str:
