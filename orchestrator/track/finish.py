@@ -17,7 +17,13 @@ from orchestrator.fsutil import atomic_write
 from orchestrator.track.journal import journal_path, read_journal
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.replay import ReplayResult, replay_journal
-from orchestrator.track.runs import CHECKPOINT_DIR_TAG, FINAL_STATUS_FILE, RUN_STATUSES, get_run
+from orchestrator.track.runs import (
+    CHECKPOINT_DIR_TAG,
+    FINAL_STATUS_FILE,
+    RUN_RECORD_FILE,
+    RUN_STATUSES,
+    get_run,
+)
 from orchestrator.track.snapshot import upload_snapshot
 
 REPORT_SUFFIXES = (".json", ".png")
@@ -82,5 +88,5 @@ def _upload_report(mlflow, run_id: str, checkpoint_dir: str | None) -> None:
     if not checkpoint_dir or not os.path.isdir(checkpoint_dir):
         return
     for name in sorted(os.listdir(checkpoint_dir)):
-        if name.endswith(REPORT_SUFFIXES) and name != FINAL_STATUS_FILE:
+        if name.endswith(REPORT_SUFFIXES) and name not in (FINAL_STATUS_FILE, RUN_RECORD_FILE):
             mlflow.log_artifact(run_id, os.path.join(checkpoint_dir, name), "report")
