@@ -98,7 +98,7 @@ def cmd_validate(args) -> int:
         print(plan_run(spec).describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
-        print(f"note: this machine cannot run it as is: {exc}")
+        print(spec.redact(f"note: this machine cannot run it as is: {exc}"))
     return EXIT_OK
 
 
