@@ -25,6 +25,15 @@ TEST_CACHE = tempfile.mkdtemp(prefix="orchestrator-test-cache-")
 os.environ["ORCHESTRATOR_CACHE_DIR"] = TEST_CACHE
 atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
+# `make fuzz` sets this: every property-based test then runs that many examples.
+FUZZ_EXAMPLES = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "0"))
+
+
+def fuzz_examples(quick: int) -> int:
+    """How many examples a property-based test runs: ``quick`` in `make test`, more in `make fuzz`."""
+    return FUZZ_EXAMPLES or quick
+
+
 TINY_SPEC = """\
 name: tiny
 model: {n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}
