@@ -279,7 +279,10 @@ def cmd_list(args) -> int:
     from orchestrator.track.runs import list_records
 
     if args.address:
-        for handle in launcher_class("ray-job")(args.address).list():
+        from orchestrator.spec import resolve_references
+
+        listing = launcher_class("ray-job")(resolve_references(args.address), address_as_written=args.address)
+        for handle in listing.list():
             print(f"{handle.run_id}  {handle.state.value:<9}  {handle.job_id}")
         return EXIT_OK
     for record in list_records(_tracking_uri(args.tracking_uri)):

@@ -25,7 +25,7 @@ from orchestrator.plan import Plan, build_plan, tracking_uri_here
 from orchestrator.plan.plan import checkpoint_root
 from orchestrator.spec import RunSpec, parse_spec
 from orchestrator.spec.models import RUN_NAME_PATTERN
-from orchestrator.text import first_line
+from orchestrator.text import first_line, mask_uri_passwords
 from orchestrator.track.mlflow_run import redact_text
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
@@ -200,6 +200,8 @@ def settle_detached(plan: Plan, handle: JobHandle) -> None:
 
 def finish(plan: Plan, handle: JobHandle) -> Outcome:
     """Post-mortem on failure, then deliver the journal, upload the report and set the status."""
+    if handle.error:  # shown and written below: an error may quote a URI or a path holding a secret
+        handle = replace(handle, error=plan.spec.redact(mask_uri_passwords(handle.error)))
     post_mortem = None
     if handle.state is JobState.FAILED and plan.local_run_dir:
         attempts = plan.spec.cluster.max_failures + 1
