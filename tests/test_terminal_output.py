@@ -22,10 +22,10 @@ def unsafe(text: str) -> list[str]:
     return [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F or c == "\u202e"]
 
 
-@pytest.fixture
-def hostile_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory):
+    """./mlflow.db with a finished run whose name, status file and worker log hold control characters."""
+    tmp_path = tmp_path_factory.mktemp("hostile")
     mlflow = client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
@@ -36,7 +36,15 @@ def hostile_run(tmp_path, monkeypatch):
     tags = {CHECKPOINT_DIR_TAG: str(run_dir), BACKEND_TAG: "ray-local"}
     run = mlflow.create_run(mlflow.create_experiment("e"), run_name=f"name{HOSTILE}", tags=tags)
     mlflow.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    return tmp_path, run.info.run_id
+
+
+@pytest.fixture
+def hostile_run(hostile_store, monkeypatch):
+    work, run_id = hostile_store
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return run_id
 
 
 @pytest.mark.parametrize("command", [["status", "RUN"], ["logs", "RUN"], ["list"]])

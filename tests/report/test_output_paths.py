@@ -11,11 +11,21 @@ from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 
 
-@pytest.fixture
-def logged_run(sqlite_run):
-    uri, run_id, out = sqlite_run
-    metrics = [Metric("train_loss", 5.0 - step / 10, 1000 + step, step) for step in (5, 10)]
-    client(uri).log_batch(run_id, metrics=metrics)
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    """A store with one orchestrator run (its record in its directory) that logged two steps."""
+    from orchestrator.track.runs import write_run_record
+
+    tmp_path = tmp_path_factory.mktemp("paths")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    out.mkdir()
+    mlflow = client(uri)
+    run_id = mlflow.create_run(
+        mlflow.create_experiment("paths"), tags={CHECKPOINT_DIR_TAG: str(out)}
+    ).info.run_id
+    write_run_record(out, run_id)
+    mlflow.log_batch(run_id, metrics=[Metric("train_loss", 5.0 - s / 10, 1000 + s, s) for s in (5, 10)])
     return uri, run_id, out
 
 
@@ -26,12 +36,15 @@ def test_report_writes_into_the_runs_own_directory(logged_run, capsys):
 
 
 def test_report_refuses_a_directory_the_tag_points_to_that_is_not_the_runs(logged_run, tmp_path, capsys):
-    uri, run_id, _ = logged_run
+    uri, run_id, own = logged_run
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "summary.json").write_text("precious")
     client(uri).set_tag(run_id, CHECKPOINT_DIR_TAG, str(victim))
-    assert main(["report", run_id, "--tracking-uri", uri]) == 2
+    try:
+        assert main(["report", run_id, "--tracking-uri", uri]) == 2
+    finally:
+        client(uri).set_tag(run_id, CHECKPOINT_DIR_TAG, str(own))
     err = capsys.readouterr().err
     assert f"names {victim} as its directory, which holds no record of that run" in err
     assert "--out DIR" in err

@@ -25,17 +25,24 @@ RUN_COMMANDS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """mlflow.db with one orchestrator run (its directory: ./run), made once: (directory, run id)."""
+    work = tmp_path_factory.mktemp("stores")
+    mlflow = client(f"sqlite:///{work / 'mlflow.db'}")
+    (work / "run").mkdir()
+    tags = {CHECKPOINT_DIR_TAG: str(work / "run"), BACKEND_TAG: "ray-local"}
+    return work, mlflow.create_run(mlflow.create_experiment("damaged"), tags=tags).info.run_id
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """./mlflow.db with one orchestrator run (its directory: ./run): (run id, run directory)."""
+def store(template, tmp_path, monkeypatch):
+    """A copy of the template's store as ./mlflow.db (tests damage it): (run id, run directory)."""
+    work, run_id = template
+    (tmp_path / "mlflow.db").write_bytes((work / "mlflow.db").read_bytes())
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mlflow = client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    tags = {CHECKPOINT_DIR_TAG: str(run_dir), BACKEND_TAG: "ray-local"}
-    run = mlflow.create_run(mlflow.create_experiment("damaged"), tags=tags)
-    return run.info.run_id, run_dir
+    return run_id, work / "run"
 
 
 def _argv(command: list[str], run_id: str) -> list[str]:

@@ -31,9 +31,12 @@ class Payload:
 
 
 def plant(run_dir: Path, marker: Path, zero_stage: int = 0) -> Path:
+    import shutil
+
     import torch
 
     tag = run_dir / "step-10"
+    shutil.rmtree(tag, ignore_errors=True)
     tag.mkdir(parents=True)
     payload = {"module": {}, "buffer_names": [], "param_shapes": [], "evil": Payload(marker)}
     name = "mp_rank_00_model_states.pt" if zero_stage == 0 else "zero_pp_rank_0_mp_rank_00_model_states.pt"
@@ -43,16 +46,22 @@ def plant(run_dir: Path, marker: Path, zero_stage: int = 0) -> Path:
     return tag
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    """A run of this orchestrator in ./mlflow.db with its directory ./checkpoints/<name>."""
+@pytest.fixture(scope="module")
+def started(tmp_path_factory):
+    """A run of this orchestrator in <work>/mlflow.db with its directory <work>/checkpoints/<name>."""
     from orchestrator.lifecycle import plan_run, start_run
     from orchestrator.spec import parse_spec
 
-    monkeypatch.chdir(tmp_path)
+    work = tmp_path_factory.mktemp("planted")
+    return work, start_run(plan_run(parse_spec(SPEC), work), work)
+
+
+@pytest.fixture
+def run(started, monkeypatch):
+    work, plan = started
+    monkeypatch.chdir(work)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "spec.yaml").write_text(SPEC)
-    return start_run(plan_run(parse_spec(SPEC), tmp_path), tmp_path)
+    return plan
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
@@ -72,11 +81,14 @@ def test_a_run_directory_outside_the_checkpoint_root_is_refused(run, tmp_path, c
     elsewhere = tmp_path / "elsewhere" / run.run_name
     plant(elsewhere, tmp_path / "pwned")
     set_tags(run.tracking_uri, run.run_id, {CHECKPOINT_DIR_TAG: str(elsewhere)})
-    assert main(["generate", run.run_id, "--prompt", "x"]) == 2
-    err = capsys.readouterr().err
-    assert f"lies outside {tmp_path / 'checkpoints'}" in err, err
-    assert main(["submit", "--resume", run.run_id]) == 2
-    assert "lies outside" in capsys.readouterr().err
+    try:
+        assert main(["generate", run.run_id, "--prompt", "x"]) == 2
+        err = capsys.readouterr().err
+        assert f"lies outside {Path(run.checkpoint_dir).parent}" in err, err
+        assert main(["submit", "--resume", run.run_id]) == 2
+        assert "lies outside" in capsys.readouterr().err
+    finally:
+        set_tags(run.tracking_uri, run.run_id, {CHECKPOINT_DIR_TAG: run.checkpoint_dir})
     assert not (tmp_path / "pwned").exists()
 
 
