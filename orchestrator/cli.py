@@ -53,7 +53,7 @@ def _run(argv: list[str] | None) -> int:
     except Exception as exc:  # a store error a command did not name itself: still no traceback
         from orchestrator.track.runs import is_store_error, store_failure
 
-        if not is_store_error(exc):
+        if not is_store_error(exc, http=False):  # an HTTP error here may be a cluster's, not MLflow's
             raise
         error = store_failure(exc)
         print(error.render(), file=sys.stderr)

@@ -280,9 +280,10 @@ def store_errors(tracking_uri: str, unless: type[BaseException] | tuple = ()) ->
         raise store_failure(exc, tracking_uri) from None
 
 
-def is_store_error(exc: BaseException) -> bool:
-    """An error raised by MLflow or what it stands on, by the module that defines it."""
-    roots = ("mlflow", "sqlalchemy", "sqlite3", "alembic", "requests", "urllib3")
+def is_store_error(exc: BaseException, http: bool = True) -> bool:
+    """An error raised by MLflow or what it stands on, by the module that defines it (``http``:
+    the HTTP client's too, which only a call to the store can have raised)."""
+    roots = ("mlflow", "sqlalchemy", "sqlite3", "alembic", *(("requests", "urllib3") if http else ()))
     return any(cls.__module__.split(".")[0] in roots for cls in type(exc).__mro__)
 
 
