@@ -38,7 +38,7 @@ def test_submit_prints_progress_and_where_everything_is(tiny_run):
     assert re.search(r"\[train\] step 5/20 epoch 1 loss \d+\.\d+ .* ETA", out)
     assert out.count("[train] step 10/20") == 1, "each progress line is printed once"
     assert f"artifacts  {run_dir}" in out
-    assert "ui --backend-store-uri" in out and "--host 127.0.0.1" in out
+    assert "MLflow UI  orchestrator ui\n" in out and "then open http://127.0.0.1:5000/#/experiments/" in out
     assert "state      SUCCEEDED" in out
     assert f"orchestrator report {run_id}" in out
 
