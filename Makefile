@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-deps lint format clean
+.PHONY: install run test test-deps fuzz lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-deps:
 # pytest exits 5 when it collected no test; make treats that as a failure like any other.
 test: lint test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The property-based tests with 10,000 examples each (make test runs a few dozen of each).
+fuzz: $(STAMP)
+	ORCHESTRATOR_FUZZ_EXAMPLES=10000 $(BIN)/pytest tests/spec/test_fuzz.py tests/test_fuzz_cli.py $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

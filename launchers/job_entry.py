@@ -17,6 +17,7 @@ from pathlib import Path
 from launchers.ray_local import RayLocalLauncher
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
 from orchestrator.lifecycle import RunTicket, execute, plan_from_ticket
+from orchestrator.text import mask_uri_passwords
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
     try:
         plan = plan_from_ticket(RunTicket.read(argv[0]))
     except OrchestratorError as exc:
-        print(exc.render(), file=sys.stderr, flush=True)
+        print(mask_uri_passwords(exc.render()), file=sys.stderr, flush=True)
         return exc.exit_code
     outcome = execute(plan, RayLocalLauncher(address="auto"))
     print(f"state      {outcome.state.value}", flush=True)

@@ -9,7 +9,11 @@ same lifecycle as a foreground run.
 
 Token authentication: the token is sent as ``Authorization: Bearer <token>``, read from
 ``RAY_AUTH_TOKEN``, else the file named by ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (the
-places Ray's own clients look). It is never written into the spec, the job or MLflow.
+places Ray's own clients look). It is never written into the spec, the job or MLflow. A dashboard
+behind a proxy with basic authentication (``http://me:${env:PROXY_PASSWORD}@host``): the URL's
+credentials go to the proxy in ``Authorization`` and the token in ``X-Ray-Authorization``, the header
+Ray reads when a proxy stands in front of it. The address is stored (MLflow tag) as written, with
+its references, and resolved again from the environment of whoever reads it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.errors import LaunchError
 from orchestrator.lifecycle import RunTicket
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec, resolve_references
-from orchestrator.text import first_line
+from orchestrator.text import first_line, mask_uri_passwords
 from orchestrator.track.runs import ADDRESS_TAG, JOB_ID_TAG, JobHandle, JobState, RunRecord
 
 RUN_ID_KEY = "orchestrator_run_id"  # job metadata: which MLflow run a job belongs to
@@ -58,7 +63,9 @@ class RayJobLauncher:
     def __init__(self, address: str, token: str | None = None, address_as_written: str | None = None):
         self.address = address
         self._address_as_written = address_as_written or address  # `${env:...}` kept: stored in tags
-        self._client = _connect(address, token if token is not None else read_auth_token())
+        self._client = _connect(
+            address, token if token is not None else read_auth_token(), self._address_as_written
+        )
 
     @classmethod
     def for_spec(cls, spec: RunSpec) -> RayJobLauncher:
@@ -80,7 +87,10 @@ class RayJobLauncher:
                 entrypoint=f"python -m launchers.job_entry {TICKET_FILE}",
                 submission_id=job_id_for(plan.run_id),
                 runtime_env={"working_dir": bundle},
-                metadata={RUN_ID_KEY: plan.run_id, "orchestrator_run_name": plan.run_name},
+                metadata={
+                    RUN_ID_KEY: plan.run_id,
+                    "orchestrator_run_name": plan.spec.with_references(plan.run_name),
+                },
                 entrypoint_num_cpus=0,  # the driver only waits; the workers need the CPUs
             )
         return JobHandle(self.name, plan.run_id, JobState.PENDING, job_id=job_id)
@@ -118,16 +128,20 @@ class RayJobLauncher:
         try:
             return self._client.get_job_info(job_id)
         except RuntimeError as exc:
+            reason = _shown(first_line(exc), self.address, self._address_as_written)
             raise LaunchError(
-                f"no job {job_id} on the cluster at {self._address_as_written}: {first_line(exc)}"
+                f"no job {job_id} on the cluster at {self._address_as_written}: {reason}"
             ) from None
 
 
-def _connect(address: str, token: str | None):
+def _connect(address: str, token: str | None, address_as_written: str):
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
+    # With credentials in the URL, `Authorization` carries them (to the proxy); Ray then reads its
+    # token from `X-Ray-Authorization`.
+    header = "X-Ray-Authorization" if urlsplit(address).password else "Authorization"
+    headers = {header: f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)
     except (ConnectionError, RuntimeError, AuthenticationError) as exc:
@@ -139,7 +153,13 @@ def _connect(address: str, token: str | None):
         )
         if not isinstance(exc, AuthenticationError) and "nauthorized" not in str(exc):
             hint = "is the cluster running and its dashboard at this address?"
-        raise LaunchError(f"the Ray Jobs API at {address}: {first_line(exc)}; {hint}") from None
+        reason = _shown(first_line(exc), address, address_as_written)
+        raise LaunchError(f"the Ray Jobs API at {address_as_written}: {reason}; {hint}") from None
+
+
+def _shown(text: str, address: str, address_as_written: str) -> str:
+    """An error of Ray's client, which quotes the URL it was given, as the user wrote that URL."""
+    return mask_uri_passwords(text.replace(address, address_as_written))
 
 
 def _write_bundle(plan: Plan, bundle: Path) -> None:

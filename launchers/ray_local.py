@@ -1,8 +1,12 @@
 """Ray Train driven from this process: on an embedded Ray, or on a running cluster (`cluster.address`).
 
-Embedded (no address): a Ray started for this run, bound to 127.0.0.1 (``cluster.host``), with Ray's
-own token authentication (on by default for a local ``ray.init()``) left on. It is this process's
-child: ``ray.shutdown()`` stops exactly what was started, nothing else on the machine.
+Embedded (no address): a Ray started for this run, bound to 127.0.0.1 (``cluster.host``; another
+address only with ``cluster.expose``, and a warning), with Ray's token authentication on
+(``RAY_AUTH_MODE=token``; ``disabled`` in the environment is refused unless the spec says
+``cluster.ray_auth: disabled``) and a token of its own that only this user can read
+(``private_ray_token``). torch.distributed's rendezvous store and gloo listen on loopback
+too (``launchers.loopback_torch``). It is this process's child: ``ray.shutdown()`` stops exactly what
+was started, nothing else on the machine.
 
 Existing cluster (``auto``, ``host:port`` or ``ray://host:port``): this process connects as a driver;
 the cluster's token comes from ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``/``~/.ray/auth_token`` as for
@@ -16,7 +20,12 @@ times; each new group restores from the latest complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,14 +39,17 @@ from orchestrator.track.runs import JobHandle, JobState, RunRecord
 
 # Keeps Ray on 127.0.0.1: without it Ray swaps a loopback address for the machine's network address.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
+log = logging.getLogger(__name__)
 
 
 class PlacementTimeout(LaunchError):
     """The cluster could not place the workers within the timeout."""
 
 
-def worker_env(plan: Plan) -> dict[str, str]:
-    """Environment of every training worker."""
+def worker_env(plan: Plan, embedded: bool = False) -> dict[str, str]:
+    """Environment of every training worker (``embedded``: all of them on this machine)."""
     env = {
         **quiet_mlflow_env(),
         **LOOPBACK_ENV,
@@ -52,6 +64,10 @@ def worker_env(plan: Plan) -> dict[str, str]:
     }
     if plan.spec.cluster.gpus_per_worker == 0:
         env["DS_ACCELERATOR"] = "cpu"  # must be set before deepspeed is imported
+    if embedded:
+        from launchers.loopback_torch import loopback_worker_env
+
+        env.update(loopback_worker_env())
     return env
 
 
@@ -82,6 +98,8 @@ class RayLocalLauncher:
 
     @classmethod
     def for_spec(cls, spec: RunSpec) -> RayLocalLauncher:
+        if not spec.cluster.address:
+            embedded_ray_auth(spec.cluster)  # refused before the run exists
         return cls()
 
     @classmethod
@@ -90,13 +108,17 @@ class RayLocalLauncher:
 
     def submit(self, plan: Plan) -> JobHandle:
         address = self.address or plan.spec.cluster.address
+        with contextlib.nullcontext() if address else private_ray_token():
+            return self._run(plan, address)
+
+    def _run(self, plan: Plan, address: str | None) -> JobHandle:
         _connect(plan, address)
         import ray
 
         try:
             sigterm_like_sigint()  # ray.init replaced the SIGTERM handler with its own
             wait_for_placement(plan)
-            _trainer(plan).fit()
+            _trainer(plan, embedded=not address).fit()
             return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
         except PlacementTimeout as exc:
             return JobHandle(self.name, plan.run_id, JobState.FAILED, str(exc))
@@ -130,12 +152,56 @@ _FOREGROUND = (
 )
 
 
+@contextlib.contextmanager
+def private_ray_token() -> Iterator[None]:
+    """A token of the embedded Ray's own, in a file only this user can read, gone after the run.
+
+    Ray writes the token it generates to ~/.ray/auth_token readable by every user of the machine,
+    and whoever holds it can run code through Ray. A token the user set (RAY_AUTH_TOKEN) is kept."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="orchestrator-ray-")  # mode 0700
+    path = os.path.join(directory, "auth_token")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    saved = os.environ.get(RAY_AUTH_TOKEN_PATH)
+    os.environ[RAY_AUTH_TOKEN_PATH] = path  # Ray's processes, children of this one, inherit it
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(RAY_AUTH_TOKEN_PATH, None)
+        else:
+            os.environ[RAY_AUTH_TOKEN_PATH] = saved
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def embedded_ray_auth(cluster) -> str:
+    """RAY_AUTH_MODE for an embedded Ray: token, unless the spec turns it off in so many words."""
+    from orchestrator.plan.describe import exposure_warnings
+
+    asked = os.environ.get(RAY_AUTH_MODE, "token")
+    if asked == "disabled" and cluster.ray_auth != "disabled":
+        raise LaunchError(
+            "RAY_AUTH_MODE=disabled is set, which would let any process that reaches the embedded "
+            "Ray's ports run code as you; hint: unset RAY_AUTH_MODE, or set cluster.ray_auth: "
+            "disabled in the spec if this machine is yours alone"
+        )
+    for warning in exposure_warnings(cluster):
+        log.warning(warning)
+    return cluster.ray_auth
+
+
 def _connect(plan: Plan, address: str | None) -> None:
     os.environ.update(LOOPBACK_ENV)
+    if not address:
+        os.environ[RAY_AUTH_MODE] = embedded_ray_auth(plan.spec.cluster)
     import ray
 
     common = {
-        "runtime_env": {"env_vars": worker_env(plan)},
+        "runtime_env": {"env_vars": worker_env(plan, embedded=not address)},
         "configure_logging": True,
         "logging_level": "WARNING",
         "log_to_driver": True,
@@ -199,12 +265,17 @@ def _alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _trainer(plan: Plan):
+def _trainer(plan: Plan, embedded: bool):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cluster = plan.spec.cluster
     use_gpu = cluster.gpus_per_worker > 0
+    torch_config = TorchConfig
+    if embedded:  # every rank on this machine: the rendezvous listens on loopback only
+        from launchers.loopback_torch import LoopbackTorchConfig
+
+        torch_config = LoopbackTorchConfig
     return TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"plan": plan},
@@ -215,7 +286,7 @@ def _trainer(plan: Plan):
             placement_strategy=cluster.placement_strategy,
             label_selector=dict(cluster.label_selector) or None,
         ),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=torch_config(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=plan.run_name,
             storage_path=str(Path(plan.checkpoint_dir) / "ray"),

@@ -24,26 +24,45 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
+from orchestrator.text import PrintableStream, mask_uri_passwords
 
 log = logging.getLogger("orchestrator")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Names, logs and errors come from files, MLflow and clusters: none of it may drive the terminal.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser(sys.modules[__name__]).parse_args(argv)
     _configure_logging(args.verbose - args.quiet)
     try:
         return args.func(args)
     except OrchestratorError as exc:
-        print(exc.render(), file=sys.stderr)
+        print(mask_uri_passwords(exc.render()), file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `orchestrator plan ... | head` closed the pipe early: not an error
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # a store error a command did not name itself: still no traceback
+        from orchestrator.track.runs import is_store_error, store_failure
+
+        if not is_store_error(exc, http=False):  # an HTTP error here may be a cluster's, not MLflow's
+            raise
+        error = store_failure(exc)
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
 
 
 class _Levelled(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = mask_uri_passwords(super().format(record))
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
@@ -58,8 +77,10 @@ def _configure_logging(verbosity: int) -> None:
 
 def _tracking_uri(explicit: str | None) -> str:
     from orchestrator.plan import tracking_uri_here
+    from orchestrator.spec import resolve_references
 
-    return tracking_uri_here(explicit)
+    # Commands this tool prints name a store with `${env:...}` references in place of its secrets.
+    return tracking_uri_here(resolve_references(explicit) if explicit else None)
 
 
 # --- specs -------------------------------------------------------------------------------------
@@ -77,7 +98,7 @@ def cmd_validate(args) -> int:
         print(plan_run(spec).describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
-        print(f"note: this machine cannot run it as is: {exc}")
+        print(spec.redact(f"note: this machine cannot run it as is: {exc}"))
     return EXIT_OK
 
 
@@ -88,8 +109,10 @@ def cmd_plan(args) -> int:
     from orchestrator.spec import load_spec
 
     plan = plan_run(load_spec(args.spec, args.overrides))
-    text = json.dumps(plan_as_dict(plan), indent=2) if args.json else describe_submit(plan)
-    print(plan.spec.redact(text))
+    if args.json:  # masked before serialising: JSON escapes would hide a secret from a text search
+        print(json.dumps(plan.spec.redact_data(plan_as_dict(plan)), indent=2))
+    else:
+        print(describe_submit(plan))
     return EXIT_OK
 
 
@@ -107,11 +130,12 @@ def cmd_k8s_render(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    from orchestrator.fsutil import write_output_file
     from orchestrator.spec import run_spec_schema
 
     text = json.dumps(run_spec_schema(), indent=2) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        write_output_file(args.out, text)
     else:
         print(text, end="")
     return EXIT_OK
@@ -199,7 +223,7 @@ def _where(plan, state: str) -> str:
         f"artifacts  {plan.checkpoint_dir}",
         "           training_metrics.json  training_curve.png  loss_by_epoch.png",
         f"rebuild    orchestrator report {plan.run_id}",
-        *ui_hint(plan.tracking_uri, plan.run_id),
+        *ui_hint(plan.tracking_uri, plan.run_id, shown_uri=plan.spec.with_references(plan.tracking_uri)),
     ]
     return plan.spec.redact("\n".join(lines))
 
@@ -255,7 +279,10 @@ def cmd_list(args) -> int:
     from orchestrator.track.runs import list_records
 
     if args.address:
-        for handle in launcher_class("ray-job")(args.address).list():
+        from orchestrator.spec import resolve_references
+
+        listing = launcher_class("ray-job")(resolve_references(args.address), address_as_written=args.address)
+        for handle in listing.list():
             print(f"{handle.run_id}  {handle.state.value:<9}  {handle.job_id}")
         return EXIT_OK
     for record in list_records(_tracking_uri(args.tracking_uri)):
@@ -359,19 +386,20 @@ def cmd_compare(args) -> int:
 
 def cmd_ui(args) -> int:
     from orchestrator.track.mlflow_run import quiet_mlflow_env
-    from orchestrator.track.ui import ui_command
+    from orchestrator.track.ui import ui_command, ui_environment
 
     uri = args.tracking_uri
     if uri is None and args.spec:
         from orchestrator.spec import load_spec
 
         uri = load_spec(args.spec).tracking.uri  # resolved as submit resolves it
-    command, url = ui_command(_tracking_uri(uri), args.port)
+    store = _tracking_uri(uri)
+    command, url = ui_command(store, args.port)
     if command is None:
         print(f"the tracking store is a server already: open {url}")
         return EXIT_OK
     print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
-    os.execve(command[0], command, {**os.environ, **quiet_mlflow_env()})
+    os.execve(command[0], command, {**os.environ, **quiet_mlflow_env(), **ui_environment(store)})
 
 
 if __name__ == "__main__":

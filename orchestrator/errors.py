@@ -46,6 +46,11 @@ class ResumeError(UsageError):
     """A run exists but cannot be continued as asked (with what to do instead)."""
 
 
+class UntrustedInput(UsageError):
+    """A file this tool refuses to read: a checkpoint holding more than data (loading it would run
+    code), or one outside the directory where its run keeps its files."""
+
+
 class NotFoundError(OrchestratorError):
     """A run, a job, a checkpoint or a store that was named does not exist (or not there)."""
 

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from orchestrator.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_output(path: Path, suffix: str = "") -> Iterator[Path]:
@@ -29,3 +31,28 @@ def atomic_write(path: Path, payload: bytes) -> None:
     """Write a file so readers see either the old or the new content, never half of it."""
     with atomic_output(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def output_directory(path: str | Path, option: str = "--out") -> Path:
+    """A directory to write into, created if need be; a UsageError (not a traceback) for a path
+    that is a file, cannot be created or cannot be written."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create the directory ({exc.strerror})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the directory is not writable")
+    return directory
+
+
+def write_output_file(path: str | Path, text: str, option: str = "--out") -> Path:
+    """Write a file the user named; a UsageError for a directory or a place that cannot be written."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write the file ({exc.strerror})") from None
+    return target

@@ -53,7 +53,8 @@ def live_progress(checkpoint_dir: str | Path, mode: str = "auto") -> Iterator[No
     if mode == "off" or (mode == "auto" and not tty):
         yield
         return
-    bar = ProgressBar(checkpoint_dir, sys.stderr, in_place=tty)
+    stream = getattr(sys.stderr, "unescaped", sys.stderr)  # the bar's own \r and line clearing
+    bar = ProgressBar(checkpoint_dir, stream, in_place=tty)
     bar.start()
     try:
         yield

@@ -1,10 +1,32 @@
-"""Small text helpers for what people read: one-line errors, durations, numbers.
+r"""Small text helpers for what people read: one-line errors, durations, numbers, and text made safe
+to show (passwords in URIs masked, control characters escaped).
 
 >>> format_duration(3725), format_number(None), format_number(0.123456)
 ('1h02m', 'n/a', '0.1235')
+>>> mask_uri_passwords("postgresql://me:pw@db:5432/mlflow and http://u:p/q@h")
+'postgresql://me:***@db:5432/mlflow and http://u:***@h'
+>>> mask_uri_passwords("http://me:${env:MLFLOW_PASSWORD}@mlflow:5000")
+'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
+>>> print(printable("run \x1b[2J\x1b]0;owned\x07 \x1b[31mred\x1b[0m \u202etxt.exe"))
+run \x1b[2J\x1b]0;owned\x07 red \u202etxt.exe
 """
 
 from __future__ import annotations
+
+import re
+from typing import TextIO
+
+# scheme://user:password@ - the password runs to the last "@" before whitespace, so one holding "/"
+# or ":" is still masked whole (a URL would have to percent-encode those, people do not).
+_URI_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<password>[^\s]*)@", re.IGNORECASE
+)
+_ENV_REFERENCES = re.compile(r"^(\$\{env:[A-Za-z_][A-Za-z0-9_]*\})+$")
+# Colours (SGR) only change how text looks: dropped. Every other control character (escape
+# sequences that move the cursor, clear the screen, set the title or the clipboard; carriage returns
+# that overwrite a line) and the invisible bidirectional marks that reorder text are escaped.
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -25,3 +47,42 @@ def format_duration(seconds: float) -> str:
 def format_number(value: float | None, spec: str = ".4f") -> str:
     """A float for a table or a summary line; `n/a` for a missing one."""
     return "n/a" if value is None else format(value, spec)
+
+
+def mask_uri_passwords(text: str) -> str:
+    """Every `scheme://user:password@` in ``text`` with the password replaced by `***` (a password
+    written as `${env:NAME}` references is no secret and stays)."""
+
+    def mask(match: re.Match) -> str:
+        if _ENV_REFERENCES.match(match.group("password")):
+            return match.group()
+        return f"{match.group('scheme')}{match.group('user')}:***@"
+
+    return _URI_PASSWORD.sub(mask, text)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: newlines and tabs kept, colours dropped, every other
+    control or bidirectional character written as an escape (``\\x1b``, ``\\u202e``)."""
+    return _UNSAFE.sub(_escape, _COLOUR.sub("", text))
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class PrintableStream:
+    """A text stream that writes ``printable`` text: what the command line prints (names, logs and
+    errors that come from files, MLflow or a cluster) cannot drive the terminal. ``unescaped`` is
+    the stream itself, for this tool's own terminal control (the progress bar)."""
+
+    def __init__(self, stream: TextIO):
+        self.unescaped = stream
+
+    def write(self, text: str) -> int:
+        self.unescaped.write(printable(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.unescaped, name)

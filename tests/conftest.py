@@ -25,6 +25,15 @@ TEST_CACHE = tempfile.mkdtemp(prefix="orchestrator-test-cache-")
 os.environ["ORCHESTRATOR_CACHE_DIR"] = TEST_CACHE
 atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
+# `make fuzz` sets this: every property-based test then runs that many examples.
+FUZZ_EXAMPLES = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "0"))
+
+
+def fuzz_examples(quick: int) -> int:
+    """How many examples a property-based test runs: ``quick`` in `make test`, more in `make fuzz`."""
+    return FUZZ_EXAMPLES or quick
+
+
 TINY_SPEC = """\
 name: tiny
 model: {n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}
@@ -71,7 +80,7 @@ def sqlite_run(tmp_path):
     """A real MLflow sqlite store holding one run whose checkpoint directory is tmp_path/run:
     (tracking uri, run id, checkpoint dir)."""
     from orchestrator.track.mlflow_run import client
-    from orchestrator.track.runs import CHECKPOINT_DIR_TAG
+    from orchestrator.track.runs import CHECKPOINT_DIR_TAG, write_run_record
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow = client(uri)
@@ -79,6 +88,7 @@ def sqlite_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     run = mlflow.create_run(experiment, tags={CHECKPOINT_DIR_TAG: str(out)})
+    write_run_record(out, run.info.run_id)  # as start_run does
     return uri, run.info.run_id, out
 
 

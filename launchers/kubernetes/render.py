@@ -158,7 +158,8 @@ def run_ticket(spec: RunSpec, run: RunIdentity) -> dict[str, str]:
         "run_id": run.run_id,
         "run_name": run.run_name,
         "checkpoint_dir": f"{spec.kubernetes.checkpoint_mount_path.rstrip('/')}/{run.run_name}",
-        "tracking_uri": run.tracking_uri or tracking_uri_in_cluster(spec),
+        # a secret in the URI stays a reference: the driver resolves it from the pod's environment
+        "tracking_uri": spec.with_references(run.tracking_uri or tracking_uri_in_cluster(spec)),
     }
 
 

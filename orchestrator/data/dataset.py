@@ -3,11 +3,17 @@
 The token file and the tokenizer are keyed by a hash of the text and the vocabulary size, and
 written atomically (temporary file, then rename), so any number of workers may prepare the same
 dataset at once and all end up reading identical bytes.
+
+The cache is not trusted blindly: ``manifest.json``, written last, records the SHA-256 of both
+files, the token count and the largest token id. A cache whose files do not match it (truncated,
+emptied, edited, a corrupt tokenizer.json, ids beyond the vocabulary) is rebuilt, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.data.corpus import load_corpus
+from orchestrator.errors import PlanError
 from orchestrator.fsutil import atomic_write
 
 SPECIAL_TOKENS = ["<|endoftext|>"]
+MANIFEST = "manifest.json"
+MAX_VOCAB = int(np.iinfo(np.uint16).max) + 1  # the token file holds uint16 ids
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -39,18 +49,78 @@ def prepare_dataset(
 ) -> PreparedData:
     """Train (or reuse) the BPE tokenizer and the token file for a corpus (or the given text of
     the user's files); idempotent, keyed by the text's hash."""
+    if vocab_size > MAX_VOCAB:
+        raise PlanError(
+            f"model.vocab_size {vocab_size} does not fit the uint16 token file; hint: at most {MAX_VOCAB}"
+        )
     text = load_corpus(corpus) if text is None else text
     key = hashlib.sha256(f"{vocab_size}\0{text}".encode()).hexdigest()[:16]
     folder = (cache_dir or cache_root()) / f"{corpus}-{vocab_size}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
-    if not tok_path.exists():
-        atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
-    if not tokens_path.exists():
-        ids = _encode(tok_path, text)
-        atomic_write(tokens_path, ids.tobytes())
-    n_tokens = tokens_path.stat().st_size // 2
-    return PreparedData(tok_path, tokens_path, n_tokens, vocab_size)
+    manifest = _checked_manifest(folder, vocab_size)
+    if manifest is None:
+        manifest = _build(folder, text, vocab_size)
+    return PreparedData(tok_path, tokens_path, manifest["n_tokens"], vocab_size)
+
+
+def _build(folder: Path, text: str, vocab_size: int) -> dict:
+    """Train the tokenizer, encode the text, and record both in the manifest (written last)."""
+    tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
+    atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
+    ids = _encode(tok_path, text)
+    atomic_write(tokens_path, ids.tobytes())
+    manifest = {
+        "tokenizer_sha256": _sha256(tok_path),
+        "tokens_sha256": _sha256(tokens_path),
+        "n_tokens": int(ids.size),
+        "max_id": int(ids.max()) if ids.size else -1,
+        "vocab_size": vocab_size,
+    }
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def _checked_manifest(folder: Path, vocab_size: int) -> dict | None:
+    """The cache's manifest if both files still match it; None (rebuild) otherwise."""
+    if not (folder / MANIFEST).exists():
+        return None  # never prepared here (or by a version that kept no manifest)
+    reason = _cache_problem(folder, vocab_size)
+    if reason:
+        log.warning("the prepared data in %s cannot be used (%s); preparing it again", folder, reason)
+        return None
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def _cache_problem(folder: Path, vocab_size: int) -> str | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        n_tokens, max_id = int(manifest["n_tokens"]), int(manifest["max_id"])
+        expected = {
+            "tokenizer.json": manifest["tokenizer_sha256"],
+            "tokens.u16.bin": manifest["tokens_sha256"],
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its manifest is unreadable"
+    if n_tokens <= 0 or not 0 <= max_id < vocab_size or manifest.get("vocab_size") != vocab_size:
+        return "its manifest does not fit the vocabulary"
+    for name, digest in expected.items():
+        try:
+            if _sha256(folder / name) != digest:
+                return f"{name} changed since it was written"
+        except OSError as exc:
+            return f"{name}: {exc.strerror}"
+    if (folder / "tokens.u16.bin").stat().st_size != 2 * n_tokens:
+        return "the token file has the wrong size"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _train_tokenizer(text: str, vocab_size: int):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from orchestrator.fsutil import atomic_write
 from orchestrator.plan import Plan
+from orchestrator.text import mask_uri_passwords
 from orchestrator.track.status import read_status
 from orchestrator.track.worker_logs import LOG_DIR, tail_lines
 from orchestrator.train.checkpoint import latest_complete_checkpoint
@@ -34,7 +35,8 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int, resume_comm
         "## Last lines of each worker",
     ]
     for log in sorted((run_dir / LOG_DIR).glob("worker-*.log")):
-        lines = "\n".join(tail_lines(log, TAIL_LINES))
+        # what a worker printed may quote a secret (a library's error with a URL): masked here
+        lines = plan.spec.redact(mask_uri_passwords("\n".join(tail_lines(log, TAIL_LINES))))
         sections.append(f"### {log.stem} ({log})\n\n```\n{lines}\n```")
     path = run_dir / POST_MORTEM_FILE
     atomic_write(path, ("\n\n".join(sections) + "\n").encode())

@@ -12,17 +12,20 @@ outcome = execute(resumed.plan, launcher)
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.errors import NotFoundError, PlanError, ResumeError
+from orchestrator.errors import NotFoundError, PlanError, ResumeError, UntrustedInput
 from orchestrator.interrupts import sigterm_as_interrupt
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
 from orchestrator.plan import Plan, build_plan, tracking_uri_here
+from orchestrator.plan.plan import checkpoint_root
 from orchestrator.spec import RunSpec, parse_spec
-from orchestrator.text import first_line
+from orchestrator.spec.models import RUN_NAME_PATTERN
+from orchestrator.text import first_line, mask_uri_passwords
 from orchestrator.track.mlflow_run import redact_text
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
@@ -34,8 +37,10 @@ from orchestrator.track.runs import (
     find_record,
     read_stored_spec,
     set_tags,
+    write_run_record,
 )
 from orchestrator.train.checkpoint import CheckpointInfo, check_compatible, latest_complete_checkpoint
+from orchestrator.train.safe_load import require_inside
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,10 @@ def start_run(plan: Plan, spec_dir: str | Path = ".") -> Plan:
 
     if plan.local_run_dir:
         Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    return replace(plan, run_id=create_run(plan, spec_dir))
+    plan = replace(plan, run_id=create_run(plan, spec_dir))
+    if plan.local_run_dir:
+        write_run_record(plan.checkpoint_dir, plan.run_id)
+    return plan
 
 
 def existing_plan(
@@ -98,12 +106,26 @@ def existing_plan(
         )
     stored = read_stored_spec(tracking_uri, record.run_id)
     spec = parse_spec(stored, f"{SPEC_ARTIFACT} of run {record.run_name}", list(overrides))
+    _check_run_identity(record, spec, cwd)
     return replace(
         build_plan(spec, cwd),
         run_name=record.run_name,
         checkpoint_dir=record.checkpoint_dir,
         tracking_uri=tracking_uri,
         run_id=record.run_id,
+    )
+
+
+def _check_run_identity(record, spec: RunSpec, cwd: Path | None) -> None:
+    """The run's name and directory come from MLflow tags, which anyone who can write to the store
+    can change: its checkpoints (pickles) are only loaded from inside where the spec keeps its runs."""
+    if not re.fullmatch(RUN_NAME_PATTERN, record.run_name):
+        raise UntrustedInput(
+            f"MLflow run {record.run_id} is named {record.run_name!r}, which is not a run name this "
+            "orchestrator gives (a directory name)"
+        )
+    require_inside(
+        record.checkpoint_dir, checkpoint_root(spec, (cwd or Path.cwd()).resolve()), "run directory"
     )
 
 
@@ -179,6 +201,8 @@ def settle_detached(plan: Plan, handle: JobHandle) -> None:
 
 def finish(plan: Plan, handle: JobHandle) -> Outcome:
     """Post-mortem on failure, then deliver the journal, upload the report and set the status."""
+    if handle.error:  # shown and written below: an error may quote a URI or a path holding a secret
+        handle = replace(handle, error=plan.spec.redact(mask_uri_passwords(handle.error)))
     post_mortem = None
     if handle.state is JobState.FAILED and plan.local_run_dir:
         attempts = plan.spec.cluster.max_failures + 1
@@ -228,8 +252,8 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
         log.warning(
             "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
             "run `orchestrator sync %s` when MLflow is reachable",
-            redact_text(plan.tracking_uri),
-            redact_text(first_line(exc)),
+            redact_text(plan.spec.with_references(plan.tracking_uri)),
+            redact_text(plan.spec.redact(first_line(exc))),
             plan.checkpoint_dir,
             plan.run_id,
         )
@@ -237,8 +261,10 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
 
 
 def resume_command(plan: Plan) -> str:
-    """The command that continues this run (its tracking store named unless it is the default here)."""
+    """The command that continues this run (its tracking store named unless it is the default here,
+    with `${env:...}` references for its secrets, which --tracking-uri resolves)."""
     command = f"orchestrator submit --resume {shlex.quote(plan.run_name)}"
     if plan.tracking_uri != tracking_uri_here():
-        command += f" --tracking-uri {shlex.quote(redact_text(plan.tracking_uri))}"
+        shown = redact_text(plan.spec.with_references(plan.tracking_uri))
+        command += f" --tracking-uri {shlex.quote(shown)}"
     return command

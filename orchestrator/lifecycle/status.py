@@ -51,7 +51,7 @@ def _describe_progress(status: dict[str, Any], ended: bool) -> list[str]:
     lines = [
         f"progress   {format_progress(status)}",
         f"step       {status['step']}/{status['total_steps']}, epoch {status.get('epoch', '?')}, "
-        f"updated {format_duration(now - status['updated'])} ago",
+        f"updated {format_duration(now - status.get('updated', now))} ago",
         f"metrics    {metrics}",
     ]
     for worker in status.get("workers", []):

@@ -1,8 +1,9 @@
 """The run ticket: what a driver on a cluster needs to run a run the submitter created.
 
 The Ray Jobs API ships it in the job's working dir, a KubeRay RayJob in a ConfigMap (``run.json``).
-It holds the resolved spec as text with secrets still ``${env:NAME}`` references, so no secret
-travels with the job: the cluster resolves them from its own environment. The driver plans again on
+It holds the resolved spec as text with secrets still ``${env:NAME}`` references, and so do the
+tracking URI, the run name and the directory, so no secret travels with the job: the cluster
+resolves them from its own environment. The driver plans again on
 the cluster (the data are prepared where they are used) with the submitter's run identity.
 
     {"spec": "name: quickstart\\n...", "run_id": "3f2c...", "run_name": "quickstart-2025...",
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from orchestrator.errors import UsageError
 from orchestrator.plan import Plan, build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.track.runs import SPEC_ARTIFACT
+from orchestrator.spec import parse_spec, resolve_references
+from orchestrator.track.runs import SPEC_ARTIFACT, write_run_record
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,15 @@ class RunTicket:
 
     @classmethod
     def of(cls, plan: Plan, cwd: str | None = None) -> RunTicket:
-        return cls(plan.spec_text, plan.run_id, plan.run_name, plan.checkpoint_dir, plan.tracking_uri, cwd)
+        as_written = plan.spec.with_references  # a secret the plan resolved goes back to its reference
+        return cls(
+            plan.spec_text,
+            plan.run_id,
+            as_written(plan.run_name),
+            as_written(plan.checkpoint_dir),
+            as_written(plan.tracking_uri),
+            cwd,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -53,11 +62,12 @@ def plan_from_ticket(ticket: RunTicket) -> Plan:
     cwd = Path(ticket.cwd) if ticket.cwd and Path(ticket.cwd).is_dir() else None
     plan = replace(
         build_plan(spec, cwd),
-        run_name=ticket.run_name,
-        checkpoint_dir=ticket.checkpoint_dir,
-        tracking_uri=ticket.tracking_uri,
+        run_name=resolve_references(ticket.run_name),
+        checkpoint_dir=resolve_references(ticket.checkpoint_dir),
+        tracking_uri=resolve_references(ticket.tracking_uri),
         run_id=ticket.run_id,
         local_run_dir=True,  # here, on the cluster, the run's directory is at hand
     )
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan

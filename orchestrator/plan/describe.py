@@ -5,10 +5,12 @@ Beside ``MemoryPlan.describe``; secrets are masked by the callers (``Plan.descri
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import TYPE_CHECKING
 
 from orchestrator.plan.memory import estimate_memory
+from orchestrator.text import mask_uri_passwords
 
 if TYPE_CHECKING:
     from orchestrator.plan.plan import Plan
@@ -29,9 +31,28 @@ def _spec_lines(spec: RunSpec) -> list[str]:
     ]
 
 
+def exposure_warnings(cluster) -> list[str]:
+    """What an embedded Ray opens beyond this machine's own reach, when the spec asked for it."""
+    if cluster.backend != "ray-local" or cluster.address:
+        return []
+    warnings = []
+    if not ipaddress.ip_address(cluster.host).is_loopback:  # the spec checks made it an IP address
+        warnings.append(
+            f"an embedded Ray will listen on {cluster.host}, beyond loopback (cluster.expose: true): "
+            "whoever reaches it and holds its token can run code on this machine"
+        )
+    if cluster.ray_auth == "disabled":
+        warnings.append(
+            "Ray's token authentication is off (cluster.ray_auth: disabled): any local user or "
+            "process that reaches Ray's ports can run code as you"
+        )
+    return warnings
+
+
 def _engine_lines(spec: RunSpec) -> list[str]:
     cluster, model = spec.cluster, spec.model
     return [
+        *(f"warning    {text}" for text in exposure_warnings(cluster)),
         f"backend    {cluster.backend}, {cluster.num_workers} workers x "
         f"{cluster.cpus_per_worker:g} CPU / {cluster.gpus_per_worker:g} GPU",
         f"deepspeed  ZeRO stage {spec.deepspeed.zero_stage}, {spec.deepspeed.precision}",
@@ -54,7 +75,7 @@ def describe_plan(plan: Plan) -> str:
             f"steps      {plan.total_steps} ({plan.steps_per_epoch}/epoch, "
             f"{spec.train.epochs} epoch(s){capped})",
             f"artifacts  {plan.checkpoint_dir}",
-            f"tracking   {plan.tracking_uri} (experiment {plan.experiment_name})",
+            f"tracking   {mask_uri_passwords(plan.tracking_uri)} (experiment {plan.experiment_name})",
             *memory,
         ]
     )
@@ -63,7 +84,7 @@ def describe_plan(plan: Plan) -> str:
 def describe_submit(plan: Plan) -> str:
     """`orchestrator plan`: the plan, what submit would do, and the DeepSpeed config."""
     steps = "\n".join(f"  - {step}" for step in submit_steps(plan))
-    config = json.dumps(plan.deepspeed_config, indent=2)
+    config = json.dumps(plan.spec.redact_data(plan.deepspeed_config), indent=2)
     return plan.spec.redact(f"{describe_plan(plan)}\n\nsubmit would:\n{steps}\n\nDeepSpeed config:\n{config}")
 
 
@@ -71,7 +92,8 @@ def submit_steps(plan: Plan) -> list[str]:
     spec, cluster = plan.spec, plan.spec.cluster
     return [
         f"create {plan.checkpoint_dir}",
-        f"create MLflow run {plan.run_name!r} in experiment {plan.experiment_name!r} at {plan.tracking_uri}",
+        f"create MLflow run {plan.run_name!r} in experiment {plan.experiment_name!r} at "
+        f"{mask_uri_passwords(plan.tracking_uri)}",
         f"{where_ray_runs(cluster)}, with a group of {cluster.num_workers} workers "
         f"({cluster.cpus_per_worker:g} CPU, {cluster.gpus_per_worker:g} GPU each, "
         f"{cluster.placement_strategy}, up to {cluster.max_failures} restarts)",

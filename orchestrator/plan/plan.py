@@ -23,6 +23,7 @@ from orchestrator.errors import NotRunnableHere, PlanError
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
 from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
+from orchestrator.text import mask_uri_passwords
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,14 @@ def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
     total = steps_per_epoch * spec.train.epochs
     if spec.train.max_steps is not None:
         total = min(total, spec.train.max_steps)
-    run_name = spec.tracking.run_name or _timestamped(spec.name, cwd / spec.checkpoint.dir)
+    root = checkpoint_root(spec, cwd)
+    run_name = spec.tracking.run_name or _timestamped(spec.name, root)
     on_cluster = spec.cluster.backend == "kubernetes"  # the run's files live on the cluster's volume
     return Plan(
         spec=spec,
         spec_text=spec.resolved_text(),
         run_name=run_name,
-        checkpoint_dir=f"{spec.kubernetes.checkpoint_mount_path.rstrip('/')}/{run_name}"
-        if on_cluster
-        else str((cwd / spec.checkpoint.dir / run_name).resolve()),
+        checkpoint_dir=f"{str(root).rstrip('/')}/{run_name}" if on_cluster else str(root / run_name),
         local_run_dir=not on_cluster,
         tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
         experiment_name=spec.tracking.experiment or spec.name,
@@ -110,6 +110,14 @@ def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
         total_steps=total,
         memory=estimate_memory(spec, world, _capacity_per_worker(spec)),
     )
+
+
+def checkpoint_root(spec: RunSpec, cwd: Path) -> Path:
+    """Where the spec's runs keep their directories: ``checkpoint.dir`` (from ``cwd``), or the
+    checkpoint volume's mount path on a Kubernetes cluster."""
+    if spec.cluster.backend == "kubernetes":
+        return Path(spec.kubernetes.checkpoint_mount_path)
+    return (cwd / spec.checkpoint.dir).resolve()
 
 
 def check_local_gpus(spec: RunSpec) -> None:
@@ -142,8 +150,10 @@ def _prepare_data(spec: RunSpec, cwd: Path):
         return prepare_dataset(data.corpus, spec.model.vocab_size)
     try:
         text = read_files(data.files, data.format, data.jsonl_field, cwd)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NotRunnableHere(f"{exc}; hint: check data.files, data.format and data.jsonl_field") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # the message names the (resolved) paths
+        raise NotRunnableHere(
+            spec.redact(f"{exc}; hint: check data.files, data.format and data.jsonl_field")
+        ) from None
     return prepare_dataset("files", spec.model.vocab_size, text=text)
 
 
@@ -188,6 +198,7 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data; the spec part shows secrets as their references."""
     data = asdict(plan)
     data["spec"] = plan.spec.public_dump()
+    data["tracking_uri"] = mask_uri_passwords(plan.tracking_uri)
     del data["spec_text"]  # the same spec, as YAML
     data["spec_sha256"] = plan.spec_sha256
     data["global_batch_size"] = plan.global_batch_size

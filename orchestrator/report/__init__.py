@@ -11,11 +11,12 @@ import contextlib
 import gc
 from pathlib import Path
 
-from orchestrator.errors import NotFoundError
+from orchestrator.errors import NotFoundError, UntrustedInput
+from orchestrator.fsutil import output_directory
 from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report_of
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.report.summary import RunSummary
-from orchestrator.track.runs import get_run, run_checkpoint_dir
+from orchestrator.track.runs import get_run, holds_run, run_checkpoint_dir
 
 
 def build_report(
@@ -24,10 +25,23 @@ def build_report(
     """Write training_metrics.json, summary.json and both PNGs (by default into the run's checkpoint
     dir); return their paths and the run's summary."""
     run = get_run(tracking_uri, run_id)
-    target = Path(out_dir) if out_dir else Path(run_checkpoint_dir(run))
+    target = output_directory(out_dir) if out_dir else _run_directory(run)
     with _cyclic_gc_paused():
         history = read_run_history(tracking_uri, run_id, run)
         return write_report_of(training_metrics(history), target, formats)
+
+
+def _run_directory(run) -> Path:
+    """The run's own directory, named by an MLflow tag: written into only if it holds this run's
+    record, so a tag pointing elsewhere cannot make `report` overwrite files there."""
+    directory = Path(run_checkpoint_dir(run))
+    if not holds_run(directory, run.info.run_id):
+        raise UntrustedInput(
+            f"MLflow run {run.info.run_id} names {directory} as its directory, which holds no record of "
+            "that run; refusing to write the report there. Hint: pass --out DIR, or run this where the "
+            "run's files are"
+        )
+    return directory
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.fsutil import atomic_write
+from orchestrator.fsutil import atomic_write, output_directory
 from orchestrator.report.artifacts import MetricHistory, new_figure, save_figure, training_metrics
 from orchestrator.report.summary import RunSummary, summarize
 from orchestrator.text import format_number
@@ -42,7 +42,7 @@ def compare_runs(tracking_uri: str, run_ids: list[str], out_dir: str | Path) -> 
         )
         for rid in run_ids
     ]
-    return write_comparison(runs, Path(out_dir)), summary_table(runs)
+    return write_comparison(runs, output_directory(out_dir)), summary_table(runs)
 
 
 def write_comparison(runs: list[ComparedRun], out_dir: Path) -> list[Path]:

@@ -12,6 +12,7 @@ finding's path names the field to change (not the section), relative to the spec
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,29 @@ def address_fits_backend(cluster) -> Iterator[Finding]:
                 f"{amount} is not a positive custom resource",
                 "CPUs and GPUs go in cpus_per_worker and gpus_per_worker",
             )
+
+
+@check("cluster")
+def host_is_loopback_unless_exposed(cluster) -> Iterator[Finding]:
+    """An embedded Ray runs whatever its clients send: it listens where only this machine can reach
+    it unless the spec says otherwise in so many words."""
+    try:
+        address = ipaddress.ip_address(cluster.host)
+    except ValueError:
+        yield Finding(
+            "cluster.host",
+            f"{cluster.host!r} is not an IP address",
+            "host: 127.0.0.1 (this machine only), or this machine's address on a network you trust "
+            "with expose: true",
+        )
+        return
+    if not address.is_loopback and not cluster.expose:
+        yield Finding(
+            "cluster.host",
+            f"{cluster.host} can be reached from other machines, and whoever reaches an embedded Ray "
+            "and holds its token can run code on this one",
+            "keep host: 127.0.0.1, or set cluster.expose: true to listen there anyway",
+        )
 
 
 @check("cluster")

@@ -12,10 +12,12 @@ the model's (unknown keys, wrong types, bounds, cross-field checks), each with w
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,14 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import UsageError
 from orchestrator.spec.checks import Finding, run_checks
 from orchestrator.spec.models import DEFER_CHECKS, RunSpec
+from orchestrator.text import first_line
 
 MAX_SPEC_BYTES = 256 * 1024
+# Deeper nesting has no use in a run spec; bounding it before parsing keeps PyYAML (quadratic in
+# flow nesting, recursive when composing) fast and out of RecursionError.
+MAX_NESTING = 64
+# A secret shorter than this would be masked inside ordinary words of the output.
+MIN_SECRET_LENGTH = 8
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
 }
@@ -68,13 +76,25 @@ class SpecError(UsageError):
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
     """Read, parse and validate a spec file; raise SpecError naming every problem."""
-    source = str(path)
+    return parse_spec(read_spec_file(path), str(path), overrides)
+
+
+def read_spec_file(path: str | Path) -> bytes:
+    """The bytes of a spec file, read once: a regular file, at most MAX_SPEC_BYTES (+1, so that a
+    larger one is named as such). A FIFO, a device (/dev/zero) or a directory is refused at once."""
+    hint = "check the path; shipped specs live in configs/"
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        hint = "check the path; shipped specs live in configs/"
-        raise SpecError(source, [Problem("", f"cannot read the file ({exc.strerror})", hint=hint)]) from None
-    return parse_spec(raw, source, overrides)
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecError(str(path), [Problem("", f"cannot read the file ({reason})", hint=hint)]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        what = "is not a regular file (a directory, a pipe or a device)"
+        raise SpecError(str(path), [Problem("", what, hint=hint)])
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(MAX_SPEC_BYTES + 1)
 
 
 def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = ()) -> RunSpec:
@@ -83,13 +103,13 @@ def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = 
     data = reader.document(raw)
     for text in overrides:
         reader.apply_override(data, text)
-    secrets = reader.resolve_env(data)
+    reader.secret_refs = reader.resolve_env(data)
     reader.raise_if_any()
     spec, sections = _validate(data, reader)
     reader.problems.extend(reader.problem_from_finding(f) for f in run_checks(sections))
     reader.raise_if_any()
-    spec._secret_refs.update(secrets)
-    spec._secret_values.extend(reader.secret_values)
+    spec._secret_refs.update(reader.secret_refs)
+    spec._secret_env.update(reader.secret_env)
     return spec
 
 
@@ -120,21 +140,29 @@ class _Reader:
         self.problems: list[Problem] = []
         self.lines: dict[tuple, int] = {}
         self.overrides: dict[tuple, str] = {}
-        self.secret_values: list[str] = []
+        self.secret_env: dict[str, str] = {}  # NAME -> value of each `${env:NAME}` resolved
+        self.secret_refs: dict[str, str] = {}  # dotted path -> the text with references it was read from
 
     def raise_if_any(self) -> None:
         if self.problems:  # in the order of the file; `--set` problems after the file's
             ordered = sorted(self.problems, key=lambda p: (p.override is not None, p.line or 0))
-            raise SpecError(self.source, ordered)
+            raise SpecError(self.source, [self._masked(p) for p in ordered])
 
     def fail(self, problem: Problem) -> None:
         self.problems.append(problem)
-        raise SpecError(self.source, self.problems)
+        raise SpecError(self.source, [self._masked(p) for p in self.problems])
+
+    def _masked(self, problem: Problem) -> Problem:
+        """A problem that cannot show a resolved secret (a check may quote the value it read)."""
+        text = {"message": problem.message, "hint": problem.hint or ""}
+        for value in sorted(self.secret_env.values(), key=len, reverse=True):
+            text = {key: part.replace(value, "***") for key, part in text.items()}
+        return replace(problem, message=text["message"], hint=text["hint"] or problem.hint)
 
     def document(self, raw: bytes | str) -> dict:
         if len(raw) > MAX_SPEC_BYTES:
-            self.fail(Problem("", f"the file is {len(raw)} bytes; a run spec is at most {MAX_SPEC_BYTES}"))
-        node = self._compose(raw)
+            self.fail(Problem("", f"the file is over {MAX_SPEC_BYTES} bytes; a run spec is at most that"))
+        node = self._compose(self._text(raw))
         data = self._value(node, ()) if node is not None else None
         if not isinstance(data, dict):
             self.fail(
@@ -147,10 +175,35 @@ class _Reader:
             )
         return data
 
-    def _compose(self, raw: bytes | str, origin: str | None = None) -> yaml.Node | None:
+    def _text(self, raw: bytes | str) -> str:
+        """UTF-8 (or UTF-16/32 with a byte-order mark), as YAML allows; else a problem with its line."""
+        if isinstance(raw, str):
+            return raw
+        boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+        encoding = next((name for bom, name in boms if raw.startswith(bom)), "utf-8-sig")
         try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1 if encoding == "utf-8-sig" else None
+            self.fail(
+                Problem(
+                    "",
+                    f"is not {encoding.removesuffix('-sig').upper()} text ({exc.reason})",
+                    line,
+                    "save the file as UTF-8",
+                )
+            )
+        return ""
+
+    def _compose(self, text: str, origin: str | None = None) -> yaml.Node | None:
+        line = _flow_nesting_over_limit(text)
+        if line:
+            self.fail(_too_deep(line, origin))
+        try:
+            depth = 0
             # Aliases are refused before composing: expanding them is how "billion laughs" bombs work.
-            for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+            for event in yaml.parse(text, Loader=yaml.SafeLoader):
                 if isinstance(event, yaml.AliasEvent):
                     self.fail(
                         Problem(
@@ -161,15 +214,19 @@ class _Reader:
                             origin,
                         )
                     )
-            return yaml.compose(raw, Loader=yaml.SafeLoader)
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                if depth > MAX_NESTING:
+                    self.fail(_too_deep(event.start_mark.line + 1, origin))
+            return yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            reason = getattr(exc, "problem", None) or str(exc)
             self.fail(
                 Problem(
                     "",
-                    f"not valid YAML: {reason}",
-                    mark.line + 1 if mark else None,
+                    f"not valid YAML: {_yaml_reason(exc)}",
+                    _yaml_line(exc, text),
                     "check indentation and quoting around this line",
                     origin,
                 )
@@ -192,7 +249,19 @@ class _Reader:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
-        return yaml.SafeLoader(b"").construct_object(node)
+        try:
+            return yaml.SafeLoader("").construct_object(node)
+        except (ValueError, OverflowError, yaml.YAMLError) as exc:  # 5000 digits, month 13, ...
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            self.problems.append(
+                Problem(
+                    _dotted(path),
+                    f"cannot read {shown!r} as a {node.tag.rsplit(':', 1)[-1]} ({first_line(exc, 120)})",
+                    node.start_mark.line + 1,
+                    "quote it to make it a string, or write a smaller number or a real date",
+                )
+            )
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
         result: dict[Any, Any] = {}
@@ -263,7 +332,17 @@ class _Reader:
         for key, value in list(items):
             if isinstance(value, (dict, list)):
                 secrets.update(self.resolve_env(value, (*path, key)))
-            elif isinstance(value, str) and _ENV_REF.search(value):
+                continue
+            if isinstance(value, str) and _has_literal_password(value):
+                self.problems.append(
+                    self._at(
+                        (*path, key),
+                        "holds a password in plain text, which the run would store with its spec",
+                        "write it as a reference, e.g. http://me:${env:MLFLOW_PASSWORD}@host, and "
+                        "export MLFLOW_PASSWORD=...",
+                    )
+                )
+            if isinstance(value, str) and _ENV_REF.search(value):
                 data[key] = self._substitute(value, (*path, key))
                 secrets[_dotted((*path, key))] = value
         return secrets
@@ -271,7 +350,8 @@ class _Reader:
     def _substitute(self, value: str, path: tuple) -> str:
         def lookup(match: re.Match) -> str:
             name = match.group(1)
-            if name not in os.environ:
+            secret = os.environ.get(name)
+            if secret is None:
                 self.problems.append(
                     self._at(
                         path,
@@ -279,10 +359,20 @@ class _Reader:
                         f"export {name}=... before running, or write the value",
                     )
                 )
-                return ""
-            if os.environ[name]:
-                self.secret_values.append(os.environ[name])
-            return os.environ[name]
+            elif 0 < len(secret) < MIN_SECRET_LENGTH:
+                self.problems.append(
+                    self._at(
+                        path,
+                        f"environment variable {name} holds {len(secret)} characters: a `${{env:...}}` "
+                        "reference is for secrets, which output masks, and one this short cannot be "
+                        "masked without masking ordinary text",
+                        f"use a secret of at least {MIN_SECRET_LENGTH} characters, or write a value "
+                        "that is not secret in the spec (or with --set)",
+                    )
+                )
+            elif secret:
+                self.secret_env[name] = secret
+            return secret or ""
 
         return _ENV_REF.sub(lookup, value)
 
@@ -302,8 +392,10 @@ class _Reader:
             return self._at(loc, "is required", f"add `{loc[-1]}:` to the spec")
         message = err["msg"].removeprefix("Value error, ")
         hint = None
-        if err["type"].endswith(("_type", "_parsing")) and "input" in err:
-            message = f"{message} (got {_describe(err['input'])})"
+        shows_input = err["type"].endswith(("_type", "_parsing")) or err["type"] == "string_pattern_mismatch"
+        if shows_input and "input" in err:
+            shown = self.secret_refs.get(_dotted(loc), err["input"])  # a secret: as written
+            message = f"{message} (got {_describe(shown)})"
             hint = _type_hint(err)
         return self._at(loc, message, hint)
 
@@ -321,6 +413,47 @@ def resolve_references(text: str) -> str:
             "stores the reference, never the value)"
         )
     return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
+
+
+def _has_literal_password(text: str) -> bool:
+    """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
+    return any(
+        _ENV_REF.sub("", match.group("password"))
+        for match in re.finditer(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s]*)@", text, re.IGNORECASE)
+    )
+
+
+def _flow_nesting_over_limit(text: str) -> int | None:
+    """The line where `[` and `{` nest deeper than MAX_NESTING, counted without parsing (quotes and
+    comments included, so it can only over-count: a real spec is nowhere near the limit)."""
+    depth = 0
+    for match in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        if depth > MAX_NESTING:
+            return text.count("\n", 0, match.start()) + 1
+    return None
+
+
+def _too_deep(line: int, origin: str | None) -> Problem:
+    return Problem(
+        "",
+        f"nests deeper than {MAX_NESTING} levels",
+        line,
+        "a run spec needs a few levels of nesting: look for unclosed [ or { and runaway indentation",
+        origin,
+    )
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or getattr(exc, "reason", None) or first_line(exc)
+
+
+def _yaml_line(exc: yaml.YAMLError, text: str) -> int | None:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    position = getattr(exc, "position", None)  # a ReaderError: a character YAML does not allow
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else None
 
 
 def _describe(value: Any) -> str:

@@ -11,7 +11,7 @@ everywhere else.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
@@ -19,6 +19,9 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_valida
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
 from orchestrator.spec.section import Section as _Section
+
+# A run's name is a directory name under checkpoint.dir: no "/", never "." or "..".
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 class ModelSpec(_Section):
@@ -172,13 +175,32 @@ class ClusterSpec(_Section):
     max_failures: int = Field(
         0, ge=0, le=1000, description="Worker-group restarts allowed; each resumes from a checkpoint."
     )
-    host: str = Field("127.0.0.1", description="Address an embedded Ray and its dashboard bind to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="IP address an embedded Ray and its dashboard listen on. Only a loopback address "
+        "unless `expose: true`.",
+    )
+    expose: bool = Field(
+        False,
+        description="Allow `host` to be an address other machines can reach (a warning is printed): "
+        "whoever reaches Ray's ports and holds its token can run code here.",
+    )
+    ray_auth: Literal["token", "disabled"] = Field(
+        "token",
+        description="Ray's authentication for an embedded Ray (RAY_AUTH_MODE). `disabled` lets anyone "
+        "who reaches its ports run code: only for a machine no one else can reach.",
+    )
 
 
 class TrackingSpec(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///mlflow.db here.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
-    run_name: str | None = Field(None, description="Default: the spec's name plus a timestamp.")
+    run_name: str | None = Field(
+        None,
+        pattern=RUN_NAME_PATTERN,
+        description="Default: the spec's name plus a timestamp. A directory name: letters, digits, "
+        "`_`, `.` and `-`, starting with a letter or digit.",
+    )
     flush_interval_s: float = Field(
         1.0, gt=0.0, le=60.0, allow_inf_nan=False, description="Longest a metric waits for its batch."
     )
@@ -228,8 +250,8 @@ class RunSpec(_Section):
 
     # dotted path -> the `${env:NAME}` text it was read from; see public_dump()
     _secret_refs: dict[str, str] = PrivateAttr(default_factory=dict)
-    # the values the environment supplied for those references; see redact()
-    _secret_values: list[str] = PrivateAttr(default_factory=list)
+    # NAME -> the value the environment supplied for `${env:NAME}`; see redact(), with_references()
+    _secret_env: dict[str, str] = PrivateAttr(default_factory=dict)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     model: ModelSpec = ModelSpec()
@@ -248,9 +270,29 @@ class RunSpec(_Section):
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""
-        for value in sorted(self._secret_values, key=len, reverse=True):
+        for _name, value in self._secrets_longest_first():
             text = text.replace(value, "***")
         return text
+
+    def with_references(self, text: str) -> str:
+        """Put the `${env:NAME}` reference back where a resolved secret appears (a tracking URI in a
+        command to copy, a ticket a cluster resolves again in its own environment)."""
+        for name, value in self._secrets_longest_first():
+            text = text.replace(value, f"${{env:{name}}}")
+        return text
+
+    def redact_data(self, tree: Any) -> Any:
+        """``redact`` applied to every string of JSON-like data, before it is serialised (JSON escapes
+        quotes, backslashes and non-ASCII, so masking the serialised text could miss a secret)."""
+        if isinstance(tree, dict):
+            return {self.redact(str(k)): self.redact_data(v) for k, v in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return [self.redact_data(item) for item in tree]
+        return self.redact(tree) if isinstance(tree, str) else tree
+
+    def _secrets_longest_first(self) -> list[tuple[str, str]]:
+        # longest first: a secret that contains another is masked whole
+        return sorted(self._secret_env.items(), key=lambda item: len(item[1]), reverse=True)
 
     def public_dump(self) -> dict:
         """The spec as plain data, with every value that came from `${env:...}` shown as its reference.

@@ -17,10 +17,16 @@ from orchestrator.fsutil import atomic_write
 from orchestrator.track.journal import journal_path, read_journal
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.replay import ReplayResult, replay_journal
-from orchestrator.track.runs import CHECKPOINT_DIR_TAG, RUN_STATUSES, RUNNING_STATUS, get_run
+from orchestrator.track.runs import (
+    CHECKPOINT_DIR_TAG,
+    FINAL_STATUS_FILE,
+    RUN_RECORD_FILE,
+    RUN_STATUSES,
+    RUNNING_STATUS,
+    get_run,
+)
 from orchestrator.track.snapshot import upload_snapshot
 
-FINAL_STATUS_FILE = "tracking-status.json"
 REPORT_SUFFIXES = (".json", ".png")
 
 
@@ -70,16 +76,18 @@ def _replay(tracking_uri: str, run_id: str, checkpoint_dir: str | None) -> Repla
 
 
 def _recorded_status(checkpoint_dir: str, run_id: str) -> str | None:
-    path = Path(checkpoint_dir) / FINAL_STATUS_FILE
-    if not path.is_file():
+    try:
+        record = json.loads((Path(checkpoint_dir) / FINAL_STATUS_FILE).read_text())
+    except (OSError, ValueError):  # none, or damaged: nothing recorded that sync could trust
         return None
-    record = json.loads(path.read_text())
-    return record["status"] if record.get("run_id") == run_id else None
+    if not isinstance(record, dict) or record.get("run_id") != run_id:
+        return None
+    return record["status"] if record.get("status") in RUN_STATUSES else None
 
 
 def _upload_report(mlflow, run_id: str, checkpoint_dir: str | None) -> None:
     if not checkpoint_dir or not os.path.isdir(checkpoint_dir):
         return
     for name in sorted(os.listdir(checkpoint_dir)):
-        if name.endswith(REPORT_SUFFIXES) and name != FINAL_STATUS_FILE:
+        if name.endswith(REPORT_SUFFIXES) and name not in (FINAL_STATUS_FILE, RUN_RECORD_FILE):
             mlflow.log_artifact(run_id, os.path.join(checkpoint_dir, name), "report")

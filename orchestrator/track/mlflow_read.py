@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.errors import TrackingError
 from orchestrator.jsonfloat import decode_float
+from orchestrator.text import mask_uri_passwords
 
 # (step, timestamp, value): plain tuples, because a run can have millions of rows
 MetricRow = tuple[int, int, float]
@@ -111,7 +112,8 @@ def _read_rest(tracking_uri: str, run_id: str, key: str) -> list[MetricRow]:
         while True:
             response = session.get(url, params=params, auth=_basic_auth(), timeout=_timeout())
             if response.status_code != 200:
-                raise TrackingError(f"{url} answered {response.status_code}: {response.text[:300]}")
+                shown = mask_uri_passwords(url)
+                raise TrackingError(f"{shown} answered {response.status_code}: {response.text[:300]}")
             body = response.json()
             rows += [_rest_row(m) for m in body.get("metrics", [])]
             token = body.get("next_page_token")

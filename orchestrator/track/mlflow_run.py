@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from orchestrator.text import mask_uri_passwords
 from orchestrator.track.runs import (
     BACKEND_TAG,
     CHECKPOINT_DIR_TAG,
@@ -35,7 +36,6 @@ BOUNDED_HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 _SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]+):[^@/]*@", re.IGNORECASE)
 
 
 def quiet_mlflow_env() -> dict[str, str]:
@@ -146,4 +146,4 @@ def is_secret(name: str) -> bool:
 
 def redact_text(text: str) -> str:
     """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    return mask_uri_passwords(text)

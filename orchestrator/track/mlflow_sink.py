@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator.text import first_line, mask_uri_passwords
 from orchestrator.track.events import MetricEvent
 from orchestrator.track.journal import MetricJournal, MetricPoint
 from orchestrator.track.mlflow_run import MAX_METRICS_PER_BATCH, client, log_points
@@ -97,7 +98,8 @@ class _Sender(threading.Thread):
         self.join(self._settings.drain_timeout_s + 5)
         if self.unsent:
             self._say(
-                f"[track] {self.unsent} metric points could not reach MLflow ({self._uri}); they are "
+                f"[track] {self.unsent} metric points could not reach MLflow "
+                f"({mask_uri_passwords(self._uri)}); they are "
                 f"in the journal: run `orchestrator sync {self._run_id}` when MLflow is reachable"
             )
 
@@ -140,7 +142,7 @@ class _Sender(threading.Thread):
     def _note_failure(self, exc: Exception) -> None:
         self._failures += 1
         if self._failures == 1:
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            reason = mask_uri_passwords(first_line(exc, 200))  # MLflow's errors quote the URL
             self._say(
                 f"[track] MLflow unreachable ({reason}); training goes on, metric points are kept "
                 "in the journal and sent when it is back"

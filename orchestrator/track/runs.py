@@ -8,15 +8,19 @@ MLflow run id or run name. Nothing else spells these literals.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import NotFoundError
-from orchestrator.text import first_line
+from orchestrator.errors import NotFoundError, OrchestratorError, TrackingError
+from orchestrator.fsutil import atomic_write
+from orchestrator.text import first_line, mask_uri_passwords
 
 # Tags the orchestrator sets on every run it creates.
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"  # where the run's files are (absolute path)
@@ -34,6 +38,8 @@ RESUME_OVERRIDES_TAG = "orchestrator.resume_overrides"  # `--set` values applied
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
+RUN_RECORD_FILE = ".orchestrator-run.json"  # in the run's directory: {"run_id": ...}
+FINAL_STATUS_FILE = "tracking-status.json"  # beside it when the job ended: {"run_id", "status"}
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
 RUNNING_STATUS = "RUNNING"  # MLflow's status of a run in progress
@@ -118,45 +124,52 @@ class RunRecord:
 
 
 def get_run(tracking_uri: str, run_id: str):
-    """The MLflow run with this id, or a NotFoundError that says where we looked."""
+    """The MLflow run with this id, or a NotFoundError that says where we looked (a TrackingError
+    when the store itself cannot be used)."""
+    run = _run_by_id(tracking_uri, run_id)
+    if run is None:
+        raise NotFoundError(
+            f"no MLflow run {run_id} in {mask_uri_passwords(tracking_uri)}; check the run id printed "
+            "by submit, and --tracking-uri if the run was tracked elsewhere"
+        )
+    return run
+
+
+def find_run(tracking_uri: str, run_ref: str):
+    """The MLflow run with this id, or the one run with this name."""
+    from orchestrator.track.mlflow_run import client
+
+    run = _run_by_id(tracking_uri, run_ref) if _RUN_ID.match(run_ref) else None
+    if run is not None:
+        return run  # else maybe a run *named* like an id
+    escaped = run_ref.replace("\\", "\\\\").replace("'", "\\'")
+    with store_errors(tracking_uri):
+        runs = _search(client(tracking_uri), f"attributes.run_name = '{escaped}'")
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise NotFoundError(
+            f"no MLflow run with id or name {run_ref!r} in {mask_uri_passwords(tracking_uri)}; check "
+            "the name printed by submit, and --tracking-uri if the run was tracked elsewhere"
+        )
+    ids = ", ".join(r.info.run_id for r in runs)
+    raise NotFoundError(f"{len(runs)} runs are named {run_ref!r} ({ids}); pass the MLflow run id instead")
+
+
+def _run_by_id(tracking_uri: str, run_id: str):
+    """The run, or None when the store has no run with this id (or the id is malformed)."""
     from mlflow.exceptions import MlflowException
 
     from orchestrator.track.mlflow_run import client
 
     _require_store(tracking_uri)
     try:
-        return client(tracking_uri).get_run(run_id)
+        with store_errors(tracking_uri, unless=MlflowException):
+            return client(tracking_uri).get_run(run_id)
     except MlflowException as exc:
-        raise NotFoundError(
-            f"no MLflow run {run_id} in {tracking_uri} ({exc.message}); check the run id printed by "
-            "submit, and --tracking-uri if the run was tracked elsewhere"
-        ) from None
-
-
-def find_run(tracking_uri: str, run_ref: str):
-    """The MLflow run with this id, or the one run with this name."""
-    from mlflow.exceptions import MlflowException
-
-    from orchestrator.track.mlflow_run import client
-
-    _require_store(tracking_uri)
-    mlflow = client(tracking_uri)
-    if _RUN_ID.match(run_ref):
-        try:
-            return mlflow.get_run(run_ref)
-        except MlflowException:
-            pass  # maybe a run *named* like an id
-    escaped = run_ref.replace("\\", "\\\\").replace("'", "\\'")
-    runs = _search(mlflow, f"attributes.run_name = '{escaped}'")
-    if len(runs) == 1:
-        return runs[0]
-    if not runs:
-        raise NotFoundError(
-            f"no MLflow run with id or name {run_ref!r} in {tracking_uri}; check the name printed by "
-            "submit, and --tracking-uri if the run was tracked elsewhere"
-        )
-    ids = ", ".join(r.info.run_id for r in runs)
-    raise NotFoundError(f"{len(runs)} runs are named {run_ref!r} ({ids}); pass the MLflow run id instead")
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+            return None
+        raise store_failure(exc, tracking_uri) from None
 
 
 def find_record(tracking_uri: str, run_ref: str) -> RunRecord:
@@ -168,7 +181,8 @@ def list_records(tracking_uri: str) -> list[RunRecord]:
     from orchestrator.track.mlflow_run import client
 
     _require_store(tracking_uri)
-    runs = _search(client(tracking_uri), f"tags.`{BACKEND_TAG}` != ''")
+    with store_errors(tracking_uri):
+        runs = _search(client(tracking_uri), f"tags.`{BACKEND_TAG}` != ''")
     return [RunRecord.of(tracking_uri, run) for run in runs]
 
 
@@ -185,6 +199,26 @@ def run_checkpoint_dir(run) -> str:
             f"MLflow run {run.info.run_id} has no {CHECKPOINT_DIR_TAG} tag: it was not started by this "
             "orchestrator; pass --out DIR to choose where the report goes"
         ) from None
+
+
+def write_run_record(run_dir: str | Path, run_id: str) -> None:
+    """Mark a run's directory as this run's: what `report` checks before writing into a directory
+    an MLflow tag names."""
+    payload = json.dumps({"run_id": run_id}).encode()
+    atomic_write(Path(run_dir) / RUN_RECORD_FILE, payload)
+
+
+def holds_run(run_dir: str | Path, run_id: str) -> bool:
+    """Whether the directory is that run's: its record, or its final status (runs from before
+    the record was written)."""
+    for name in (RUN_RECORD_FILE, FINAL_STATUS_FILE):
+        try:
+            record = json.loads((Path(run_dir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("run_id") == run_id:
+            return True
+    return False
 
 
 def read_stored_spec(tracking_uri: str, run_id: str) -> str:
@@ -212,12 +246,59 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
 
 
 def _require_store(tracking_uri: str) -> None:
-    """A sqlite store that does not exist is named, not created empty by MLflow."""
+    """A sqlite store that does not exist is named, not created empty by MLflow; a file that is not
+    a SQLite database is named too, before SQLAlchemy fails on it."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
     path = tracking_uri.removeprefix("sqlite:///")
-    if tracking_uri.startswith("sqlite:///") and not os.path.exists(path):
+    if not os.path.exists(path):
         raise NotFoundError(
             f"no MLflow store at {path}; run this where you ran submit, or pass --tracking-uri"
         )
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise TrackingError(f"cannot read the MLflow store {path} ({exc.strerror})") from None
+    if header != _SQLITE_HEADER:
+        raise TrackingError(
+            f"{path} is not an SQLite database, so not an MLflow store; hint: pass --tracking-uri, or "
+            "restore the file from a backup"
+        )
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@contextlib.contextmanager
+def store_errors(tracking_uri: str, unless: type[BaseException] | tuple = ()) -> Iterator[None]:
+    """MLflow's, SQLAlchemy's and the HTTP client's errors (a damaged database, a server that does
+    not answer) as a TrackingError naming the store; ``unless``: errors the caller handles itself."""
+    try:
+        yield
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, unless) or not is_store_error(exc):
+            raise
+        raise store_failure(exc, tracking_uri) from None
+
+
+def is_store_error(exc: BaseException, http: bool = True) -> bool:
+    """An error raised by MLflow or what it stands on, by the module that defines it (``http``:
+    the HTTP client's too, which only a call to the store can have raised)."""
+    roots = ("mlflow", "sqlalchemy", "sqlite3", "alembic", *(("requests", "urllib3") if http else ()))
+    return any(cls.__module__.split(".")[0] in roots for cls in type(exc).__mro__)
+
+
+def store_failure(exc: BaseException, tracking_uri: str | None = None) -> TrackingError:
+    """The error a person reads for a store error (its URI without a password)."""
+    where = f" at {mask_uri_passwords(tracking_uri)}" if tracking_uri else ""
+    return TrackingError(
+        f"the MLflow store{where} cannot be used: "
+        f"{mask_uri_passwords(first_line(exc))}; hint: check --tracking-uri (a server must be up, a "
+        "sqlite file an undamaged MLflow database)"
+    )
 
 
 __all__ = [

@@ -24,7 +24,12 @@ def tracker_sinks(plan) -> list[MetricSink]:
         flush_interval_s=tracking.flush_interval_s, drain_timeout_s=tracking.drain_timeout_s
     )
     journal = MetricJournal(journal_path(plan.checkpoint_dir))
-    return [MlflowSink(plan.tracking_uri, plan.run_id, journal, settings)]
+
+    # What the sink tells the user lands in worker logs and post-mortems: no secret in it.
+    def say(line: str) -> None:
+        print(plan.spec.redact(line), flush=True)
+
+    return [MlflowSink(plan.tracking_uri, plan.run_id, journal, settings, say)]
 
 
 class SkipLoggedSteps:

@@ -14,6 +14,7 @@ Appended to every rank's sinks; the gather is a collective, so every rank must w
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -101,11 +102,44 @@ def _eta(origin: tuple[int, float], now: float, step: int, total: int) -> float 
 
 
 def read_status(checkpoint_dir: str | Path) -> dict[str, Any] | None:
+    """The run's status, or None when there is none yet or the file is not one this tool wrote (a
+    damaged or hand-edited file must not break `status` or the progress bar)."""
     path = Path(checkpoint_dir) / STATUS_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        status = json.loads(path.read_bytes()[:_MAX_STATUS_BYTES])
+    except (OSError, ValueError, RecursionError):
         return None
+    return status if _is_status(status) else None
+
+
+_MAX_STATUS_BYTES = 4 * 2**20  # a status of 4096 workers is well under this
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_status(status: Any) -> bool:
+    """The shape rank 0 writes: numbers where numbers belong, so every reader can format them."""
+    if not isinstance(status, dict) or not all(_number(status.get(k)) for k in ("step", "total_steps")):
+        return False
+    optional_numbers = [status.get(k, 0) for k in ("updated", "started", "epoch")]
+    optional_numbers.append(0 if status.get("eta_s") is None else status["eta_s"])
+    metrics, workers = status.get("metrics", {}), status.get("workers", [])
+    return (
+        all(_number(v) for v in optional_numbers)
+        and isinstance(metrics, dict)
+        and all(_number(v) for v in metrics.values())
+        and isinstance(workers, list)
+        and all(_is_heartbeat(w) for w in workers)
+    )
+
+
+def _is_heartbeat(worker: Any) -> bool:
+    required = (
+        [worker.get(k) for k in ("rank", "step", "time", "pid")] if isinstance(worker, dict) else [None]
+    )
+    return all(_number(v) for v in required) and _number(worker.get("rss_mb", 0))
 
 
 def worker_health(worker: dict[str, Any], now: float, stale_after_s: float) -> str:
@@ -115,7 +149,7 @@ def worker_health(worker: dict[str, Any], now: float, stale_after_s: float) -> s
             os.kill(int(worker["pid"]), 0)
         except ProcessLookupError:
             return "dead"
-        except (PermissionError, ValueError, KeyError):
+        except (PermissionError, ValueError, KeyError, OverflowError):
             pass
     return "silent" if now - float(worker.get("time", 0)) > stale_after_s else "alive"
 

@@ -1,10 +1,17 @@
-"""The MLflow UI for a tracking store, on 127.0.0.1 only, and the address of a run's page in it."""
+"""The MLflow UI for a tracking store, on 127.0.0.1 only, and the address of a run's page in it.
+
+The store's URI goes to `mlflow server` in its environment (``MLFLOW_BACKEND_STORE_URI``), not on its
+command line, where any user of the machine could read a password in it (``ps``).
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from orchestrator.text import mask_uri_passwords
 
 DEFAULT_UI_PORT = 5000
 # MLflow 3's UI picks its GenAI or model-training view from this URL parameter (else from the
@@ -13,18 +20,18 @@ TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
-    """The `mlflow server` command line that serves the UI for this store, and its address.
+    """The `mlflow server` command line that serves the UI for this store (run it with
+    ``ui_environment``), and its address.
 
-    A store that is already a tracking server (http/https) has its own UI: no command, its URL.
+    A store that is already a tracking server (http/https) has its own UI: no command, its URL
+    (without a password).
     """
     if tracking_uri.startswith(("http://", "https://")):
-        return None, tracking_uri
+        return None, mask_uri_passwords(tracking_uri)
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     command = [
         mlflow_bin,
         "server",
-        "--backend-store-uri",
-        tracking_uri,
         "--host",
         "127.0.0.1",
         "--port",
@@ -33,6 +40,11 @@ def ui_command(tracking_uri: str, port: int) -> tuple[list[str] | None, str]:
         "1",  # one user, one browser: four workers only cost memory and start-up time
     ]
     return command, f"http://127.0.0.1:{port}"
+
+
+def ui_environment(tracking_uri: str) -> dict[str, str]:
+    """What `mlflow server` needs in its environment to serve this store."""
+    return {"MLFLOW_BACKEND_STORE_URI": tracking_uri}
 
 
 def run_page_url(
@@ -59,14 +71,17 @@ def run_page_url(
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
-def ui_hint(tracking_uri: str, run_id: str, port: int = DEFAULT_UI_PORT) -> list[str]:
+def ui_hint(
+    tracking_uri: str, run_id: str, port: int = DEFAULT_UI_PORT, shown_uri: str | None = None
+) -> list[str]:
     """Lines telling where to see a run in the MLflow UI: the server's run page, or for a local store
-    the command that serves the UI and the run page it will show."""
+    the command that serves the UI and the run page it will show. ``shown_uri``: the store as the
+    command should name it (with `${env:...}` references for its secrets)."""
     from orchestrator.plan import tracking_uri_here
-    from orchestrator.track.mlflow_run import redact_text
 
     page = run_page_url(tracking_uri, run_id, port=port)
     if ui_command(tracking_uri, port)[0] is None:
         return [f"MLflow UI  {page}"]
-    store = "" if tracking_uri == tracking_uri_here() else f" --tracking-uri {redact_text(tracking_uri)}"
+    shown = shlex.quote(mask_uri_passwords(shown_uri or tracking_uri))
+    store = "" if tracking_uri == tracking_uri_here() else f" --tracking-uri {shown}"
     return [f"MLflow UI  orchestrator ui{store}", f"           then open {page}"]

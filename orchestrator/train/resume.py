@@ -17,6 +17,7 @@ from orchestrator.train.checkpoint import (
     step_tag,
     training_state_of,
 )
+from orchestrator.train.safe_load import require_inside, weights_only_loading
 from orchestrator.train.state import TrainingState, capture_rng, restore_rng
 
 
@@ -69,9 +70,11 @@ def restore_latest(engine, plan) -> tuple[TrainingState, CheckpointInfo] | None:
     if info is None:
         return None
     check_compatible(info, dist.get_world_size(), plan.spec.deepspeed.zero_stage)
+    require_inside(info.path, run_dir)  # a step-<N> link out of the run's directory is not loaded
     if dist.get_rank() == 0:
         remove_incomplete(run_dir, info.step)
-    load_path, client_state = engine.load_checkpoint(str(run_dir), tag=info.tag)
+    with weights_only_loading():  # DeepSpeed unpickles with weights_only=False: not here
+        load_path, client_state = engine.load_checkpoint(str(run_dir), tag=info.tag)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {info.path}")
     fields = dict(training_state_of(client_state))

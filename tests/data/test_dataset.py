@@ -87,3 +87,53 @@ def test_plain_text_and_jsonl_files_become_a_cached_dataset(tmp_path):
     missing = text_spec.replace("docs/*.txt", "nothing/*.txt")
     with pytest.raises(PlanError, match="matches no file"):
         build_plan(parse_spec(missing), cwd=tmp_path)
+
+
+def _corrupt(folder, kind: str) -> None:
+    tokens, tokenizer = folder / "tokens.u16.bin", folder / "tokenizer.json"
+    if kind == "odd-size":
+        tokens.write_bytes(tokens.read_bytes() + b"\x01")
+    elif kind == "empty":
+        tokens.write_bytes(b"")
+    elif kind == "truncated":
+        tokens.write_bytes(tokens.read_bytes()[:1000])
+    elif kind == "ids-above-vocabulary":
+        tokens.write_bytes(np.full(len(tokens.read_bytes()) // 2, 65000, dtype=np.uint16).tobytes())
+    elif kind == "corrupt-tokenizer":
+        tokenizer.write_text('{"version": "1.0", "model": ')
+    elif kind == "no-tokens-file":
+        tokens.unlink()
+    else:
+        (folder / "manifest.json").write_text('{"n_tokens": "many"}')
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "odd-size",
+        "empty",
+        "truncated",
+        "ids-above-vocabulary",
+        "corrupt-tokenizer",
+        "no-tokens-file",
+        "manifest",
+    ],
+)
+def test_a_damaged_cache_is_rebuilt_not_trained_on(tmp_path, caplog, kind):
+    """A cache used to be trusted blindly: odd sizes, empty or truncated files, ids beyond the
+    vocabulary and a corrupt tokenizer.json crashed or silently trained on garbage."""
+    text = "The if statement is used for conditional execution.\n\n" * 200
+    good = prepare_dataset("files", 300, tmp_path, text=text)
+    reference = good.tokens_path.read_bytes()
+    _corrupt(good.tokens_path.parent, kind)
+    again = prepare_dataset("files", 300, tmp_path, text=text)
+    assert again == good and again.tokens_path.read_bytes() == reference
+    assert Tokenizer.from_file(str(again.tokenizer_path)).encode("The if").ids
+    assert "cannot be used" in caplog.text and "preparing it again" in caplog.text
+
+
+def test_a_vocabulary_beyond_the_token_file_is_a_plan_error(tmp_path):
+    from orchestrator.errors import PlanError
+
+    with pytest.raises(PlanError, match="at most 65536"):
+        prepare_dataset("files", 70_000, tmp_path, text="x")

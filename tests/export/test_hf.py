@@ -215,7 +215,7 @@ def test_a_pickle_payload_planted_in_the_model_states_never_runs(trained_run, tm
     marker.rmdir()
 
     for fmt, out in (("safetensors", tmp_path / "st"), ("hf", tmp_path / "hf")):
-        with pytest.raises(UsageError, match=f"refusing to load {target}.*posix.mkdir.*SECURITY.md"):
+        with pytest.raises(UsageError, match=r"refusing to load a checkpoint.*posix\.mkdir.*SECURITY\.md"):
             export_run(plan.spec, run_dir, plan.data.tokenizer_path, fmt, out)
     with pytest.raises(UsageError, match="refusing to load"):
         load_from_run(plan.spec, run_dir, plan.data.tokenizer_path)

@@ -222,7 +222,7 @@ def test_specs_that_cannot_run_on_kubernetes_say_how_to_fix_them():
 
 
 def test_secrets_the_spec_refers_to_must_reach_the_pods(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "x")
+    monkeypatch.setenv("HF_TOKEN", "hf-token-value")
     text = (
         "name: t\ncluster: {backend: kubernetes}\n"
         "data: {corpus: files, files: ['/data/${env:HF_TOKEN}.txt']}\n"

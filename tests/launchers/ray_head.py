@@ -33,6 +33,11 @@ class RayHead:
     log: Path
     process: subprocess.Popen
 
+    @property
+    def temp_dir(self) -> Path:
+        """Everything the head writes: its log and Ray's session (logs, jobs' working dirs)."""
+        return self.log.parent
+
     def is_alive(self) -> bool:
         return self.process.poll() is None
 
@@ -51,12 +56,15 @@ def client_env(token_path: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, resources: str = "{}") -> Iterator[RayHead]:
+def ray_head(
+    num_cpus: int = 2, resources: str = "{}", extra_env: dict[str, str] | None = None
+) -> Iterator[RayHead]:
+    """``extra_env``: the cluster's own environment (where a job's driver resolves `${env:...}`)."""
     # A short directory: Ray's unix socket paths must stay under ~107 characters.
     with tempfile.TemporaryDirectory(prefix="rh-", dir="/tmp") as tmp:
         token, token_path = secrets.token_hex(32), Path(tmp) / "auth_token"
         token_path.write_text(token)
-        env = client_env(token_path)
+        env = client_env(token_path) | (extra_env or {})
         gcs_port, dashboard_port = free_port(), free_port()
         log = Path(tmp) / "head.log"
         command = [str(RAY_BIN), "start", "--head", "--block", "--disable-usage-stats",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.spec import SpecError, parse_spec
@@ -51,3 +53,49 @@ def test_cpus_and_gpus_are_not_custom_resources():
 
 def test_an_unknown_strategy_is_refused():
     assert "placement_strategy" in problem_of("{placement_strategy: SCATTER}")
+
+
+def test_an_embedded_ray_without_authentication_is_refused_unless_the_spec_says_so(tmp_path, monkeypatch):
+    """RAY_AUTH_MODE=disabled would let any local process that reaches Ray's ports run code."""
+    from launchers.ray_local import RayLocalLauncher, embedded_ray_auth
+    from orchestrator.errors import LaunchError
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(LaunchError, match=r"unset RAY_AUTH_MODE, or set cluster\.ray_auth: disabled"):
+        RayLocalLauncher.for_spec(parse_spec("name: demo\n"))
+    assert embedded_ray_auth(cluster("{ray_auth: disabled}")) == "disabled"
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    assert embedded_ray_auth(cluster("{}")) == "token"
+    # joining a running cluster: its authentication is the cluster's own
+    RayLocalLauncher.for_spec(parse_spec("name: demo\ncluster: {address: auto}\n"))
+
+
+def test_submit_refuses_before_creating_anything(tmp_path, monkeypatch, capsys):
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    (tmp_path / "spec.yaml").write_text("name: demo\n")
+    assert main(["submit", "spec.yaml"]) == 1
+    assert "RAY_AUTH_MODE=disabled is set" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_an_embedded_ray_gets_a_token_only_this_user_can_read(monkeypatch):
+    """Ray writes the token it generates to ~/.ray/auth_token readable by every user."""
+    import os
+    import stat
+
+    from launchers.ray_local import private_ray_token
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/elsewhere/auth_token")
+    with private_ray_token():
+        path = os.environ["RAY_AUTH_TOKEN_PATH"]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert len(Path(path).read_text()) == 64
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/elsewhere/auth_token" and not os.path.exists(path)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a-token-the-user-chose")
+    with private_ray_token():
+        assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/elsewhere/auth_token"

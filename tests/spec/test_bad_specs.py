@@ -140,3 +140,41 @@ def test_bad_override_is_reported_like_a_bad_line(tmp_path, capsys, override, wh
     assert where in err, err
     if hint:
         assert hint in err, err
+
+
+@pytest.mark.parametrize("run_name", ["/etc", "../escape", "a/b", ".hidden", "..", "-x"])
+def test_a_run_name_is_one_directory_name(capsys, tmp_path, run_name):
+    """`tracking.run_name: /etc` used to put the run's checkpoints in /etc."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: demo\ntracking:\n  run_name: '{run_name}'\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert ":3 tracking.run_name" in err and f"got str '{run_name}'" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "fragment"),
+    [
+        ("not a host; rm -rf /", "is not an IP address"),
+        ("localhost", "is not an IP address"),
+        ("0.0.0.0", "can be reached from other machines"),
+        ("192.168.1.5", "can be reached from other machines"),
+    ],
+)
+def test_cluster_host_is_a_loopback_ip_address(capsys, tmp_path, host, fragment):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: demo\ncluster:\n  host: '{host}'\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert ":3 cluster.host" in err and fragment in err
+
+
+def test_listening_beyond_loopback_needs_expose_and_prints_a_warning(capsys, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: demo\ncluster: {host: 0.0.0.0, expose: true}\n")
+    assert main(["validate", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "warning    an embedded Ray will listen on 0.0.0.0, beyond loopback" in out
+    spec.write_text("name: demo\ncluster: {host: '::1'}\n")
+    assert main(["validate", str(spec)]) == 0
+    assert "warning" not in capsys.readouterr().out

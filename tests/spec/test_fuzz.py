@@ -1,4 +1,5 @@
-"""Property-based: random mutations of a valid spec are either valid or a SpecError, never a crash."""
+"""Property-based: random mutations of a valid spec, random bytes and deep nesting are either a valid
+spec or a SpecError with problems, never a crash (`make fuzz` runs 10,000 examples of each)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.spec import RunSpec, SpecError, parse_spec
-from tests.conftest import REPO
+from tests.conftest import REPO, fuzz_examples
 
 VALID = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
 
@@ -69,13 +70,13 @@ def _parse_or_spec_error(text: str) -> None:
             assert problem.message
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs())
 def test_structural_mutations_never_crash(text):
     _parse_or_spec_error(text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(st.data())
 def test_text_mutations_never_crash(data):
     text = (REPO / "configs" / "quickstart.yaml").read_text()
@@ -85,3 +86,15 @@ def test_text_mutations_never_crash(data):
         cut = data.draw(st.integers(min_value=0, max_value=4))
         text = text[:pos] + junk + text[pos + cut :]
     _parse_or_spec_error(text)
+
+
+@settings(max_examples=fuzz_examples(100), deadline=None)
+@given(st.binary(max_size=2000) | st.text(max_size=500).map(lambda t: t.encode("utf-16")))
+def test_any_bytes_are_a_spec_or_problems(raw):
+    _parse_or_spec_error(raw)
+
+
+@settings(max_examples=fuzz_examples(50), deadline=None)
+@given(st.integers(min_value=1, max_value=3000), st.sampled_from(["[", "{a: ", "- ", "  a:\n"]))
+def test_nesting_of_any_depth_is_a_spec_or_problems(depth, opener):
+    _parse_or_spec_error("name: x\nmodel:\n  " + opener * depth + "1\n")
