@@ -101,3 +101,17 @@ def wait_for(probe, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise TimeoutError(f"no {what} after {timeout}s")
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leak():
+    """A test (or the code under test) that leaves MLFLOW_TRACKING_URI set would point every later
+    command of the session at its store: fail it where it happens."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    if after != before:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+        pytest.fail(f"MLFLOW_TRACKING_URI leaked out of the test: {after!r}")

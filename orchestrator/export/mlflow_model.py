@@ -61,7 +61,7 @@ def log_model_to_run(
         run = mlflow_client.get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
         raise TrackingError(f"MLflow run {run_id} not found in {tracking_uri}: {exc.message}") from None
-    with _tracking_uri(tracking_uri):
+    with using_tracking_uri(tracking_uri):
         # created here, in the run's experiment: left to MLflow it lands in the active experiment
         logged = mlflow_client.create_logged_model(
             run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, tags=_tags(source)
@@ -127,13 +127,19 @@ def _tags(source: dict | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _tracking_uri(uri: str):
-    """MLflow's logging functions read the process-wide tracking URI: set it for this block only."""
+def using_tracking_uri(uri: str):
+    """MLflow's logging functions read the process-wide tracking URI: set it for this block only.
+    ``set_tracking_uri`` also writes MLFLOW_TRACKING_URI into the environment (for subprocesses):
+    that is put back as it was too, or every later command would default to this store."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
+    previous, in_environment = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if in_environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = in_environment

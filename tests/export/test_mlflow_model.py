@@ -84,9 +84,11 @@ def test_the_model_carries_its_signature_input_example_and_standalone_code(end_o
     import mlflow
     from mlflow.models import Model
 
+    from orchestrator.export.mlflow_model import using_tracking_uri
+
     plan, results = end_of_run_export
-    mlflow.set_tracking_uri(plan.tracking_uri)
-    path = mlflow.artifacts.download_artifacts(results["mlflow"].model_uri, dst_path=str(tmp_path))
+    with using_tracking_uri(plan.tracking_uri):  # a models:/ URI is resolved through the current store
+        path = mlflow.artifacts.download_artifacts(results["mlflow"].model_uri, dst_path=str(tmp_path))
     model = Model.load(path)
     assert model.signature.inputs.input_names() == ["prompt"]
     assert model.signature.outputs.input_names() == ["text"]
