@@ -53,6 +53,9 @@ def worker_env(plan: Plan) -> dict[str, str]:
 
 
 def _train_loop_per_worker(config: dict) -> None:
+    from orchestrator.track import startup
+
+    startup.mark("entry")
     import ray
     import ray.train
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.fsutil import atomic_write
+from orchestrator.track import startup
 from orchestrator.track.events import MetricEvent
 
 STATUS_FILE = "status.json"
@@ -85,6 +86,7 @@ class RunStatusFile:
             "updated": now,
             "eta_s": _eta(self._rate_origin, now, step, self.total_steps),
             "workers": beats,
+            "startup": startup.startup_marks(),  # rank 0's, seconds since the epoch
         }
         atomic_write(self.path, json.dumps(status, indent=1).encode())
 

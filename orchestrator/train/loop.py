@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.track import startup
 from orchestrator.track.events import MetricEvent
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import EarlyStopping
@@ -144,6 +145,8 @@ def _handle_nonfinite(s: Session) -> None:
 def after_step(s: Session, lr: float, epoch_end: bool) -> None:
     """Log, evaluate, decide on early stopping, then checkpoint: in that order."""
     plan, state, spec = s.plan, s.state, s.plan.spec.train
+    if state.step == s.start_step + 1:
+        _first_step_done(s.rank)
     last = state.step >= plan.total_steps
     events: list[MetricEvent] = []
     if state.step % spec.log_interval == 0 or last or epoch_end:
@@ -160,6 +163,12 @@ def after_step(s: Session, lr: float, epoch_end: bool) -> None:
     interval = plan.spec.checkpoint.interval
     if last or s.stop_reason is not None or (interval and state.step % interval == 0):
         save_checkpoint(s)
+
+
+def _first_step_done(rank: int) -> None:
+    startup.mark("first_step")
+    if rank == 0:
+        print(f"[train] start-up: {startup.describe(startup.startup_marks())}", flush=True)
 
 
 def _evaluate_and_decide(s: Session) -> list[MetricEvent]:

@@ -9,18 +9,30 @@ engine, restores the latest complete checkpoint of the run if there is one (a re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
+from orchestrator.track import startup
 from orchestrator.track.status import RunStatusFile
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
 
 
-def train_worker(plan: Plan) -> None:
+def build_sinks(plan: Plan, rank: int, resumed: bool) -> list:
+    """Rank 0: the journal-backed MLflow sink and the live report; every rank: the status file
+    (its heartbeat gather is a collective)."""
+    sinks = _sinks(plan, resumed) if rank == 0 else []
+    return [*sinks, RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank)]
+
+
+def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = build_sinks) -> None:
+    """``make_sinks(plan, rank, resumed)`` builds where this rank's metric events go (the benchmarks
+    swap it to measure what tracking costs)."""
     import torch.distributed as dist
 
+    startup.mark("entry")
     engine, dataset = _setup(plan)
     rank, world = dist.get_rank(), dist.get_world_size()
     session = Session(
@@ -30,9 +42,8 @@ def train_worker(plan: Plan) -> None:
     if restored is not None:
         session.state = restored[0]
         session.stopper.load_state_dict(session.state.early_stopping)
-    if rank == 0:
-        session.sinks = _sinks(plan, resumed=restored is not None)
-    session.sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
+    session.sinks = make_sinks(plan, rank, restored is not None)
+    startup.mark("ready")
     _announce(plan, rank, restored)
     try:
         run(session)
@@ -50,8 +61,10 @@ def _setup(plan: Plan):
     from orchestrator.train.model import build_model
     from orchestrator.train.schedule import WarmupCosine
 
+    startup.mark("imports")
     spec = plan.spec
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    startup.mark("process_group")
     resume.check_resumable(plan)
     torch.manual_seed(spec.train.seed)  # identical initial weights on every rank
     model = build_model(spec.model)
@@ -70,6 +83,7 @@ def _setup(plan: Plan):
     )
     if spec.model.compile:
         engine.compile()
+    startup.mark("engine")
     m = spec.model
     dataset = TokenDataset(
         plan.data.tokens_path, m.context_length, spec.data.validation_fraction, spec.data.seed
