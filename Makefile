@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-deps lint format clean
+.PHONY: install run test test-deps lint format clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-deps:
 # pytest exits 5 when it collected no test; make treats that as a failure like any other.
 test: lint test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks 1-5 on the CPU (about 12 minutes on 2 cores; PostgreSQL for the tracking-server figures),
+# written to benchmarks/RESULTS.md. Run it on an otherwise idle machine.
+bench: $(STAMP) test-deps
+	$(BIN)/python -m benchmarks.run_all
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

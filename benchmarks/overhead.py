@@ -1,0 +1,286 @@
+"""Benchmarks 1 and 2: what the orchestrator costs on top of bare DeepSpeed, and what tracking costs.
+
+The quickstart model, data, batch, schedule, logging and evaluation (``eval_batches: 1``), ZeRO-2
+fp32, 2 ranks on the CPU, trained four ways, interleaved round by round (the order rotates each round):
+
+  submit       ``orchestrator submit`` (embedded Ray, Ray Train, DeepSpeed, MLflow, live artifacts,
+               status file), timed from MLflow's own timestamps of ``train_loss``
+  worker       the orchestrator's worker under ``torch.distributed.run``, with every sink (tracking on)
+  worker-off   the same worker with no sinks at all (tracking off)
+  bare         ``benchmarks/bare_deepspeed.py`` under ``torch.distributed.run``: no orchestrator code
+
+Each figure is steady-state tokens/s over the steps FIRST..LAST (start-up, the final checkpoint and
+shutdown excluded; the evaluations inside the window included on every side). For each run it also
+records the CPU time every process used inside that window (the two ranks vs everything else: Ray,
+the driver, torchrun's agent), and for ``worker`` the time rank 0 spent in each sink's ``write`` and
+the CPU time of the MLflow sender thread.
+
+    .venv/bin/python -m benchmarks.overhead                     # 3 rounds, steps 10..110
+    .venv/bin/python -m benchmarks.overhead --rounds 1 --last 40 --variants submit bare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from benchmarks.harness import (
+    REPO,
+    CpuSampler,
+    describe_cpu,
+    median,
+    spread,
+    torchrun,
+    training_env,
+)
+
+SPEC = REPO / "configs" / "quickstart.yaml"
+VARIANTS = ("submit", "worker", "worker-off", "bare")
+MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "context_length", "vocab_size")
+
+
+@dataclass
+class Measurement:
+    variant: str
+    tokens_per_s: float
+    cpu: dict
+    sinks: dict = field(default_factory=dict)
+    sender_cpu_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Setup:
+    work: Path
+    overrides: tuple[str, ...]
+    first: int
+    last: int
+    tokens_per_step: int
+
+
+def overrides_for(last: int, work: Path) -> tuple[str, ...]:
+    return (
+        f"train.max_steps={last}",
+        "train.eval_batches=1",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        "tracking.experiment=overhead",
+    )
+
+
+def build_plan_for(setup: Setup, run_name: str):
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+    from orchestrator.track.mlflow_run import create_run
+
+    spec = load_spec(str(SPEC), list(setup.overrides))
+    plan = build_plan(spec, SPEC.read_text(), cwd=setup.work)
+    plan = replace(plan, run_name=run_name, checkpoint_dir=str(setup.work / "checkpoints" / run_name))
+    Path(plan.checkpoint_dir).mkdir(parents=True)
+    return replace(plan, run_id=create_run(plan, SPEC.read_text()))
+
+
+def tokens_per_second(setup: Setup, times: dict[int, float]) -> float:
+    elapsed = times[setup.last] - times[setup.first]
+    return (setup.last - setup.first) * setup.tokens_per_step / elapsed
+
+
+def _sampled(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, object]:
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler = CpuSampler(process.pid)
+        sampler.start()
+        code = process.wait(timeout=900)
+        samples = sampler.stop()
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(command[:5])}... failed ({code}):\n{tail}")
+    return code, samples
+
+
+def _window_cpu(setup: Setup, samples, times: dict[int, float]) -> dict:
+    start, end = times[setup.first], times[setup.last]
+    return describe_cpu(samples.used_between(start, end), samples.names, ranks=2, seconds=end - start)
+
+
+def run_submit(setup: Setup, index: int) -> Measurement:
+    from orchestrator.track.mlflow_run import client
+
+    log = setup.work / f"submit-{index}.log"
+    sets = [arg for o in setup.overrides for arg in ("--set", o)]
+    command = [sys.executable, "-m", "orchestrator", "submit", str(SPEC), *sets, "--progress", "off"]
+    _, samples = _sampled(command, setup.work, training_env(), log)
+    run_id = re.search(r"^run id\s+(\w+)", log.read_text(), re.MULTILINE).group(1)
+    history = client(f"sqlite:///{setup.work / 'mlflow.db'}").get_metric_history(run_id, "train_loss")
+    times = {m.step: m.timestamp / 1000 for m in history}
+    return Measurement("submit", tokens_per_second(setup, times), _window_cpu(setup, samples, times))
+
+
+def run_worker(setup: Setup, index: int, tracking: bool) -> Measurement:
+    variant = "worker" if tracking else "worker-off"
+    plan = build_plan_for(setup, f"{variant}-{index}")
+    plan_file, out = setup.work / f"{variant}-{index}.pkl", setup.work / f"{variant}-{index}.json"
+    plan_file.write_bytes(pickle.dumps(plan))
+    script = REPO / "benchmarks" / "worker_entry.py"
+    command = torchrun(script, str(plan_file), "--tracking", "on" if tracking else "off", "--out", str(out))
+    _, samples = _sampled(command, setup.work, training_env(), setup.work / f"{variant}-{index}.log")
+    result = json.loads(out.read_text())
+    times = {int(step): t for step, t in result["times"].items()}
+    return Measurement(
+        variant,
+        tokens_per_second(setup, times),
+        _window_cpu(setup, samples, times),
+        result["sinks"],
+        result["sender_cpu_s"],
+    )
+
+
+def bare_setup(setup: Setup) -> Path:
+    """The bare loop's configuration: the orchestrator's plan, handed over as plain data."""
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(str(SPEC), list(setup.overrides))
+    plan = build_plan(spec, SPEC.read_text(), cwd=setup.work)
+    m, o, t = spec.model, spec.optimizer, spec.train
+    config = {
+        "tokens": plan.data.tokens_path,
+        "deepspeed": plan.deepspeed_config,
+        "model": {k: getattr(m, k) for k in MODEL_FIELDS},
+        "lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
+        "warmup": spec.schedule.warmup_steps, "min_lr": spec.schedule.min_lr, "steps": plan.total_steps,
+        "log_interval": t.log_interval, "eval_interval": t.eval_interval, "eval_batches": t.eval_batches,
+        "val_fraction": spec.data.validation_fraction, "seed": t.seed,
+    }  # fmt: skip
+    path = setup.work / "bare-setup.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_bare(setup: Setup, index: int, config: Path) -> Measurement:
+    out = setup.work / f"bare-{index}.json"
+    command = torchrun(REPO / "benchmarks" / "bare_deepspeed.py", str(config), "--out", str(out))
+    _, samples = _sampled(command, setup.work, training_env(), setup.work / f"bare-{index}.log")
+    times = {int(step): t for step, t in json.loads(out.read_text())["times"].items()}
+    return Measurement("bare", tokens_per_second(setup, times), _window_cpu(setup, samples, times))
+
+
+def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work: Path) -> dict:
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+
+    overrides = overrides_for(last, work)
+    plan = build_plan(load_spec(str(SPEC), list(overrides)), SPEC.read_text(), cwd=work)
+    setup = Setup(work, overrides, first, last, plan.tokens_per_step)
+    config = bare_setup(setup)
+    runners = {
+        "submit": lambda i: run_submit(setup, i),
+        "worker": lambda i: run_worker(setup, i, tracking=True),
+        "worker-off": lambda i: run_worker(setup, i, tracking=False),
+        "bare": lambda i: run_bare(setup, i, config),
+    }
+    results: dict[str, list[Measurement]] = {v: [] for v in variants}
+    for index in range(rounds):
+        order = variants[index % len(variants) :] + variants[: index % len(variants)]
+        for variant in order:
+            started = time.monotonic()
+            result = runners[variant](index)
+            results[variant].append(result)
+            print(
+                f"  round {index + 1} {variant:<11} {result.tokens_per_s:9,.0f} tok/s  "
+                f"(others' CPU {result.cpu['others_cpu_s']:.1f} s in {result.cpu['window_s']:.1f} s; "
+                f"run {time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+    return summarize(results, first, last, plan)
+
+
+def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan) -> dict:
+    tok = {v: [m.tokens_per_s for m in ms] for v, ms in results.items()}
+    ratios = {}
+    for a, b in (("submit", "bare"), ("worker", "bare"), ("worker-off", "bare"), ("worker", "worker-off")):
+        if tok.get(a) and tok.get(b):
+            paired = [x / y for x, y in zip(tok[a], tok[b], strict=False)]
+            ratios[f"{a}/{b}"] = {"of_medians": median(tok[a]) / median(tok[b]), "paired": paired}
+    return {
+        "window": [first, last],
+        "tokens_per_step": plan.tokens_per_step,
+        "tokens_per_s": tok,
+        "ratios": ratios,
+        "cpu": {v: [m.cpu for m in ms] for v, ms in results.items()},
+        "sinks": [m.sinks for m in results.get("worker", [])],
+        "sender_cpu_s": [m.sender_cpu_s for m in results.get("worker", [])],
+    }
+
+
+def render(summary: dict) -> str:
+    """The figures as Markdown (also what `main` prints)."""
+    first, last = summary["window"]
+    lines = [
+        f"Steady state, steps {first}..{last} ({summary['tokens_per_step']:,} tokens/step), tokens/s: "
+        "median (min-max) of the rounds.",
+        "",
+        "| variant | tokens/s | CPU of the 2 ranks, s | CPU of all other processes, s | window, s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for variant, values in summary["tokens_per_s"].items():
+        cpu = summary["cpu"][variant]
+        lines.append(
+            f"| {variant} | {spread(values)} | {median([c['ranks_cpu_s'] for c in cpu]):.1f} "
+            f"| {median([c['others_cpu_s'] for c in cpu]):.1f} | {median([c['window_s'] for c in cpu]):.1f} |"
+        )
+    lines += ["", "| ratio | of the medians | per round |", "|---|---:|---|"]
+    for name, r in summary["ratios"].items():
+        paired = " / ".join(f"{x:.3f}" for x in r["paired"])
+        lines.append(f"| {name} | {r['of_medians']:.3f} | {paired} |")
+    lines += _tracking_lines(summary)
+    return "\n".join(lines)
+
+
+def _tracking_lines(summary: dict) -> list[str]:
+    if not summary["sinks"]:
+        return []
+    window = median([c["window_s"] for c in summary["cpu"]["worker"]])
+    lines = [
+        "",
+        f"Rank 0's time in each sink's `write` (worker, tracking on; per run, whole run; the window is "
+        f"about {window:.0f} s):",
+        "",
+        "| sink | calls | seconds (median) | slowest call, s |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in summary["sinks"][0]:
+        runs = [s[name] for s in summary["sinks"]]
+        lines.append(
+            f"| {name} | {runs[0]['calls']} | {median([r['seconds'] for r in runs]):.3f} "
+            f"| {median([r['slowest'] for r in runs]):.3f} |"
+        )
+    sender = [s for s in summary["sender_cpu_s"] if s is not None]
+    if sender:
+        lines.append(f"| MLflow sender thread (CPU, not on the critical path) | | {median(sender):.2f} | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--first", type=int, default=10)
+    parser.add_argument("--last", type=int, default=110)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        summary = measure(args.rounds, args.first, args.last, tuple(args.variants), Path(tmp))
+    print(render(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
