@@ -89,15 +89,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [b[0] for b in BENCHMARKS]
     parser.add_argument("--only", nargs="+", choices=names, default=names)
+    parser.add_argument("--keep-json", help="a directory to keep each benchmark's figures (JSON) in")
     args = parser.parse_args()
     started, header = time.monotonic(), machine()
     date = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     sections = []
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
+        keep = Path(args.keep_json or tmp)
+        keep.mkdir(parents=True, exist_ok=True)
         for module, extra, title, about in BENCHMARKS:
             if module in args.only:
                 print(f"== {title}", flush=True)
-                figures, seconds, error = run_one(module, extra, Path(tmp))
+                figures, seconds, error = run_one(module, extra, keep)
                 sections.append(section(module, title, about, figures, seconds, error))
     total = time.monotonic() - started
     doc = [
