@@ -17,15 +17,17 @@ from orchestrator.track.events import MetricEvent
 class LiveArtifacts:
     """Keeps the run's history in memory and rewrites the artifacts from it.
 
-    The JSON files are rewritten on every write (cheap); the PNGs whenever a validation value arrives
-    and at close, since plotting costs a noticeable fraction of a step on a small CPU model.
+    The JSON files are rewritten on every write; the PNGs whenever a validation value arrives and at
+    close. A run writes it from a low-priority child process (``rank0_sinks``), since plotting costs
+    rank 0 a good part of a second that every other rank would wait for.
     """
 
-    def __init__(self, out_dir: str | Path, formats=REPORT_FORMATS):
+    def __init__(self, out_dir: str | Path, formats=REPORT_FORMATS, history: MetricHistory | None = None):
+        """``history``: what an earlier attempt of the run logged (a resumed run's report shows it)."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.formats = tuple(formats)
-        self.history: MetricHistory = {}
+        self.history: MetricHistory = {name: dict(values) for name, values in (history or {}).items()}
 
     def write(self, events: list[MetricEvent]) -> None:
         for event in events:

@@ -103,24 +103,20 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 def _sinks(plan: Plan, resumed: bool) -> list:
     from orchestrator.track.sinks import rank0_sinks
 
-    sinks = rank0_sinks(plan)
     if not resumed or not plan.run_id:
-        return sinks
-    return _continue_history(plan, sinks)
+        return rank0_sinks(plan)
+    return _continue_history(plan)
 
 
-def _continue_history(plan: Plan, sinks: list) -> list:
+def _continue_history(plan: Plan) -> list:
     """After a restart the live artifacts must still show the steps before it, and steps that were
     logged before the kill and are now replayed from an older checkpoint must not be logged twice."""
     from orchestrator.report.mlflow_history import read_history
-    from orchestrator.track.live import LiveArtifacts
+    from orchestrator.track.sinks import rank0_sinks
 
     history = read_history(plan.tracking_uri, plan.run_id)
-    for sink in sinks:
-        if isinstance(sink, LiveArtifacts):
-            sink.history.update({name: dict(values) for name, values in history.items()})
     logged = max(history.get("train_loss", {0: 0.0}))
-    return [SkipLoggedSteps(sink, logged) for sink in sinks]
+    return [SkipLoggedSteps(sink, logged) for sink in rank0_sinks(plan, history)]
 
 
 def _announce(plan: Plan, rank: int, restored) -> None:

@@ -1,0 +1,146 @@
+"""A metric sink run in a child process at low CPU priority, so that writing it never holds up a step.
+
+Drawing the live plots takes rank 0 a good part of a second; done in the training process, every
+other rank waits for it at the next collective. ``ChildProcessSink`` hands events to a feeder thread
+(``write`` never blocks, even when the child is busy or starved of CPU) which pickles them into the
+child's stdin; the child (``python -m orchestrator.track.sink_process``, ``nice`` 10) builds the sink
+from a picklable factory and writes whatever arrived while it was busy in one ``write`` call, so a
+slow sink falls behind by at most one write instead of slowing training. ``close`` waits for the
+child to write everything and close its sink; if the training process dies, the child sees the end
+of its input and does the same.
+
+>>> from functools import partial
+>>> from orchestrator.track.live import LiveArtifacts
+>>> sink = ChildProcessSink(partial(LiveArtifacts, "/tmp/run", ("json",)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator.track.events import MetricEvent
+
+NICE = 10  # CFS weight 110 against 1024: it mostly runs while the ranks wait
+_CLOSE = None
+
+
+class ChildProcessSink:
+    def __init__(
+        self,
+        factory: Callable[[], object],
+        close_timeout_s: float = 600.0,
+        say: Callable[[str], None] = lambda line: print(line, flush=True),
+    ):
+        self._close_timeout_s, self._say = close_timeout_s, say
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.track.sink_process", str(NICE)],
+            stdin=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox.put(factory)
+        self._feeder = threading.Thread(target=self._feed, name="sink-process-feeder", daemon=True)
+        self._feeder.start()
+
+    def write(self, events: list[MetricEvent]) -> None:
+        self._outbox.put(list(events))
+
+    def close(self) -> None:
+        """Wait until the child has written everything and closed its sink."""
+        self._outbox.put(_CLOSE)
+        self._feeder.join()
+        try:
+            code = self._child.wait(self._close_timeout_s)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            code = self._child.wait()
+        if code != 0:
+            self._say(
+                f"[track] the background sink process ended with exit code {code}; the live report may be "
+                "incomplete: `orchestrator report RUN_ID` rebuilds it from MLflow"
+            )
+
+    def _feed(self) -> None:
+        pipe = self._child.stdin
+        while True:
+            item = self._outbox.get()
+            if item is _CLOSE:
+                break
+            try:
+                pickle.dump(item, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                pipe.flush()
+            except (BrokenPipeError, OSError):  # the child is gone: close() reports its exit code
+                break
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
+def _read_frames(stream, inbox: queue.SimpleQueue) -> None:
+    """Every pickled frame from ``stream``, then ``_CLOSE`` (at the end, or at a torn last frame that
+    a killed parent left); a frame that cannot be loaded (a missing module) is passed on to raise."""
+    try:
+        while True:
+            inbox.put(pickle.load(stream))
+    except (EOFError, pickle.UnpicklingError, OSError):
+        pass
+    except Exception as exc:
+        inbox.put(exc)
+    finally:
+        inbox.put(_CLOSE)
+
+
+def _next(inbox: queue.SimpleQueue, block: bool = True):
+    item = inbox.get() if block else inbox.get_nowait()
+    if isinstance(item, Exception):
+        raise item
+    return item
+
+
+def serve(stream, nice: int) -> None:
+    """The child: build the sink from the first frame, write every batch, close at the end."""
+    with contextlib.suppress(AttributeError, OSError):  # no nice here: still off the training process
+        os.nice(nice)
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_read_frames, args=(stream, inbox), daemon=True).start()
+    factory = _next(inbox)
+    if factory is _CLOSE:
+        return
+    sink, done = factory(), False
+    while not done:
+        batch = _next(inbox)
+        done = batch is _CLOSE
+        events = [] if done else list(batch)
+        while not done:  # everything that arrived while the last write ran: one write
+            try:
+                more = _next(inbox, block=False)
+            except queue.Empty:
+                break
+            done = more is _CLOSE
+            events += [] if done else more
+        if events:
+            sink.write(events)
+    sink.close()
+
+
+def main() -> None:
+    try:
+        serve(sys.stdin.buffer, int(sys.argv[1]) if len(sys.argv) > 1 else NICE)
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)  # the reader thread may still be blocked on stdin: no interpreter shutdown
+
+
+if __name__ == "__main__":
+    main()
