@@ -40,6 +40,7 @@ class Window:
     micro_batches: int = 0
     tokens: int = 0
     start: float = field(default_factory=time.perf_counter)
+    paused_s: float = 0.0  # spent evaluating and checkpointing: not training time
 
     def add(self, loss, tokens: int) -> None:
         self.loss_sum = self.loss_sum + loss.detach().double()
@@ -178,19 +179,33 @@ def after_step(s: Session, lr: float, epoch_end: bool) -> None:
     if state.step % spec.log_interval == 0 or last or epoch_end:
         events = train_events(s, lr)
     if state.step % spec.eval_interval == 0 or last or epoch_end:
-        events += _evaluate_and_decide(s)
+        events += _paused(s, "eval_seconds", lambda: _evaluate_and_decide(s))
     if epoch_end:
         next_epoch(state)
     if events:
-        for sink in s.sinks:
-            sink.write(events)
+        _write(s, events)
         if s.rank == 0:
             print_progress(s, events)
     interval = plan.spec.checkpoint.interval
     if last or s.stop_reason is not None or (interval and state.step % interval == 0):
         if not events:  # between logging steps: the losses since the last log must be finite first
             _window_totals(s)
-        save_checkpoint(s)
+        _write(s, _paused(s, "checkpoint_seconds", lambda: save_checkpoint(s)))
+
+
+def _paused(s: Session, metric: str, work) -> list[MetricEvent]:
+    """Run ``work`` (evaluating, checkpointing) outside the training throughput: its time is taken out
+    of the window's and reported as ``metric``. Returns its events and that one."""
+    started = time.perf_counter()
+    events = work() or []
+    took = time.perf_counter() - started
+    s.window.paused_s += took
+    return [*events, MetricEvent(metric, took, s.state.step)]
+
+
+def _write(s: Session, events: list[MetricEvent]) -> None:
+    for sink in s.sinks:
+        sink.write(events)
 
 
 def _first_step_done(rank: int) -> None:
@@ -235,13 +250,13 @@ def train_events(s: Session, lr: float) -> list[MetricEvent]:
     window, step = s.window, s.state.step
     loss_sum, micro_batches, tokens = _window_totals(s)
     train_loss = loss_sum / max(micro_batches, 1)
-    elapsed = time.perf_counter() - window.start
+    training_s = time.perf_counter() - window.start - window.paused_s  # no evaluation or checkpoint
     events = [
         MetricEvent("train_loss", train_loss, step),
         MetricEvent("train_perplexity", perplexity(train_loss), step),
         MetricEvent("learning_rate", lr, step),
         MetricEvent("epoch", float(s.state.epoch), step),
-        MetricEvent("tokens_per_second", tokens / max(elapsed, 1e-9), step),
+        MetricEvent("tokens_per_second", tokens / max(training_s, 1e-9), step),
     ]
     grad_norm = s.engine.get_global_grad_norm()
     if grad_norm is not None and math.isfinite(float(grad_norm)):
@@ -265,6 +280,7 @@ def print_progress(s: Session, events: list[MetricEvent]) -> None:
         )
     if "val_loss" in values:
         line += f" | val loss {values['val_loss']:.4f} acc {values['val_accuracy']:.3f}"
+        line += f" ({values['eval_seconds']:.2f} s)" if "eval_seconds" in values else ""
     print(f"{line} | ETA {_duration(eta)}", flush=True)
 
 
