@@ -9,7 +9,13 @@ import contextlib
 import gc
 from pathlib import Path
 
-from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report_of
+from orchestrator.report.artifacts import (
+    REPORT_FORMATS,
+    MetricHistory,
+    training_metrics,
+    whole_split_val_loss,
+    write_report_of,
+)
 from orchestrator.report.mlflow_history import get_run, read_history, run_checkpoint_dir
 from orchestrator.report.summary import RunSummary, summarize
 
@@ -29,7 +35,7 @@ def build_report(
     target = Path(out_dir) if out_dir else Path(run_checkpoint_dir(run))
     with _cyclic_gc_paused():
         history = read_run_history(tracking_uri, run_id, run)
-        return write_report_of(training_metrics(history), target, formats)
+        return write_report_of(training_metrics(history), target, formats, whole_split_val_loss(history))
 
 
 @contextlib.contextmanager
@@ -53,7 +59,8 @@ def read_run_history(tracking_uri: str, run_id: str, run=None) -> MetricHistory:
 
 
 def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
-    return summarize(training_metrics(read_run_history(tracking_uri, run_id)))
+    history = read_run_history(tracking_uri, run_id)
+    return summarize(training_metrics(history), whole_split_val_loss(history))
 
 
 __all__ = ["build_report", "read_run_history", "rebuild_report", "run_summary"]

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.fsutil import atomic_write
-from orchestrator.report.artifacts import MetricHistory, new_figure, save_figure, training_metrics
+from orchestrator.report.artifacts import (
+    MetricHistory,
+    new_figure,
+    save_figure,
+    training_metrics,
+    whole_split_val_loss,
+)
 from orchestrator.report.summary import RunSummary, summarize
 
 COMPARE_PNG = "comparison.png"
@@ -27,7 +33,7 @@ class ComparedRun:
 
 def compared_run(run_id: str, name: str, history: MetricHistory) -> ComparedRun:
     metrics = training_metrics(history)
-    return ComparedRun(run_id, name, metrics, summarize(metrics))
+    return ComparedRun(run_id, name, metrics, summarize(metrics, whole_split_val_loss(history)))
 
 
 def compare_runs(tracking_uri: str, run_ids: list[str], out_dir: str | Path) -> tuple[list[Path], str]:

@@ -50,7 +50,8 @@ class RunSummary(BaseModel):
     best_loss: float | None
     best_val_step: int | None
     best_val_loss: float | None
-    final_val_loss: float | None
+    final_val_loss: float | None  # on the whole validation split at the end, if measured (see scope)
+    final_val_scope: str | None  # "whole validation split" or "last evaluation" (eval_batches per rank)
     diagnostics: list[Diagnostic]
 
     def to_json(self) -> str:
@@ -58,7 +59,9 @@ class RunSummary(BaseModel):
         return json.dumps(doc, indent=2, allow_nan=False)
 
 
-def summarize(metrics: dict[str, list]) -> RunSummary:
+def summarize(metrics: dict[str, list], whole_split_val_loss: float | None = None) -> RunSummary:
+    """``whole_split_val_loss``: the run's final validation on its whole split (``final_val_loss``),
+    which the summary prefers to the last periodic evaluation."""
     steps, train = metrics["steps"], metrics["train_loss"]
     lr = [v for v in metrics["learning_rate"] if v is not None]
     initial, final = (train[0], train[-1]) if train else (None, None)
@@ -80,9 +83,17 @@ def summarize(metrics: dict[str, list]) -> RunSummary:
         best_loss=best[1],
         best_val_step=best_val[0],
         best_val_loss=best_val[1],
-        final_val_loss=vals[-1] if vals else None,
+        **_final_validation(vals, whole_split_val_loss),
         diagnostics=diagnose(metrics),
     )
+
+
+def _final_validation(vals: list[float], whole_split: float | None) -> dict:
+    if whole_split is not None:
+        return {"final_val_loss": whole_split, "final_val_scope": "whole validation split"}
+    if vals:
+        return {"final_val_loss": vals[-1], "final_val_scope": "last evaluation"}
+    return {"final_val_loss": None, "final_val_scope": None}
 
 
 def _best(steps: list[int], values: list) -> tuple[int | None, float | None]:
@@ -200,6 +211,7 @@ def render_summary(summary: RunSummary, title: str = "") -> str:
         f"(decay factor {f(s.lr_decay_factor, '.3g')})",
         f"best         step {s.best_step}, loss {f(s.best_loss)}",
         f"best val     step {s.best_val_step}, loss {f(s.best_val_loss)}",
+        f"final val    loss {f(s.final_val_loss)}" + (f" ({s.final_val_scope})" if s.final_val_scope else ""),
     ]
     if not s.diagnostics:
         return "\n".join([*lines, "diagnostics  none: the loss decreases and validation follows"])

@@ -50,6 +50,16 @@ def evaluate(plan, engine, dataset, device, step: int) -> list[MetricEvent]:
     ]
 
 
+def evaluate_whole_split(plan, engine, dataset, device) -> tuple[float, float, int]:
+    """(mean loss, accuracy, tokens) over every validation sequence, each counted once."""
+    import torch.distributed as dist
+
+    micro, world = plan.spec.train.micro_batch_size, dist.get_world_size()
+    n_batches = math.ceil(len(dataset.val_shard(0, world)) / micro)
+    blocks = dataset.val_shard(dist.get_rank(), world)
+    return validation_totals(engine, dataset, blocks, micro, n_batches, device)
+
+
 def validation_totals(
     engine, dataset, blocks, micro: int, n_batches: int, device
 ) -> tuple[float, float, int]:

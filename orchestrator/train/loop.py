@@ -23,7 +23,7 @@ from orchestrator.track import startup
 from orchestrator.track.events import MetricEvent
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import EarlyStopping
-from orchestrator.train.evaluate import batches, compute_loss, evaluate, perplexity
+from orchestrator.train.evaluate import batches, compute_loss, evaluate, evaluate_whole_split, perplexity
 from orchestrator.train.state import TrainingState
 
 
@@ -67,11 +67,38 @@ class Session:
 
 
 def run(session: Session) -> None:
-    """Train until the planned number of steps, or until early stopping says so."""
+    """Train until the planned number of steps, or until early stopping says so; then validate on
+    the whole validation split."""
     session.start_step = session.state.step
     session.window = Window(first_step=session.state.step + 1)
     while session.stop_reason is None and session.state.step < session.plan.total_steps:
         train_epoch(session)
+    final_validation(session)
+
+
+def final_validation(s: Session) -> None:
+    """Periodic evaluations see ``eval_batches`` micro batches per rank; the final one sees every
+    validation sequence once: ``final_val_loss``, ``final_val_perplexity``, ``final_val_accuracy``
+    and ``final_eval_seconds``, at the last step."""
+    started = time.perf_counter()
+    loss, accuracy, tokens = evaluate_whole_split(s.plan, s.engine, s.dataset, s.device)
+    took, step = time.perf_counter() - started, s.state.step
+    _write(
+        s,
+        [
+            MetricEvent("final_val_loss", loss, step),
+            MetricEvent("final_val_perplexity", perplexity(loss), step),
+            MetricEvent("final_val_accuracy", accuracy, step),
+            MetricEvent("final_eval_seconds", took, step),
+        ],
+    )
+    if s.rank == 0:
+        print(
+            f"[train] final validation on the whole split ({len(s.dataset.val_blocks)} sequences, "
+            f"{tokens:,} tokens): loss {loss:.4f}, perplexity {perplexity(loss):.2f}, accuracy "
+            f"{accuracy:.3f} in {took:.1f}s",
+            flush=True,
+        )
 
 
 def micro_batches_per_epoch(plan) -> int:

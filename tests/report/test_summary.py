@@ -45,6 +45,27 @@ def test_a_healthy_run_has_exact_figures_and_no_diagnostics():
     assert s.diagnostics == []
 
 
+def test_the_summary_prefers_the_final_validation_on_the_whole_split():
+    m = metrics(DECREASING, {50: 3.6, 100: 2.95})
+    assert (summarize(m).final_val_loss, summarize(m).final_val_scope) == (2.95, "last evaluation")
+    s = summarize(m, whole_split_val_loss=3.02)
+    assert (s.final_val_loss, s.final_val_scope) == (3.02, "whole validation split")
+    assert s.best_val_loss == 2.95, "the periodic evaluations stay what they were"
+    assert "final val    loss 3.0200 (whole validation split)" in render_summary(s)
+
+
+def test_the_live_and_rebuilt_summary_read_the_final_validation_from_the_history(tmp_path):
+    history = {
+        "train_loss": dict(zip(STEPS, DECREASING, strict=True)),
+        "learning_rate": {s: 1e-3 for s in STEPS},
+        "val_loss": {100: 2.95},
+        "final_val_loss": {100: 3.02},
+    }
+    write_report(history, tmp_path, formats=("json",))
+    doc = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert (doc["final_val_loss"], doc["final_val_scope"]) == (3.02, "whole validation split")
+
+
 def test_increasing_loss_is_diagnosed_with_a_fix():
     s = summarize(metrics(list(reversed(DECREASING))))
     assert [d.code for d in s.diagnostics] == ["loss_increasing"]

@@ -57,6 +57,17 @@ def test_every_stage_learns(stage_runs, name):
     assert sum(loss[s] for s in range(16, 21)) / 5 < loss[1] - 0.5
 
 
+def test_metrics_time_evaluations_and_checkpoints_and_the_run_ends_on_the_whole_validation_split(stage_runs):
+    plan = stage_runs["stage3"]  # ZeRO-3: every rank must run the same forwards, padding included
+    assert [s for s, _ in metric_history(plan, "eval_seconds")] == [10, 20]
+    assert [s for s, _ in metric_history(plan, "checkpoint_seconds")] == [5, 10, 15, 20]
+    ((step, final),) = metric_history(plan, "final_val_loss")
+    assert step == 20 and abs(final - dict(metric_history(plan, "val_loss"))[20]) < 0.5
+    assert [s for s, _ in metric_history(plan, "final_eval_seconds")] == [20]
+    summary = json.loads((Path(plan.checkpoint_dir) / "summary.json").read_text())
+    assert (summary["final_val_loss"], summary["final_val_scope"]) == (final, "whole validation split")
+
+
 @pytest.mark.parametrize("name", [n for n in FP32_RUNS if n != "stage0"])
 def test_stages_agree_with_stage0_on_the_first_steps(stage_runs, name):
     reference, other = losses(stage_runs["stage0"]), losses(stage_runs[name])

@@ -1,8 +1,9 @@
 """The loop's bookkeeping on a one-rank gloo group (no DeepSpeed): throughput without evaluation and
-checkpoint time, a NaN found at the logging step."""
+checkpoint time, a NaN found at the logging step, validation that counts every sequence once."""
 
 from __future__ import annotations
 
+import math
 import time
 from types import SimpleNamespace
 
@@ -63,3 +64,22 @@ def test_a_nan_loss_stops_the_run_at_the_next_logging_step_with_where_it_happene
         s.window.add(torch.tensor(value), 512)
     with pytest.raises(loop.NonFiniteLossError, match="between steps 6 and 10; training stopped before"):
         loop.train_events(s, lr=1e-3)
+
+
+def test_the_final_validation_counts_every_validation_sequence_once(one_rank, tmp_path):
+    import numpy as np
+
+    from orchestrator.data.dataset import TokenDataset
+    from orchestrator.train.evaluate import evaluate_whole_split, validation_totals
+    from orchestrator.train.model import GPT
+
+    tokens = tmp_path / "tokens.u16.bin"
+    np.random.default_rng(0).integers(0, 50, 17 * 40, dtype=np.uint16).tofile(tokens)
+    dataset = TokenDataset(tokens, context_length=16, val_fraction=0.25, seed=1)  # 40 blocks, 10 val
+    model = GPT(vocab_size=50, context_length=16, d_model=16, n_layers=1, n_heads=2)
+    plan = new_session().plan
+    loss, accuracy, counted = evaluate_whole_split(plan, model, dataset, torch.device("cpu"))
+    assert counted == 10 * 16, "3 batches of 4 rows: the 2 padding rows count for nothing"
+    assert 0 < accuracy < 1 and abs(loss - math.log(50)) < 0.5
+    first_row = validation_totals(model, dataset, dataset.val_blocks[:1], 4, 1, torch.device("cpu"))
+    assert first_row[2] == 16 and model.training, "one real row; the model is back in training mode"
