@@ -81,7 +81,7 @@ def _plot_overlay(runs: list[ComparedRun], path: Path) -> Path:
 
 def summary_table(runs: list[ComparedRun]) -> str:
     """One row per run: the figures a reader compares first."""
-    header = ("run", "steps", "initial", "final", "reduction", "best val", "lr decay", "diagnostics")
+    header = ("run", "steps", "initial", "final", "reduction", "best val", "lr peak/final", "diagnostics")
     rows = [header]
     for run in runs:
         s = run.summary
@@ -93,7 +93,7 @@ def summary_table(runs: list[ComparedRun]) -> str:
                 _num(s.final_loss),
                 f"{_num(s.loss_reduction_pct, '.1f')}%",
                 _num(s.best_val_loss),
-                _num(s.lr_decay_factor, ".3g"),
+                _num(s.lr_decay_from_peak, ".3g"),
                 ", ".join(d.code for d in s.diagnostics) or "none",
             )
         )

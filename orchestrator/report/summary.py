@@ -1,9 +1,10 @@
 """A run's summary and diagnostics, computed from the documented metric lists.
 
 >>> from orchestrator.report.artifacts import training_metrics
->>> s = summarize(training_metrics({"train_loss": {5: 4.0, 10: 3.0}, "learning_rate": {5: 1e-3, 10: 1e-4}}))
->>> s.loss_reduction, s.lr_decay_factor
-(1.0, 10.0)
+>>> lr = {5: 5e-4, 10: 1e-3, 15: 1e-4}  # warmup to the peak at step 10, then decay
+>>> s = summarize(training_metrics({"train_loss": {5: 4.0, 10: 3.5, 15: 3.0}, "learning_rate": lr}))
+>>> s.loss_reduction, s.peak_lr, s.lr_decay_from_peak, s.lr_final_over_initial
+(1.0, 0.001, 10.0, 0.2)
 
 Diagnostics look at the logged training loss (and, for overfitting, the last validation point); each
 comes with the change that most often fixes it.
@@ -43,9 +44,11 @@ class RunSummary(BaseModel):
     final_loss: float | None
     loss_reduction: float | None  # initial - final
     loss_reduction_pct: float | None  # 100 * reduction / initial
-    initial_lr: float | None
+    initial_lr: float | None  # at the first logged step (often inside warmup)
+    peak_lr: float | None  # the largest logged
     final_lr: float | None
-    lr_decay_factor: float | None  # initial_lr / final_lr: 10.0 means the LR ended 10x lower
+    lr_decay_from_peak: float | None  # peak_lr / final_lr: 10.0 means the LR ended 10x below its peak
+    lr_final_over_initial: float | None  # final_lr / initial_lr, the ratio of the documented analysis
     best_step: int | None
     best_loss: float | None
     best_val_step: int | None
@@ -77,8 +80,10 @@ def summarize(metrics: dict[str, list], whole_split_val_loss: float | None = Non
         loss_reduction=reduction,
         loss_reduction_pct=_ratio(reduction, initial, 100.0),
         initial_lr=lr[0] if lr else None,
+        peak_lr=max(lr) if lr else None,
         final_lr=lr[-1] if lr else None,
-        lr_decay_factor=_ratio(lr[0], lr[-1]) if lr else None,
+        lr_decay_from_peak=_ratio(max(lr), lr[-1]) if lr else None,
+        lr_final_over_initial=_ratio(lr[-1], lr[0]) if lr else None,
         best_step=best[0],
         best_loss=best[1],
         best_val_step=best_val[0],
@@ -207,8 +212,9 @@ def render_summary(summary: RunSummary, title: str = "") -> str:
         f"steps        {s.total_steps} ({s.logged_points} logged)",
         f"loss         {f(s.initial_loss)} -> {f(s.final_loss)} "
         f"(reduction {f(s.loss_reduction)}, {f(s.loss_reduction_pct, '.1f')}%)",
-        f"lr           {f(s.initial_lr, '.3e')} -> {f(s.final_lr, '.3e')} "
-        f"(decay factor {f(s.lr_decay_factor, '.3g')})",
+        f"lr           {f(s.initial_lr, '.3e')} -> peak {f(s.peak_lr, '.3e')} -> {f(s.final_lr, '.3e')} "
+        f"({f(s.lr_decay_from_peak, '.3g')}x below the peak; "
+        f"final/initial {f(s.lr_final_over_initial, '.3g')})",
         f"best         step {s.best_step}, loss {f(s.best_loss)}",
         f"best val     step {s.best_val_step}, loss {f(s.best_val_loss)}",
         f"final val    loss {f(s.final_val_loss)}" + (f" ({s.final_val_scope})" if s.final_val_scope else ""),
