@@ -63,6 +63,7 @@ def _setup(plan: Plan):
 
     startup.mark("imports")
     spec = plan.spec
+    _skip_cpu_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     startup.mark("process_group")
     resume.check_resumable(plan)
@@ -89,6 +90,22 @@ def _setup(plan: Plan):
         plan.data.tokens_path, m.context_length, spec.data.validation_fraction, spec.data.seed
     )
     return engine, dataset
+
+
+def _skip_cpu_shm_comm_op() -> None:
+    """On the CPU accelerator DeepSpeed builds its shared-memory communication op with the C++ compiler
+    when it sets up communication (30-60 s at a machine's first run, and again whenever the build
+    command changes, e.g. another venv path). Only its inference all-reduce uses the op; training's
+    collectives go through gloo. Marked incompatible, it is neither built nor loaded."""
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    import deepspeed.ops
+
+    name = get_accelerator().get_op_builder("ShareMemCommBuilder").NAME
+    # DeepSpeed probes every op builder on first access of this dict; filling it first skips that.
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})[name] = False
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
