@@ -16,12 +16,21 @@ from orchestrator.track.events import MetricEvent
 def batches(dataset, blocks, micro: int, device):
     """(inputs, targets) micro batches of whole blocks, in order."""
     import numpy as np
-    import torch
 
     for start in range(0, len(blocks) - micro + 1, micro):
         rows = np.stack([dataset.block_tokens(i) for i in blocks[start : start + micro]])
-        batch = torch.from_numpy(rows).to(device)
+        batch = to_device(rows, device)
         yield batch[:, :-1], batch[:, 1:]
+
+
+def to_device(rows, device):
+    """A host array on ``device``; to a GPU through pinned memory, without waiting for the copy."""
+    import torch
+
+    batch = torch.from_numpy(rows)
+    if getattr(device, "type", str(device)) == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def compute_loss(engine, inputs, targets):
@@ -97,7 +106,7 @@ def _padded_batches(dataset, blocks, micro: int, n_batches: int, device):
         chosen = list(blocks[start : start + micro])
         real = torch.tensor([True] * len(chosen) + [False] * (micro - len(chosen)), device=device)
         rows = np.stack([dataset.block_tokens(i) for i in chosen + [filler] * (micro - len(chosen))])
-        batch = torch.from_numpy(rows).to(device)
+        batch = to_device(rows, device)
         yield batch[:, :-1], batch[:, 1:], real
 
 

@@ -74,6 +74,8 @@ def _setup(plan: Plan):
         lr=spec.optimizer.lr,
         betas=tuple(spec.optimizer.betas),
         eps=spec.optimizer.eps,
+        # One kernel for all parameters on a GPU; offloaded optimizer states stay on the CPU.
+        fused=torch.cuda.is_available() and spec.deepspeed.offload_optimizer == "none",
     )
     factor = WarmupCosine(
         spec.schedule.warmup_steps, plan.total_steps, spec.schedule.min_lr / spec.optimizer.lr
