@@ -108,8 +108,10 @@ class CpuSampler(threading.Thread):
             new = {pid for pid, parent in parents.items() if parent in tree} - tree
             tree |= new
             grew = bool(new)
-        for pid in tree - set(self.samples.names):
-            self.samples.names[pid] = _process_name(pid)
+        for pid in tree:  # every time: Ray workers rename themselves (ray::RayTrainWorker, ...)
+            name = _process_name(pid)
+            if name != "?" or pid not in self.samples.names:
+                self.samples.names[pid] = name
         self.samples.times.append(time.time())
         self.samples.cpu.append({pid: cpu[pid] for pid in tree if pid in cpu})
 
@@ -118,6 +120,8 @@ def _process_name(pid: int) -> str:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
+        return "?"
+    if not command:
         return "?"
     command = re.sub(r"\S*/(site-packages|bin)/", "", command)
     return command.strip()[:90]

@@ -155,7 +155,7 @@ def cpu_check(work: Path) -> dict:
     formula, counted = counted_flops_per_token(GPT2)
     print(f"GPT-2 124M FLOPs/token: formula {formula / 1e6:.1f}M, FlopCounterMode {counted / 1e6:.1f}M")
     corpus = write_corpus(work, 1)
-    run = Run(TINY, ranks=2, gpus=0, micro=4, accum=1, stage=2, compile=False, first=5, last=25)
+    run = Run(TINY, ranks=2, gpus=0, micro=4, accum=1, stage=2, compile=False, first=10, last=40)
     result = measure(run, work, corpus, None)
     print(
         f"tiny model on 2 CPU ranks: {result['tokens_per_s']:,.0f} tokens/s, "
