@@ -246,9 +246,10 @@ def render(summary: dict) -> str:
         best = f"{r['of_best']:.3f}" if "of_best" in r else "–"
         lines.append(f"| {name} | {r['of_medians']:.3f} | {best} | {paired} |")
     lines += _tracking_lines(summary)
-    if summary["cpu"].get("submit"):
-        top = ", ".join(f"`{name}` {cpu:.2f} s" for name, cpu in summary["cpu"]["submit"][0]["top_others"])
-        lines += ["", f"Busiest other processes in submit's first window: {top}."]
+    for variant in ("submit", "worker"):
+        if summary["cpu"].get(variant):
+            top = ", ".join(f"`{name}` {cpu:.2f} s" for name, cpu in summary["cpu"][variant][0]["top_others"])
+            lines += ["", f"Busiest other processes in the first {variant} run's window: {top or 'none'}."]
     return "\n".join(lines)
 
 

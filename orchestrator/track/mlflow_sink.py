@@ -27,6 +27,12 @@ class SinkSettings:
     max_backoff_s: float = 10.0  # longest pause between tries while MLflow is unreachable
 
 
+def stamp(events: list[MetricEvent]) -> list[MetricPoint]:
+    """The events as points with the time MLflow will record (one timestamp for the batch)."""
+    now = int(time.time() * 1000)
+    return [MetricPoint(e.name, float(e.value), e.step, now) for e in events]
+
+
 class MlflowSink:
     def __init__(
         self,
@@ -41,10 +47,13 @@ class MlflowSink:
         self._sender.start()
 
     def write(self, events: list[MetricEvent]) -> None:
-        now = int(time.time() * 1000)
-        points = [MetricPoint(e.name, float(e.value), e.step, now) for e in events]
+        points = stamp(events)
         if self._journal is not None:
             self._journal.append(points)
+        self.write_points(points)
+
+    def write_points(self, points: list[MetricPoint]) -> None:
+        """Send points stamped (and journaled) elsewhere exactly as they are."""
         self._sender.queued += len(points)
         self._sender.inbox.put(points)
 

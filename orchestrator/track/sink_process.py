@@ -1,7 +1,8 @@
 """A metric sink run in a child process at low CPU priority, so that writing it never holds up a step.
 
 Drawing the live plots takes rank 0 a good part of a second; done in the training process, every
-other rank waits for it at the next collective. ``ChildProcessSink`` hands events to a feeder thread
+other rank waits for it at the next collective. MLflow's client, its import and its sender thread
+cost CPU time and the GIL too. ``ChildProcessSink`` hands events to a feeder thread
 (``write`` never blocks, even when the child is busy or starved of CPU) which pickles them into the
 child's stdin; the child (``python -m orchestrator.track.sink_process``, ``nice`` 10) builds the sink
 from a picklable factory and writes whatever arrived while it was busy in one ``write`` call, so a
@@ -67,8 +68,9 @@ class ChildProcessSink:
             code = self._child.wait()
         if code != 0:
             self._say(
-                f"[track] the background sink process ended with exit code {code}; the live report may be "
-                "incomplete: `orchestrator report RUN_ID` rebuilds it from MLflow"
+                f"[track] the background tracking process ended with exit code {code}: metric points it "
+                "did not send are in the run's journal (the driver replays it when the run ends, "
+                "`orchestrator sync RUN_ID` otherwise) and `orchestrator report RUN_ID` rebuilds the report"
             )
 
     def _feed(self) -> None:

@@ -1,5 +1,6 @@
 """A sink in a low-priority child process: same files as in-process, never blocks the writer, writes
-what it has when the training process dies, and says so when it fails."""
+what it has when the training process dies, says so when it fails; rank 0's tracking sends MLflow
+from there exactly the points it journaled."""
 
 from __future__ import annotations
 
@@ -117,3 +118,27 @@ def test_a_failing_child_is_reported_at_close(tmp_path):
     sink.write(events(5))
     sink.close()
     assert len(said) == 1 and "exit code 1" in said[0] and "orchestrator report" in said[0]
+
+
+def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sqlite_run):
+    from types import SimpleNamespace
+
+    from orchestrator.track.journal import journal_path, read_journal
+    from orchestrator.track.mlflow_read import read_metric_rows
+    from orchestrator.track.sinks import rank0_sinks
+
+    uri, run_id, out = sqlite_run
+    tracking = SimpleNamespace(
+        request_timeout_s=10, request_retries=1, flush_interval_s=0.2, drain_timeout_s=30
+    )
+    spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
+    plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))
+    (sink,) = rank0_sinks(plan)
+    for step in range(5, 55, 5):
+        sink.write(events(step))
+    sink.close()
+    journaled = {(p.key, p.step, p.timestamp, p.value) for p in read_journal(journal_path(out))}
+    rows = read_metric_rows(uri, run_id, ["train_loss", "learning_rate", "epoch", "val_loss"])
+    sent = {(key, step, ts, value) for key, got in rows.items() for step, ts, value in got}
+    assert sent == journaled and len(sent) == sum(len(events(s)) for s in range(5, 55, 5))
+    assert json.loads((out / "training_metrics.json").read_text())["steps"] == list(range(5, 55, 5))
