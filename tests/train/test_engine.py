@@ -203,7 +203,7 @@ def test_nothing_is_compiled_on_the_way_to_the_first_step(work, monkeypatch):
     """A machine's first run builds no DeepSpeed op (its CPU communication op took 30-60 s)."""
     extensions = work / "empty-torch-extensions"
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
-    plan = make_plan(work, engine_spec(steps=2, eval_interval=2, interval=2), "no-compile")
+    plan = make_plan(work, engine_spec(steps=6, eval_interval=6, interval=6), "no-compile")
     result = run_engine(plan)
     assert result.returncode == 0, output(result)
     assert not extensions.exists() or not any(extensions.rglob("*")), list(extensions.rglob("*"))
