@@ -12,8 +12,8 @@ fp32, 2 ranks on the CPU, trained four ways, interleaved round by round (the ord
 Each figure is steady-state tokens/s over the steps FIRST..LAST (start-up, the final checkpoint and
 shutdown excluded; the evaluations inside the window included on every side). For each run it also
 records the CPU time every process used inside that window (the two ranks vs everything else: Ray,
-the driver, torchrun's agent), and for ``worker`` the time rank 0 spent in each sink's ``write`` and
-the CPU time of the MLflow sender thread.
+the driver, torchrun's agent, the tracking child process), and for ``worker`` the time rank 0 spent
+in each sink's ``write``.
 
     .venv/bin/python -m benchmarks.overhead                     # 3 rounds, steps 10..110
     .venv/bin/python -m benchmarks.overhead --rounds 1 --last 40 --variants submit bare
@@ -53,7 +53,6 @@ class Measurement:
     tokens_per_s: float
     cpu: dict
     sinks: dict = field(default_factory=dict)
-    sender_cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,6 @@ def run_worker(setup: Setup, index: int, tracking: bool) -> Measurement:
         tokens_per_second(setup, times),
         _window_cpu(setup, samples, times),
         result["sinks"],
-        result["sender_cpu_s"],
     )
 
 
@@ -219,7 +217,6 @@ def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan
         "ratios": ratios,
         "cpu": {v: [m.cpu for m in ms] for v, ms in results.items()},
         "sinks": [m.sinks for m in results.get("worker", [])],
-        "sender_cpu_s": [m.sender_cpu_s for m in results.get("worker", [])],
     }
 
 
@@ -271,9 +268,6 @@ def _tracking_lines(summary: dict) -> list[str]:
             f"| {name} | {runs[0]['calls']} | {median([r['seconds'] for r in runs]):.3f} "
             f"| {median([r['slowest'] for r in runs]):.3f} |"
         )
-    sender = [s for s in summary["sender_cpu_s"] if s is not None]
-    if sender:
-        lines.append(f"| MLflow sender thread (CPU, not on the critical path) | | {median(sender):.2f} | |")
     return lines
 
 

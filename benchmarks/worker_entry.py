@@ -1,9 +1,10 @@
 """The orchestrator's worker under ``torch.distributed.run`` with its tracking on or off.
 
-``on``: the sinks a run has (journal + MLflow sender thread, live artifacts, status file), each wrapped
-in a timer; ``off``: none. Both add a clock on rank 0 that records the wall time of every logging step.
-Rank 0 writes the clock, the time spent in each sink's ``write`` and the CPU time of the MLflow sender
-thread to ``--out`` (JSON).
+``on``: the sinks a run has (the journal, with the tracking child process that sends MLflow and draws
+the live report; the status file), each wrapped in a timer; ``off``: none. Both add a clock on rank 0
+that records the wall time of every logging step. Rank 0 writes the clock and the time spent in each
+sink's ``write`` to ``--out`` (JSON); the child's CPU time shows up in ``benchmarks/overhead.py``'s
+sampling of every process.
 
     python -m torch.distributed.run --nproc_per_node 2 benchmarks/worker_entry.py PLAN.pkl \
         --tracking on --out result.json
@@ -16,7 +17,6 @@ import json
 import os
 import pickle
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +44,6 @@ class TimedSink:
         self.sink = sink
         self.name = type(getattr(sink, "sink", sink)).__name__
         self.seconds, self.calls, self.slowest = 0.0, 0, 0.0
-        self.sender_cpu_s: float | None = None
 
     def write(self, events) -> None:
         started = time.perf_counter()
@@ -53,17 +52,7 @@ class TimedSink:
         self.seconds, self.calls, self.slowest = self.seconds + took, self.calls + 1, max(self.slowest, took)
 
     def close(self) -> None:
-        self.sender_cpu_s = thread_cpu_seconds("mlflow-sink")
         self.sink.close()
-
-
-def thread_cpu_seconds(name: str) -> float | None:
-    """User + system CPU time of this process's thread called ``name`` (Linux /proc)."""
-    for thread in threading.enumerate():
-        if thread.name == name and thread.native_id:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
 
 
 def main() -> None:
@@ -85,8 +74,7 @@ def main() -> None:
     train_worker(plan, make_sinks)
     if int(os.environ.get("RANK", "0")) == 0:
         sinks = {t.name: {"seconds": t.seconds, "calls": t.calls, "slowest": t.slowest} for t in timed}
-        sender = next((t.sender_cpu_s for t in timed if t.sender_cpu_s is not None), None)
-        result = {"times": clock.times, "sinks": sinks, "sender_cpu_s": sender}
+        result = {"times": clock.times, "sinks": sinks}
         Path(args.out).write_text(json.dumps(result))
 
 
