@@ -16,6 +16,10 @@ from orchestrator.track.events import MetricEvent
 from orchestrator.track.journal import MetricJournal, MetricPoint, journal_path
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
 
+# The live plots of a run are redrawn at most this often: each redraw is about half a second of CPU
+# on a small machine, taken from the ranks whenever they could use it.
+PLOT_INTERVAL_S = 10.0
+
 
 def rank0_sinks(plan, history=None) -> list:
     """``history``: what earlier attempts of a resumed run logged, for the live report."""
@@ -76,4 +80,5 @@ def tracking_sinks(plan, history=None) -> TrackingSinks:
         return TrackingSinks(mlflow)
     from orchestrator.track.live import LiveArtifacts
 
-    return TrackingSinks(mlflow, LiveArtifacts(plan.checkpoint_dir, plan.spec.report.formats, history))
+    live = LiveArtifacts(plan.checkpoint_dir, plan.spec.report.formats, history, PLOT_INTERVAL_S)
+    return TrackingSinks(mlflow, live)
