@@ -1,14 +1,14 @@
-"""A metric sink run in a child process at low CPU priority, so that writing it never holds up a step.
+"""A metric sink run in a child process at idle CPU priority, so that writing it never holds up a step.
 
 Drawing the live plots takes rank 0 a good part of a second; done in the training process, every
 other rank waits for it at the next collective. MLflow's client, its import and its sender thread
-cost CPU time and the GIL too. ``ChildProcessSink`` hands events to a feeder thread
-(``write`` never blocks, even when the child is busy or starved of CPU) which pickles them into the
-child's stdin; the child (``python -m orchestrator.track.sink_process``, ``nice`` 10) builds the sink
-from a picklable factory and writes whatever arrived while it was busy in one ``write`` call, so a
-slow sink falls behind by at most one write instead of slowing training. ``close`` waits for the
-child to write everything and close its sink; if the training process dies, the child sees the end
-of its input and does the same.
+cost CPU time and the GIL too. ``ChildProcessSink`` hands events to a feeder thread (``write`` never
+blocks, even when the child is busy or starved of CPU) which pickles them into the child's stdin;
+the child (``python -m orchestrator.track.sink_process``, Linux ``SCHED_IDLE``) builds the sink from
+a picklable factory and writes whatever arrived while it was busy in one ``write`` call, so a slow
+sink falls behind by at most one write instead of slowing training. ``close`` waits for the child to
+write everything and close its sink; if the training process dies, the child sees the end of its
+input and does the same.
 
 >>> from functools import partial
 >>> from orchestrator.track.live import LiveArtifacts
@@ -30,7 +30,6 @@ from pathlib import Path
 
 from orchestrator.track.events import MetricEvent
 
-NICE = 10  # CFS weight 110 against 1024: it mostly runs while the ranks wait
 _CLOSE = None
 
 
@@ -45,7 +44,7 @@ class ChildProcessSink:
         package_root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.track.sink_process", str(NICE)],
+            [sys.executable, "-m", "orchestrator.track.sink_process"],
             stdin=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
         )
@@ -109,10 +108,19 @@ def _next(inbox: queue.SimpleQueue, block: bool = True):
     return item
 
 
-def serve(stream, nice: int) -> None:
+def lower_priority() -> None:
+    """Linux SCHED_IDLE: run only on CPU time no other process of the run wants (the ranks block in
+    their collectives often enough); elsewhere the lowest nice value."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.nice(19)
+
+
+def serve(stream) -> None:
     """The child: build the sink from the first frame, write every batch, close at the end."""
-    with contextlib.suppress(AttributeError, OSError):  # no nice here: still off the training process
-        os.nice(nice)
+    lower_priority()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_frames, args=(stream, inbox), daemon=True).start()
     factory = _next(inbox)
@@ -137,7 +145,7 @@ def serve(stream, nice: int) -> None:
 
 def main() -> None:
     try:
-        serve(sys.stdin.buffer, int(sys.argv[1]) if len(sys.argv) > 1 else NICE)
+        serve(sys.stdin.buffer)
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()
