@@ -35,6 +35,7 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = bui
     import torch.distributed as dist
 
     startup.mark("entry")
+    owns_process_group = not dist.is_initialized()  # torchrun: ours (DeepSpeed sets it up); Ray Train's
     engine, dataset = _setup(plan)
     rank, world = dist.get_rank(), dist.get_world_size()
     session = Session(
@@ -54,6 +55,11 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = bui
             sink.close()
     if rank == 0:
         _finish(plan, session)
+    if owns_process_group:
+        # Torn down by every rank together rather than by each interpreter's exit, where one rank's
+        # gloo connections can close under a peer still tearing down (a benchmark run saw SIGABRT).
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _setup(plan: Plan):
