@@ -25,6 +25,7 @@ import argparse
 import json
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,8 @@ def tokens_per_second(setup: Setup, times: dict[int, float]) -> float:
 
 
 def _sampled(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, object]:
+    """Run with every process's CPU sampled; a failed run's log is kept next to the system's
+    temporary files (the work directory goes away)."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         sampler = CpuSampler(process.pid)
@@ -98,8 +101,10 @@ def _sampled(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, 
         code = process.wait(timeout=900)
         samples = sampler.stop()
     if code != 0:
+        kept = Path(tempfile.gettempdir()) / f"bench-failed-{int(time.time())}-{log.name}"
+        shutil.copy(log, kept)
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"{' '.join(command[:5])}... failed ({code}):\n{tail}")
+        raise RuntimeError(f"{' '.join(command[:5])}... failed ({code}), log kept in {kept}:\n{tail}")
     return code, samples
 
 
@@ -108,7 +113,7 @@ def _window_cpu(setup: Setup, samples, times: dict[int, float]) -> dict:
     return describe_cpu(samples.used_between(start, end), samples.names, ranks=2, seconds=end - start)
 
 
-def run_submit(setup: Setup, index: int) -> Measurement:
+def run_submit(setup: Setup, index: str) -> Measurement:
     from orchestrator.track.mlflow_run import client
 
     log = setup.work / f"submit-{index}.log"
@@ -121,7 +126,7 @@ def run_submit(setup: Setup, index: int) -> Measurement:
     return Measurement("submit", tokens_per_second(setup, times), _window_cpu(setup, samples, times))
 
 
-def run_worker(setup: Setup, index: int, tracking: bool) -> Measurement:
+def run_worker(setup: Setup, index: str, tracking: bool) -> Measurement:
     variant = "worker" if tracking else "worker-off"
     plan = build_plan_for(setup, f"{variant}-{index}")
     plan_file, out = setup.work / f"{variant}-{index}.pkl", setup.work / f"{variant}-{index}.json"
@@ -161,7 +166,7 @@ def bare_setup(setup: Setup) -> Path:
     return path
 
 
-def run_bare(setup: Setup, index: int, config: Path) -> Measurement:
+def run_bare(setup: Setup, index: str, config: Path) -> Measurement:
     out = setup.work / f"bare-{index}.json"
     command = torchrun(REPO / "benchmarks" / "bare_deepspeed.py", str(config), "--out", str(out))
     _, samples = _sampled(command, setup.work, training_env(), setup.work / f"bare-{index}.log")
@@ -188,7 +193,7 @@ def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work:
         order = variants[index % len(variants) :] + variants[: index % len(variants)]
         for variant in order:
             started = time.monotonic()
-            result = runners[variant](index)
+            result = _with_one_retry(runners[variant], index)
             results[variant].append(result)
             print(
                 f"  round {index + 1} {variant:<11} {result.tokens_per_s:9,.0f} tok/s  "
@@ -197,6 +202,15 @@ def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work:
                 flush=True,
             )
     return summarize(results, first, last, plan)
+
+
+def _with_one_retry(runner, index: int) -> Measurement:
+    """One failed run (a flaky machine) is run again under a new name rather than losing the benchmark."""
+    try:
+        return runner(f"{index}")
+    except RuntimeError as exc:
+        print(f"  run failed, trying once more: {str(exc).splitlines()[0]}", flush=True)
+        return runner(f"{index}-again")
 
 
 def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan) -> dict:
