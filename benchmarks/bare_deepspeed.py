@@ -95,6 +95,8 @@ def main() -> None:
     if rank == 0:
         n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         Path(args.out).write_text(json.dumps({"times": times, "params": n_params}))
+    dist.barrier()  # torn down together: left to the interpreter's exit, gloo sometimes aborted a rank
+    dist.destroy_process_group()
 
 
 def train(engine, cfg, rank: int, world: int) -> dict[int, float]:
