@@ -111,7 +111,7 @@ class _Sender(threading.Thread):
             )
 
     def run(self) -> None:
-        mlflow = None
+        mlflow = self._client_early()
         while True:
             self._collect()
             if self._pending:
@@ -122,6 +122,14 @@ class _Sender(threading.Thread):
                     self._note_failure(exc)
             if self._stop_at is not None and (self.unsent == 0 or time.monotonic() > self._stop_at):
                 return
+
+    def _client_early(self):
+        """MLflow's import and store set-up (seconds of CPU) as the sink starts, not at the first
+        batch in the middle of training; if it fails, the first send tries again and says why."""
+        try:
+            return client(self._uri)
+        except Exception:
+            return None
 
     def _collect(self) -> None:
         """Wait for the first new batch (at most one flush interval), then take all there is."""

@@ -80,5 +80,10 @@ def tracking_sinks(plan, history=None) -> TrackingSinks:
         return TrackingSinks(mlflow)
     from orchestrator.track.live import LiveArtifacts
 
+    if "png" in plan.spec.report.formats:  # imported now, as the run starts, not at its first plot
+        from orchestrator.report.artifacts import new_figure
+
+        new_figure(1, 1)[0].close("all")
+
     live = LiveArtifacts(plan.checkpoint_dir, plan.spec.report.formats, history, PLOT_INTERVAL_S)
     return TrackingSinks(mlflow, live)
