@@ -15,7 +15,7 @@ records the CPU time every process used inside that window (the two ranks vs eve
 the driver, torchrun's agent, the tracking child process), and for ``worker`` the time rank 0 spent
 in each sink's ``write``.
 
-    .venv/bin/python -m benchmarks.overhead                     # 3 rounds, steps 10..110
+    .venv/bin/python -m benchmarks.overhead                     # 3 rounds, steps 10..210
     .venv/bin/python -m benchmarks.overhead --rounds 1 --last 40 --variants submit bare
 """
 
@@ -52,6 +52,7 @@ MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "context_length", "vocab_size"
 class Measurement:
     variant: str
     tokens_per_s: float
+    late_tokens_per_s: float  # the window's second half: one-time costs of the first steps are behind
     cpu: dict
     sinks: dict = field(default_factory=dict)
 
@@ -86,9 +87,18 @@ def build_plan_for(setup: Setup, run_name: str):
     return replace(plan, run_id=create_run(plan, SPEC.read_text()))
 
 
-def tokens_per_second(setup: Setup, times: dict[int, float]) -> float:
-    elapsed = times[setup.last] - times[setup.first]
-    return (setup.last - setup.first) * setup.tokens_per_step / elapsed
+def tokens_per_second(setup: Setup, times: dict[int, float], first: int | None = None) -> float:
+    first = setup.first if first is None else first
+    return (setup.last - first) * setup.tokens_per_step / (times[setup.last] - times[first])
+
+
+def rates(setup: Setup, times: dict[int, float]) -> tuple[float, float]:
+    """Tokens/s over the whole window and over its second half (from the logged step nearest the middle)."""
+    middle = min(
+        (s for s in times if setup.first < s < setup.last),
+        key=lambda s: abs(2 * s - setup.first - setup.last),
+    )
+    return tokens_per_second(setup, times), tokens_per_second(setup, times, middle)
 
 
 def _sampled(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, object]:
@@ -123,7 +133,7 @@ def run_submit(setup: Setup, index: str) -> Measurement:
     run_id = re.search(r"^run id\s+(\w+)", log.read_text(), re.MULTILINE).group(1)
     history = client(f"sqlite:///{setup.work / 'mlflow.db'}").get_metric_history(run_id, "train_loss")
     times = {m.step: m.timestamp / 1000 for m in history}
-    return Measurement("submit", tokens_per_second(setup, times), _window_cpu(setup, samples, times))
+    return Measurement("submit", *rates(setup, times), _window_cpu(setup, samples, times))
 
 
 def run_worker(setup: Setup, index: str, tracking: bool) -> Measurement:
@@ -136,12 +146,7 @@ def run_worker(setup: Setup, index: str, tracking: bool) -> Measurement:
     _, samples = _sampled(command, setup.work, training_env(), setup.work / f"{variant}-{index}.log")
     result = json.loads(out.read_text())
     times = {int(step): t for step, t in result["times"].items()}
-    return Measurement(
-        variant,
-        tokens_per_second(setup, times),
-        _window_cpu(setup, samples, times),
-        result["sinks"],
-    )
+    return Measurement(variant, *rates(setup, times), _window_cpu(setup, samples, times), result["sinks"])
 
 
 def bare_setup(setup: Setup) -> Path:
@@ -171,7 +176,7 @@ def run_bare(setup: Setup, index: str, config: Path) -> Measurement:
     command = torchrun(REPO / "benchmarks" / "bare_deepspeed.py", str(config), "--out", str(out))
     _, samples = _sampled(command, setup.work, training_env(), setup.work / f"bare-{index}.log")
     times = {int(step): t for step, t in json.loads(out.read_text())["times"].items()}
-    return Measurement("bare", tokens_per_second(setup, times), _window_cpu(setup, samples, times))
+    return Measurement("bare", *rates(setup, times), _window_cpu(setup, samples, times))
 
 
 def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work: Path) -> dict:
@@ -215,6 +220,7 @@ def _with_one_retry(runner, index: int) -> Measurement:
 
 def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan) -> dict:
     tok = {v: [m.tokens_per_s for m in ms] for v, ms in results.items()}
+    late = {v: [m.late_tokens_per_s for m in ms] for v, ms in results.items()}
     ratios = {}
     for a, b in (("submit", "bare"), ("worker", "bare"), ("worker-off", "bare"), ("worker", "worker-off")):
         if tok.get(a) and tok.get(b):
@@ -222,12 +228,14 @@ def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan
             ratios[f"{a}/{b}"] = {
                 "of_medians": median(tok[a]) / median(tok[b]),
                 "of_best": max(tok[a]) / max(tok[b]),
+                "second_half_of_medians": median(late[a]) / median(late[b]),
                 "paired": paired,
             }
     return {
         "window": [first, last],
         "tokens_per_step": plan.tokens_per_step,
         "tokens_per_s": tok,
+        "late_tokens_per_s": late,
         "ratios": ratios,
         "cpu": {v: [m.cpu for m in ms] for v, ms in results.items()},
         "sinks": [m.sinks for m in results.get("worker", [])],
@@ -242,20 +250,27 @@ def render(summary: dict) -> str:
         "median (min-max) of the rounds. On a shared machine other load slows some runs; the best run "
         "of each variant is the least disturbed one, so its ratio is given too.",
         "",
-        "| variant | tokens/s | CPU of the 2 ranks, s | CPU of all other processes, s | window, s |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | tokens/s | second half of the window | CPU of the 2 ranks, s "
+        "| CPU of all other processes, s | window, s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for variant, values in summary["tokens_per_s"].items():
-        cpu = summary["cpu"][variant]
+        cpu, late = summary["cpu"][variant], summary.get("late_tokens_per_s", {}).get(variant, [])
+        ranks, others = median([c["ranks_cpu_s"] for c in cpu]), median([c["others_cpu_s"] for c in cpu])
+        window = median([c["window_s"] for c in cpu])
         lines.append(
-            f"| {variant} | {spread(values)} | {median([c['ranks_cpu_s'] for c in cpu]):.1f} "
-            f"| {median([c['others_cpu_s'] for c in cpu]):.1f} | {median([c['window_s'] for c in cpu]):.1f} |"
+            f"| {variant} | {spread(values)} | {spread(late)} | {ranks:.1f} | {others:.1f} | {window:.1f} |"
         )
-    lines += ["", "| ratio | of the medians | of the best runs | per round |", "|---|---:|---:|---|"]
+    lines += [
+        "",
+        "| ratio | of the medians | of the best runs | second half, of the medians | per round |",
+        "|---|---:|---:|---:|---|",
+    ]
     for name, r in summary["ratios"].items():
         paired = " / ".join(f"{x:.3f}" for x in r["paired"])
         best = f"{r['of_best']:.3f}" if "of_best" in r else "–"
-        lines.append(f"| {name} | {r['of_medians']:.3f} | {best} | {paired} |")
+        half = f"{r['second_half_of_medians']:.3f}" if "second_half_of_medians" in r else "–"
+        lines.append(f"| {name} | {r['of_medians']:.3f} | {best} | {half} | {paired} |")
     lines += _tracking_lines(summary)
     for variant in ("submit", "worker"):
         if summary["cpu"].get(variant):
@@ -289,7 +304,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first", type=int, default=10)
-    parser.add_argument("--last", type=int, default=110)
+    parser.add_argument("--last", type=int, default=210)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
