@@ -23,8 +23,8 @@ from orchestrator.train.loop import Session, run
 
 
 def build_sinks(plan: Plan, rank: int, resumed: bool) -> list:
-    """Rank 0: the journal-backed MLflow sink and the live report; every rank: the status file
-    (its heartbeat gather is a collective)."""
+    """Rank 0: the metric journal, with the tracking child process behind it (MLflow, the live
+    report); every rank: the status file (its own heartbeat; rank 0 also writes status.json)."""
     sinks = _sinks(plan, resumed) if rank == 0 else []
     return [*sinks, RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank)]
 
@@ -107,7 +107,7 @@ def _setup(plan: Plan):
 def _without_mlflow() -> Iterator[None]:
     """DeepSpeed's autotuner imports MLflow whenever it is installed: about 1.5 s of every rank's
     start-up (a third of its imports) for autotuning, which workers never run. Rank 0's tracking
-    imports MLflow itself, on the MLflow sink's thread."""
+    child process imports MLflow itself."""
     if "mlflow" in sys.modules:
         yield
         return
