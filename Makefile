@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-deps fuzz lint format clean
+.PHONY: install run test test-deps fuzz lint format clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: lint test-deps
 # The property-based tests with 10,000 examples each (make test runs a few dozen of each).
 fuzz: $(STAMP)
 	ORCHESTRATOR_FUZZ_EXAMPLES=10000 $(BIN)/pytest tests/spec/test_fuzz.py tests/test_fuzz_cli.py $(PYTEST_ARGS)
+
+# Benchmarks 1-5 on the CPU (about 12 minutes on 2 cores; PostgreSQL for the tracking-server figures),
+# written to benchmarks/RESULTS.md. Run it on an otherwise idle machine.
+bench: $(STAMP) test-deps
+	$(BIN)/python -m benchmarks.run_all
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

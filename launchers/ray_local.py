@@ -72,6 +72,9 @@ def worker_env(plan: Plan, embedded: bool = False) -> dict[str, str]:
 
 
 def _train_loop_per_worker(config: dict) -> None:
+    from orchestrator.track import startup
+
+    startup.mark("entry")
     import ray
     import ray.train
 
@@ -216,6 +219,9 @@ def _connect(plan: Plan, address: str | None) -> None:
         include_dashboard=True,  # without it Ray logs PlacementGroupCleaner warnings
         dashboard_host=cluster.host,
         dashboard_port=free_port(cluster.host),
+        # Ray Train gives its actors their own runtime env, so they never use the idle workers Ray
+        # starts ahead of time: those only took CPU during start-up and training.
+        _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False},
         **common,
     )
 

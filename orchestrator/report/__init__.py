@@ -13,7 +13,13 @@ from pathlib import Path
 
 from orchestrator.errors import NotFoundError, UntrustedInput
 from orchestrator.fsutil import output_directory
-from orchestrator.report.artifacts import REPORT_FORMATS, MetricHistory, training_metrics, write_report_of
+from orchestrator.report.artifacts import (
+    REPORT_FORMATS,
+    MetricHistory,
+    training_metrics,
+    whole_split_val_loss,
+    write_report_of,
+)
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.report.summary import RunSummary
 from orchestrator.track.runs import get_run, holds_run, run_checkpoint_dir
@@ -28,7 +34,7 @@ def build_report(
     target = output_directory(out_dir) if out_dir else _run_directory(run)
     with _cyclic_gc_paused():
         history = read_run_history(tracking_uri, run_id, run)
-        return write_report_of(training_metrics(history), target, formats)
+        return write_report_of(training_metrics(history), target, formats, whole_split_val_loss(history))
 
 
 def _run_directory(run) -> Path:

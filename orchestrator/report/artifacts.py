@@ -26,6 +26,8 @@ METRICS_JSON = "training_metrics.json"
 CURVE_PNG = "training_curve.png"
 EPOCH_PNG = "loss_by_epoch.png"
 REPORT_METRICS = ("train_loss", "val_loss", "learning_rate", "epoch")
+# Read with the report's metrics; not in the documented lists, the summary uses it.
+SUMMARY_METRICS = ("final_val_loss",)
 REPORT_FORMATS = ("json", "png")
 PLOT_POINTS = 4000  # most points drawn per line; beyond that the line is drawn from its envelope
 
@@ -42,6 +44,12 @@ def training_metrics(history: MetricHistory) -> dict[str, list]:
         "epochs": [int(epoch[s]) if math.isfinite(epoch.get(s, math.nan)) else None for s in steps],
         "steps": steps,
     }
+
+
+def whole_split_val_loss(history: MetricHistory) -> float | None:
+    """The validation loss over the whole split measured at the end of the run, if it was."""
+    values = history.get("final_val_loss")
+    return values[max(values)] if values else None
 
 
 def loss_by_epoch(metrics: dict[str, list]) -> dict[int, float]:
@@ -76,19 +84,22 @@ def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
     from orchestrator.report.summary import summarize
 
     metrics = training_metrics(history)
-    return _tables(metrics, summarize(metrics), Path(out_dir))
+    return _tables(metrics, summarize(metrics, whole_split_val_loss(history)), Path(out_dir))
 
 
 def write_report(history: MetricHistory, out_dir: Path, formats=REPORT_FORMATS) -> list[Path]:
     """The whole report: ``json`` = training_metrics.json + summary.json, ``png`` = both plots."""
-    return write_report_of(training_metrics(history), Path(out_dir), formats)[0]
+    metrics = training_metrics(history)
+    return write_report_of(metrics, Path(out_dir), formats, whole_split_val_loss(history))[0]
 
 
-def write_report_of(metrics: dict[str, list], out_dir: Path, formats=REPORT_FORMATS):
+def write_report_of(
+    metrics: dict[str, list], out_dir: Path, formats=REPORT_FORMATS, whole_split_val_loss: float | None = None
+):
     """The whole report from the documented lists (built once), and the run's summary."""
     from orchestrator.report.summary import summarize
 
-    summary = summarize(metrics)
+    summary = summarize(metrics, whole_split_val_loss)
     paths = _tables(metrics, summary, out_dir) if "json" in formats else []
     return paths + (_plots(metrics, out_dir) if "png" in formats else []), summary
 

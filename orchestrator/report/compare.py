@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.fsutil import atomic_write, output_directory
-from orchestrator.report.artifacts import MetricHistory, new_figure, save_figure, training_metrics
+from orchestrator.report.artifacts import (
+    MetricHistory,
+    new_figure,
+    save_figure,
+    training_metrics,
+    whole_split_val_loss,
+)
 from orchestrator.report.summary import RunSummary, summarize
 from orchestrator.text import format_number
 
@@ -28,7 +34,7 @@ class ComparedRun:
 
 def compared_run(run_id: str, name: str, history: MetricHistory) -> ComparedRun:
     metrics = training_metrics(history)
-    return ComparedRun(run_id, name, metrics, summarize(metrics))
+    return ComparedRun(run_id, name, metrics, summarize(metrics, whole_split_val_loss(history)))
 
 
 def compare_runs(tracking_uri: str, run_ids: list[str], out_dir: str | Path) -> tuple[list[Path], str]:
@@ -76,7 +82,7 @@ def _plot_overlay(runs: list[ComparedRun], path: Path) -> Path:
 
 def summary_table(runs: list[ComparedRun]) -> str:
     """One row per run: the figures a reader compares first."""
-    header = ("run", "steps", "initial", "final", "reduction", "best val", "lr decay", "diagnostics")
+    header = ("run", "steps", "initial", "final", "reduction", "best val", "lr peak/final", "diagnostics")
     rows = [header]
     for run in runs:
         s = run.summary
@@ -88,7 +94,7 @@ def summary_table(runs: list[ComparedRun]) -> str:
                 format_number(s.final_loss),
                 f"{format_number(s.loss_reduction_pct, '.1f')}%",
                 format_number(s.best_val_loss),
-                format_number(s.lr_decay_factor, ".3g"),
+                format_number(s.lr_decay_from_peak, ".3g"),
                 ", ".join(d.code for d in s.diagnostics) or "none",
             )
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from orchestrator.report.artifacts import REPORT_METRICS, MetricHistory
+from orchestrator.report.artifacts import REPORT_METRICS, SUMMARY_METRICS, MetricHistory
 from orchestrator.track.mlflow_read import read_latest_per_step
 from orchestrator.track.mlflow_run import client
 
 
-def read_history(tracking_uri: str, run_id: str, keys=REPORT_METRICS, run=None) -> MetricHistory:
+def read_history(
+    tracking_uri: str, run_id: str, keys=REPORT_METRICS + SUMMARY_METRICS, run=None
+) -> MetricHistory:
     """{key: {step: value}}, one value per step: MLflow's "latest" rule, newest timestamp wins.
 
     Through a tracking server a finished run is read from its history snapshot when MLflow's latest

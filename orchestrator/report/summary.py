@@ -1,9 +1,10 @@
 """A run's summary and diagnostics, computed from the documented metric lists.
 
 >>> from orchestrator.report.artifacts import training_metrics
->>> s = summarize(training_metrics({"train_loss": {5: 4.0, 10: 3.0}, "learning_rate": {5: 1e-3, 10: 1e-4}}))
->>> s.loss_reduction, s.lr_decay_factor
-(1.0, 10.0)
+>>> lr = {5: 5e-4, 10: 1e-3, 15: 1e-4}  # warmup to the peak at step 10, then decay
+>>> s = summarize(training_metrics({"train_loss": {5: 4.0, 10: 3.5, 15: 3.0}, "learning_rate": lr}))
+>>> s.loss_reduction, s.peak_lr, s.lr_decay_from_peak, s.lr_final_over_initial
+(1.0, 0.001, 10.0, 0.2)
 
 Diagnostics look at the logged training loss (and, for overfitting, the last validation point); each
 comes with the change that most often fixes it.
@@ -44,14 +45,17 @@ class RunSummary(BaseModel):
     final_loss: float | None
     loss_reduction: float | None  # initial - final
     loss_reduction_pct: float | None  # 100 * reduction / initial
-    initial_lr: float | None
+    initial_lr: float | None  # at the first logged step (often inside warmup)
+    peak_lr: float | None  # the largest logged
     final_lr: float | None
-    lr_decay_factor: float | None  # initial_lr / final_lr: 10.0 means the LR ended 10x lower
+    lr_decay_from_peak: float | None  # peak_lr / final_lr: 10.0 means the LR ended 10x below its peak
+    lr_final_over_initial: float | None  # final_lr / initial_lr, the ratio of the documented analysis
     best_step: int | None
     best_loss: float | None
     best_val_step: int | None
     best_val_loss: float | None
-    final_val_loss: float | None
+    final_val_loss: float | None  # on the whole validation split at the end, if measured (see scope)
+    final_val_scope: str | None  # "whole validation split" or "last evaluation" (eval_batches per rank)
     diagnostics: list[Diagnostic]
 
     def to_json(self) -> str:
@@ -59,7 +63,9 @@ class RunSummary(BaseModel):
         return json.dumps(doc, indent=2, allow_nan=False)
 
 
-def summarize(metrics: dict[str, list]) -> RunSummary:
+def summarize(metrics: dict[str, list], whole_split_val_loss: float | None = None) -> RunSummary:
+    """``whole_split_val_loss``: the run's final validation on its whole split (``final_val_loss``),
+    which the summary prefers to the last periodic evaluation."""
     steps, train = metrics["steps"], metrics["train_loss"]
     lr = [v for v in metrics["learning_rate"] if v is not None]
     initial, final = (train[0], train[-1]) if train else (None, None)
@@ -75,15 +81,25 @@ def summarize(metrics: dict[str, list]) -> RunSummary:
         loss_reduction=reduction,
         loss_reduction_pct=_ratio(reduction, initial, 100.0),
         initial_lr=lr[0] if lr else None,
+        peak_lr=max(lr) if lr else None,
         final_lr=lr[-1] if lr else None,
-        lr_decay_factor=_ratio(lr[0], lr[-1]) if lr else None,
+        lr_decay_from_peak=_ratio(max(lr), lr[-1]) if lr else None,
+        lr_final_over_initial=_ratio(lr[-1], lr[0]) if lr else None,
         best_step=best[0],
         best_loss=best[1],
         best_val_step=best_val[0],
         best_val_loss=best_val[1],
-        final_val_loss=vals[-1] if vals else None,
+        **_final_validation(vals, whole_split_val_loss),
         diagnostics=diagnose(metrics),
     )
+
+
+def _final_validation(vals: list[float], whole_split: float | None) -> dict:
+    if whole_split is not None:
+        return {"final_val_loss": whole_split, "final_val_scope": "whole validation split"}
+    if vals:
+        return {"final_val_loss": vals[-1], "final_val_scope": "last evaluation"}
+    return {"final_val_loss": None, "final_val_scope": None}
 
 
 def _best(steps: list[int], values: list) -> tuple[int | None, float | None]:
@@ -197,10 +213,12 @@ def render_summary(summary: RunSummary, title: str = "") -> str:
         f"steps        {s.total_steps} ({s.logged_points} logged)",
         f"loss         {f(s.initial_loss)} -> {f(s.final_loss)} "
         f"(reduction {f(s.loss_reduction)}, {f(s.loss_reduction_pct, '.1f')}%)",
-        f"lr           {f(s.initial_lr, '.3e')} -> {f(s.final_lr, '.3e')} "
-        f"(decay factor {f(s.lr_decay_factor, '.3g')})",
+        f"lr           {f(s.initial_lr, '.3e')} -> peak {f(s.peak_lr, '.3e')} -> {f(s.final_lr, '.3e')} "
+        f"({f(s.lr_decay_from_peak, '.3g')}x below the peak; "
+        f"final/initial {f(s.lr_final_over_initial, '.3g')})",
         f"best         step {s.best_step}, loss {f(s.best_loss)}",
         f"best val     step {s.best_val_step}, loss {f(s.best_val_loss)}",
+        f"final val    loss {f(s.final_val_loss)}" + (f" ({s.final_val_scope})" if s.final_val_scope else ""),
     ]
     if not s.diagnostics:
         return "\n".join([*lines, "diagnostics  none: the loss decreases and validation follows"])

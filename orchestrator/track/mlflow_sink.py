@@ -28,6 +28,12 @@ class SinkSettings:
     max_backoff_s: float = 10.0  # longest pause between tries while MLflow is unreachable
 
 
+def stamp(events: list[MetricEvent]) -> list[MetricPoint]:
+    """The events as points with the time MLflow will record (one timestamp for the batch)."""
+    now = int(time.time() * 1000)
+    return [MetricPoint(e.name, float(e.value), e.step, now) for e in events]
+
+
 class MlflowSink:
     def __init__(
         self,
@@ -42,10 +48,13 @@ class MlflowSink:
         self._sender.start()
 
     def write(self, events: list[MetricEvent]) -> None:
-        now = int(time.time() * 1000)
-        points = [MetricPoint(e.name, float(e.value), e.step, now) for e in events]
+        points = stamp(events)
         if self._journal is not None:
             self._journal.append(points)
+        self.write_points(points)
+
+    def write_points(self, points: list[MetricPoint]) -> None:
+        """Send points stamped (and journaled) elsewhere exactly as they are."""
         self._sender.queued += len(points)
         self._sender.inbox.put(points)
 
@@ -104,7 +113,7 @@ class _Sender(threading.Thread):
             )
 
     def run(self) -> None:
-        mlflow = None
+        mlflow = self._client_early()
         while True:
             self._collect()
             if self._pending:
@@ -115,6 +124,14 @@ class _Sender(threading.Thread):
                     self._note_failure(exc)
             if self._stop_at is not None and (self.unsent == 0 or time.monotonic() > self._stop_at):
                 return
+
+    def _client_early(self):
+        """MLflow's import and store set-up (seconds of CPU) as the sink starts, not at the first
+        batch in the middle of training; if it fails, the first send tries again and says why."""
+        try:
+            return client(self._uri)
+        except Exception:
+            return None
 
     def _collect(self) -> None:
         """Wait for the first new batch (at most one flush interval), then take all there is."""

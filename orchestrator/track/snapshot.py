@@ -36,7 +36,11 @@ def latest_per_step(points: list[MetricPoint]) -> dict[str, dict[int, float]]:
 
 
 def upload_snapshot(mlflow, run_id: str, points: list[MetricPoint]) -> None:
-    history = latest_per_step(points)
+    upload_history(mlflow, run_id, latest_per_step(points))
+
+
+def upload_history(mlflow, run_id: str, history: dict[str, dict[int, float]]) -> None:
+    """Upload one value per step of each metric as the run's snapshot."""
     doc = {key: {"steps": list(v), "values": encode_floats(list(v.values()))} for key, v in history.items()}
     with tempfile.TemporaryDirectory(prefix="history-") as tmp:
         path = Path(tmp) / SNAPSHOT_NAME
@@ -78,4 +82,4 @@ def _agrees(history: dict[str, dict[int, float]], latest: dict[str, float], keys
     return True
 
 
-__all__ = ["read_snapshot", "upload_snapshot"]
+__all__ = ["read_snapshot", "upload_history", "upload_snapshot"]

@@ -1,14 +1,17 @@
 """The run's live status file: where it is, its last metrics and the health of every worker.
 
-Rank 0 rewrites ``<checkpoint dir>/status.json`` atomically at every logging step, after gathering a
-heartbeat from every rank, so any process that can read the run's directory (the submitting driver's
-progress bar, ``orchestrator status RUN``, a test) sees a consistent picture without talking to Ray.
-Appended to every rank's sinks; the gather is a collective, so every rank must write at the same steps.
+Rank 0 rewrites ``<checkpoint dir>/status.json`` atomically at every logging step, so any process that
+can read the run's directory (the submitting driver's progress bar, ``orchestrator status RUN``, a test)
+sees a consistent picture without talking to Ray. Every other rank writes its own heartbeat at its
+logging steps to ``<checkpoint dir>/heartbeats/rank-<r>.json`` (the run's directory is shared storage,
+as checkpoints need), which rank 0 reads into the file: no collective, so a rank never waits for
+another to report its health.
 
     {"step": 20, "total_steps": 40, "epoch": 1, "metrics": {"train_loss": 4.1, ...},
      "started": 1700000000.0, "updated": 1700000012.5, "eta_s": 12.5,
      "workers": [{"rank": 0, "node": "ab12…", "host": "box", "pid": 4242, "rss_mb": 512.0,
-                  "step": 20, "time": 1700000012.4}, ...]}
+                  "step": 20, "time": 1700000012.4}, ...],
+     "startup": {"process_start": 1699999990.1, ..., "first_step": 1700000001.2}}
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from typing import Any
 
 from orchestrator.fsutil import atomic_write
 from orchestrator.text import format_duration
+from orchestrator.track import startup
 from orchestrator.track.events import MetricEvent
 
 STATUS_FILE = "status.json"
+HEARTBEAT_DIR = "heartbeats"
 # Set by a launcher before the worker starts, so the status can say where each rank runs.
 NODE_ID_ENV = "ORCHESTRATOR_NODE_ID"
 
@@ -51,10 +56,11 @@ def _rss_bytes() -> int:
 
 
 class RunStatusFile:
-    """A metric sink present on every rank: gathers heartbeats, rank 0 writes the file."""
+    """A metric sink present on every rank: each rank writes its heartbeat, rank 0 the status file."""
 
     def __init__(self, checkpoint_dir: str | Path, total_steps: int, rank: int):
         self.path = Path(checkpoint_dir) / STATUS_FILE
+        self.beats_dir = Path(checkpoint_dir) / HEARTBEAT_DIR
         self.total_steps = total_steps
         self.rank = rank
         self.started = time.time()
@@ -62,16 +68,17 @@ class RunStatusFile:
         # The rate is measured from this attempt's first logged step: after a restart the steps
         # before it were not trained by this attempt.
         self._rate_origin: tuple[int, float] | None = None
+        self.beats_dir.mkdir(parents=True, exist_ok=True)
+        if rank != 0:  # before the first step: rank 0's first status already lists every rank
+            self._write_beat(worker_heartbeat(rank, 0))
 
     def write(self, events: list[MetricEvent]) -> None:
-        import torch.distributed as dist
-
         if not events:
             return
         step = max(e.step for e in events)
-        beats: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(beats, worker_heartbeat(self.rank, step))
+        beat = worker_heartbeat(self.rank, step)
         if self.rank != 0:
+            self._write_beat(beat)
             return
         # Validation values stay until the next evaluation replaces them.
         self.metrics.update({e.name: float(e.value) for e in events})
@@ -86,12 +93,27 @@ class RunStatusFile:
             "started": self.started,
             "updated": now,
             "eta_s": _eta(self._rate_origin, now, step, self.total_steps),
-            "workers": beats,
+            "workers": [beat, *self._other_beats()],
+            "startup": startup.startup_marks(),  # rank 0's, seconds since the epoch
         }
         atomic_write(self.path, json.dumps(status, indent=1).encode())
 
     def close(self) -> None:
         """Nothing buffered: every write is a complete file."""
+
+    def _write_beat(self, beat: dict[str, Any]) -> None:
+        atomic_write(self.beats_dir / f"rank-{self.rank}.json", json.dumps(beat).encode())
+
+    def _other_beats(self) -> list[dict[str, Any]]:
+        beats = []
+        for path in self.beats_dir.glob("rank-*.json"):
+            try:
+                beat = json.loads(path.read_text())
+            except (OSError, ValueError):  # a file being replaced on a storage without atomic rename
+                continue
+            if beat.get("rank") != 0:
+                beats.append(beat)
+        return sorted(beats, key=lambda b: b.get("rank", 0))
 
 
 def _eta(origin: tuple[int, float], now: float, step: int, total: int) -> float | None:

@@ -38,11 +38,42 @@ def test_a_healthy_run_has_exact_figures_and_no_diagnostics():
     assert (s.initial_loss, s.final_loss) == (5.0, 2.8)
     assert s.loss_reduction == pytest.approx(2.2)
     assert s.loss_reduction_pct == pytest.approx(44.0)
-    assert (s.initial_lr, s.final_lr) == (1e-3, 1e-4)
-    assert s.lr_decay_factor == pytest.approx(10.0)
+    assert (s.initial_lr, s.peak_lr, s.final_lr) == (1e-3, 1e-3, 1e-4)
+    assert s.lr_decay_from_peak == pytest.approx(10.0)
+    assert s.lr_final_over_initial == pytest.approx(0.1)
     assert (s.best_step, s.best_loss) == (100, 2.8)
     assert (s.best_val_step, s.best_val_loss, s.final_val_loss) == (100, 2.95, 2.95)
     assert s.diagnostics == []
+
+
+def test_the_summary_prefers_the_final_validation_on_the_whole_split():
+    m = metrics(DECREASING, {50: 3.6, 100: 2.95})
+    assert (summarize(m).final_val_loss, summarize(m).final_val_scope) == (2.95, "last evaluation")
+    s = summarize(m, whole_split_val_loss=3.02)
+    assert (s.final_val_loss, s.final_val_scope) == (3.02, "whole validation split")
+    assert s.best_val_loss == 2.95, "the periodic evaluations stay what they were"
+    assert "final val    loss 3.0200 (whole validation split)" in render_summary(s)
+
+
+def test_the_live_and_rebuilt_summary_read_the_final_validation_from_the_history(tmp_path):
+    history = {
+        "train_loss": dict(zip(STEPS, DECREASING, strict=True)),
+        "learning_rate": {s: 1e-3 for s in STEPS},
+        "val_loss": {100: 2.95},
+        "final_val_loss": {100: 3.02},
+    }
+    write_report(history, tmp_path, formats=("json",))
+    doc = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert (doc["final_val_loss"], doc["final_val_scope"]) == (3.02, "whole validation split")
+
+
+def test_a_warmup_does_not_hide_the_decay_from_the_peak():
+    warmup_then_cosine = [7.5e-4, 1.5e-3, 3e-3, 2.9e-3, 2.5e-3, 2e-3, 1.4e-3, 9e-4, 5e-4, 3e-4]
+    s = summarize(metrics(DECREASING, lr=warmup_then_cosine))
+    assert (s.initial_lr, s.peak_lr, s.final_lr) == (7.5e-4, 3e-3, 3e-4)
+    assert s.lr_decay_from_peak == pytest.approx(10.0), "the schedule decays 10x from its peak"
+    assert s.lr_final_over_initial == pytest.approx(0.4), "final / initial: the documented ratio"
+    assert "3.000e-03 -> 3.000e-04 (10x below the peak; final/initial 0.4)" in render_summary(s)
 
 
 def test_increasing_loss_is_diagnosed_with_a_fix():
@@ -88,7 +119,7 @@ def test_summary_json_and_printed_summary_carry_the_figures(tmp_path):
     write_report(history_metrics, tmp_path, formats=("json",))
     doc = json.loads((tmp_path / SUMMARY_JSON).read_text())
     assert doc["final_loss"] == "NaN" and doc["final_val_loss"] == "Infinity"
-    assert doc["best_loss"] == 2.9 and doc["lr_decay_factor"] == 1.0
+    assert doc["best_loss"] == 2.9 and doc["lr_decay_from_peak"] == 1.0
     assert [d["code"] for d in doc["diagnostics"]] == ["loss_not_finite"]
     assert not (tmp_path / "training_curve.png").exists()  # formats: json only
     text = render_summary(summarize(training_metrics(history_metrics)), "run x")

@@ -56,3 +56,20 @@ def test_progress_bar_draws_one_line_per_new_step(tmp_path):
     bar.draw()
     lines = out.getvalue().splitlines()
     assert [line.split()[2] for line in lines] == ["15/40", "20/40"]
+
+
+def test_status_lists_every_rank_from_their_heartbeat_files_without_a_collective(tmp_path):
+    from orchestrator.track.events import MetricEvent
+    from orchestrator.track.status import RunStatusFile, read_status
+
+    rank0, rank1 = RunStatusFile(tmp_path, 40, rank=0), RunStatusFile(tmp_path, 40, rank=1)
+    rank0.write([MetricEvent("train_loss", 4.5, 5)])  # rank 1 has only its start-up beat so far
+    assert [(w["rank"], w["step"]) for w in read_status(tmp_path)["workers"]] == [(0, 5), (1, 0)]
+    rank1.write([MetricEvent("train_loss", 4.5, 10)])
+    rank0.write([MetricEvent("train_loss", 4.4, 10), MetricEvent("epoch", 1.0, 10)])
+    status = read_status(tmp_path)
+    assert [(w["rank"], w["step"], w["pid"]) for w in status["workers"]] == [
+        (0, 10, os.getpid()),
+        (1, 10, os.getpid()),
+    ]
+    assert status["step"] == 10 and status["metrics"]["train_loss"] == 4.4 and status["eta_s"] is not None

@@ -57,6 +57,17 @@ def test_every_stage_learns(stage_runs, name):
     assert sum(loss[s] for s in range(16, 21)) / 5 < loss[1] - 0.5
 
 
+def test_metrics_time_evaluations_and_checkpoints_and_the_run_ends_on_the_whole_validation_split(stage_runs):
+    plan = stage_runs["stage3"]  # ZeRO-3: every rank must run the same forwards, padding included
+    assert [s for s, _ in metric_history(plan, "eval_seconds")] == [10, 20]
+    assert [s for s, _ in metric_history(plan, "checkpoint_seconds")] == [5, 10, 15, 20]
+    ((step, final),) = metric_history(plan, "final_val_loss")
+    assert step == 20 and abs(final - dict(metric_history(plan, "val_loss"))[20]) < 0.5
+    assert [s for s, _ in metric_history(plan, "final_eval_seconds")] == [20]
+    summary = json.loads((Path(plan.checkpoint_dir) / "summary.json").read_text())
+    assert (summary["final_val_loss"], summary["final_val_scope"]) == (final, "whole validation split")
+
+
 @pytest.mark.parametrize("name", [n for n in FP32_RUNS if n != "stage0"])
 def test_stages_agree_with_stage0_on_the_first_steps(stage_runs, name):
     reference, other = losses(stage_runs["stage0"]), losses(stage_runs[name])
@@ -204,6 +215,17 @@ def test_every_configuration_passes_the_data_only_check_and_loads(stage_runs, na
             torch.load(path, map_location="cpu")
     assert set(consolidated_state_dict(info)) >= {"tok_emb.weight", "blocks.1.ffn.2.weight"}
     assert load_from_run(plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path).model.training is False
+
+
+def test_nothing_is_compiled_on_the_way_to_the_first_step(work, monkeypatch):
+    """A machine's first run builds no DeepSpeed op (its CPU communication op took 30-60 s)."""
+    extensions = work / "empty-torch-extensions"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
+    plan = make_plan(work, engine_spec(steps=6, eval_interval=6, interval=6), "no-compile")
+    result = run_engine(plan)
+    assert result.returncode == 0, output(result)
+    assert not extensions.exists() or not any(extensions.rglob("*")), list(extensions.rglob("*"))
+    assert "shm_comm" not in result.stdout + result.stderr
 
 
 def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
