@@ -18,6 +18,7 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_valida
 
 from orchestrator.spec.kubernetes import KubernetesSpec
 from orchestrator.spec.section import Section as _Section
+from orchestrator.spec.sweep import SweepSpec
 
 
 class ModelSpec(_Section):
@@ -243,6 +244,7 @@ class RunSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
+    sweep: SweepSpec = SweepSpec()
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""
