@@ -90,7 +90,7 @@ class RayLocalLauncher:
 
     def submit(self, plan: Plan) -> JobHandle:
         address = self.address or plan.spec.cluster.address
-        _connect(plan, address)
+        connect(plan, address)
         import ray
 
         try:
@@ -130,7 +130,25 @@ _FOREGROUND = (
 )
 
 
-def _connect(plan: Plan, address: str | None) -> None:
+class TuneTrialLauncher(RayLocalLauncher):
+    """Inside a Ray Tune trial (a sweep): Ray is up already (the trial is an actor of the sweep's
+    Ray), so it neither connects nor shuts down, and the trainer forwards every ``ray.train.report``
+    of the workers (the evaluations, see ``Plan.report_to_ray``) to Tune. Placement is the sweep's
+    concern: it runs only as many trials at once as the cluster can place."""
+
+    def submit(self, plan: Plan) -> JobHandle:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        try:
+            _trainer(plan, callbacks=[TuneReportCallback()]).fit()
+            return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
+        except Exception as exc:
+            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
+
+
+def connect(plan: Plan, address: str | None, log_to_driver: bool = True) -> None:
+    """Start an embedded Ray for the plan (no address) or join the cluster at ``address``; the
+    workers get ``worker_env(plan)``. ``log_to_driver``: print the workers' output here too."""
     os.environ.update(LOOPBACK_ENV)
     import ray
 
@@ -138,7 +156,7 @@ def _connect(plan: Plan, address: str | None) -> None:
         "runtime_env": {"env_vars": worker_env(plan)},
         "configure_logging": True,
         "logging_level": "WARNING",
-        "log_to_driver": True,
+        "log_to_driver": log_to_driver,
     }
     if address:
         ray.init(address=address, **common)
@@ -199,7 +217,7 @@ def _alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _trainer(plan: Plan):
+def _trainer(plan: Plan, callbacks=()):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -220,6 +238,7 @@ def _trainer(plan: Plan):
             name=plan.run_name,
             storage_path=str(Path(plan.checkpoint_dir) / "ray"),
             failure_config=FailureConfig(max_failures=cluster.max_failures),
+            callbacks=list(callbacks),
         ),
     )
 

@@ -18,6 +18,7 @@ from orchestrator.track.status import RunStatusFile
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
+from orchestrator.train.report_to_ray import EvaluationsToRay
 
 
 def train_worker(plan: Plan) -> None:
@@ -41,6 +42,8 @@ def train_worker(plan: Plan) -> None:
     if rank == 0:
         session.sinks = _sinks(plan, resumed=restored is not None)
     session.sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))  # every rank: heartbeats
+    if plan.report_to_ray:  # a sweep trial; every rank, since each report is a barrier
+        session.sinks.append(EvaluationsToRay())
     _announce(plan, rank, restored)
     try:
         run(session)
