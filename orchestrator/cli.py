@@ -75,10 +75,16 @@ def cmd_validate(args) -> int:
     spec = load_spec(args.spec, args.overrides)
     print(f"{args.spec}: valid")
     try:
-        print(plan_run(spec).describe())
+        plan = plan_run(spec)
+        print(plan.describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
         print(f"note: this machine cannot run it as is: {exc}")
+        return EXIT_OK
+    if spec.sweep.enabled:
+        from orchestrator.sweep import describe_sweep
+
+        print(describe_sweep(plan))
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
     SPEC_ARTIFACT,
     SPEC_SHA256_TAG,
+    STOP_REASON_TAG,
     JobHandle,
     JobState,
     find_record,
@@ -130,11 +131,16 @@ def reopen_run(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan
     was: same MLflow run (RUNNING again), directory and stored spec. Its workers restore its latest
     complete checkpoint, or start from step 0 without one (a sweep trial stopped before its first
     checkpoint: Ray Tune restarts the trial, which is still the same run)."""
+    from orchestrator.track.mlflow_run import client
+    from orchestrator.track.runs import get_run
+
     plan = existing_plan(run_ref, tracking_uri, (), cwd)
     checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
     if checkpoint is not None:
         check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
     _record_resume(plan, ())
+    if STOP_REASON_TAG in get_run(tracking_uri, plan.run_id).data.tags:  # no longer why it stopped
+        client(tracking_uri).delete_tag(plan.run_id, STOP_REASON_TAG)
     return plan
 
 

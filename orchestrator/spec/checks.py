@@ -296,7 +296,9 @@ def sweep_search_fits_its_spaces(sweep) -> Iterator[Finding]:
             yield Finding(where, f"search: grid runs grid values only, not {space.kind}", "write grid: [...]")
         if sweep.search == "optuna" and space.kind == "grid":
             yield Finding(where, "search: optuna samples each value; it takes no grid", "write choice: [...]")
-    if "asha" in sweep.model_fields_set and sweep.scheduler != "asha":
+    from orchestrator.spec.sweep import AshaSpec
+
+    if sweep.asha != AshaSpec() and sweep.scheduler != "asha":
         yield Finding("sweep.scheduler", "asha settings are given but scheduler is none", "scheduler: asha")
     if sweep.trial_count > 10000:
         yield Finding(

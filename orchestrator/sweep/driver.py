@@ -240,10 +240,9 @@ def _new_tuner(plan: Plan, context: SweepContext, concurrency: int):
         tune_config=tune.TuneConfig(
             metric=sweep.metric,
             mode=sweep.direction,
-            search_alg=search_algorithm(sweep),
+            search_alg=search_algorithm(sweep, concurrency),
             scheduler=trial_scheduler(sweep, plan),
             num_samples=sweep.num_samples,
-            max_concurrent_trials=concurrency,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
@@ -346,8 +345,9 @@ def describe_sweep(plan: Plan) -> str:
         if sweep.scheduler == "asha"
         else "none (every trial trains to its end)"
     )
+    started = f"{plan.run_name} (MLflow run {plan.run_id})" if plan.run_id else "(not started)"
     lines = [
-        f"sweep      {plan.run_name} (MLflow run {plan.run_id})",
+        f"sweep      {started}",
         f"search     {sweep.search}, {sweep.trial_count} trial(s), each {plan.total_steps} steps on "
         f"{plan.world_size} worker(s)",
         f"metric     {sweep.metric} ({sweep.direction}), scheduler {scheduler}",

@@ -37,16 +37,19 @@ def _domain(space: SearchSpace):
     return tune.uniform(low, high) if space.kind == "uniform" else tune.loguniform(low, high)
 
 
-def search_algorithm(sweep: SweepSpec):
-    """Random and grid search are Tune's basic variant generator; optuna is Optuna's TPE sampler."""
+def search_algorithm(sweep: SweepSpec, concurrency: int):
+    """Random and grid search are Tune's basic variant generator; optuna is Optuna's TPE sampler.
+    Either runs at most ``concurrency`` trials at once (Tune ignores ``TuneConfig``'s limit for a
+    generator passed in, so it is set here)."""
     if sweep.search == "optuna":
         require_optuna()
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=sweep.seed)
+        return ConcurrencyLimiter(OptunaSearch(seed=sweep.seed), max_concurrent=concurrency)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=sweep.seed)
+    return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrency)
 
 
 def require_optuna() -> None:
