@@ -296,6 +296,13 @@ def sweep_search_fits_its_spaces(sweep) -> Iterator[Finding]:
             yield Finding(where, f"search: grid runs grid values only, not {space.kind}", "write grid: [...]")
         if sweep.search == "optuna" and space.kind == "grid":
             yield Finding(where, "search: optuna samples each value; it takes no grid", "write choice: [...]")
+        nested = any(isinstance(value, (list, dict)) for value in space.values)
+        if sweep.search == "optuna" and space.kind == "choice" and nested:
+            yield Finding(
+                where,
+                "Optuna's choices must be single values (numbers, strings, booleans), not lists",
+                "search: random, or search a single field",
+            )
     from orchestrator.spec.sweep import AshaSpec
 
     if sweep.asha != AshaSpec() and sweep.scheduler != "asha":

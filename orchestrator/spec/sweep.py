@@ -197,9 +197,11 @@ def path_problem(path: str) -> tuple[str, str] | None:
         known = sorted(model.model_fields)
         if part not in model.model_fields:
             guess = _closest_key(part, known)
-            suggestion = ".".join([*parts[:i], guess]) if guess else None
-            hint = f"did you mean `{suggestion}`?" if suggestion else f"fields: {', '.join(known)}"
-            return f"`{part}` is not a field of {where}", hint
+            if not guess:
+                return f"`{part}` is not a field of {where}", f"fields: {', '.join(known)}"
+            corrected = ".".join([*parts[:i], guess, *parts[i + 1 :]])
+            suggestion = corrected if path_problem(corrected) is None else ".".join([*parts[:i], guess])
+            return f"`{part}` is not a field of {where}", f"did you mean `{suggestion}`?"
         annotation = model.model_fields[part].annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
