@@ -12,9 +12,8 @@ many trials train at once as the cluster can place (``sweep.max_concurrent_trial
 A trial's Tune actor reserves no CPU: it only waits on its Train run, whose workers hold the
 resources (Tune needs a non-empty request, so it asks for one byte of Ray's memory resource).
 
-When Tune is done, every trial run still RUNNING is finished here, since only the driver knows why
-it stopped: FAILED with its error, or KILLED with ``orchestrator.stop_reason`` (stopped early by ASHA,
-or the sweep was interrupted). The parent run then gets the best trial (tags, ``best_<metric>``), the
+When Tune is done, every trial run still RUNNING is finished (``orchestrator.sweep.settle``). The
+parent run then gets the best trial (tags, ``best_<metric>``), the
 sweep's report files, and its own status: FINISHED, FAILED when no trial produced the metric, or
 KILLED when interrupted.
 """
@@ -24,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,25 +32,23 @@ import yaml
 
 from orchestrator.errors import ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
-from orchestrator.lifecycle import existing_plan, finish, plan_run, reopen_run, start_run
-from orchestrator.plan import Plan, tracking_uri_here
+from orchestrator.lifecycle import existing_plan, plan_run, reopen_run, start_run
+from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
-from orchestrator.sweep.report import BEST_SPEC, build_sweep_report
-from orchestrator.sweep.results import TrialResult, best_trial, read_trials
+from orchestrator.sweep.report import BEST_SPEC, build_sweep_report, trials_table
+from orchestrator.sweep.results import TrialResult, best_trial, ranked, read_trials
+from orchestrator.sweep.settle import resume_command, settle_trials
 from orchestrator.sweep.space import param_space, require_optuna, search_algorithm
 from orchestrator.sweep.space import scheduler as trial_scheduler
-from orchestrator.sweep.table import ENDED, FAILED, TABLES, SweepTable, TrialRow
+from orchestrator.sweep.table import TABLES, SweepTable
 from orchestrator.sweep.trial import SweepContext, run_trial
-from orchestrator.track.mlflow_run import client, redact_text
+from orchestrator.text import first_line
+from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import (
     BEST_PARAMS_TAG,
     BEST_TRIAL_TAG,
     STOP_REASON_TAG,
     SWEEP_TAG,
-    TRIAL_ID_TAG,
-    JobHandle,
-    JobState,
-    child_runs,
     find_run,
     is_sweep_parent,
     set_tags,
@@ -131,7 +126,7 @@ def resume_sweep(plan: Plan, on_change: Callable | None = None, cwd: Path | None
 
 
 def _drive(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepOutcome:
-    from launchers.ray_local import PlacementTimeout, connect, wait_for_placement
+    from launchers.ray_local import connect, wait_for_placement
 
     sweep = plan.spec.sweep
     context = _context(plan, cwd)
@@ -142,15 +137,15 @@ def _drive(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepOutcome:
         sigterm_like_sigint()  # ray.init replaced the SIGTERM handler; Tune handles SIGINT
         wait_for_placement(plan)  # one trial's workers, or a clear message
         concurrency = sweep.max_concurrent_trials or trials_at_once(plan)
-        log.info("running at most %d trial(s) at once", concurrency)
         interrupted = _fit(make_tuner(plan, context, concurrency), plan.run_id, table, sweep.trial_count)
     except KeyboardInterrupt:  # before Tune started, or a second Ctrl-C while it saved its state
         interrupted = True
-    except PlacementTimeout as exc:
-        _finish_parent(plan, "FAILED", {STOP_REASON_TAG: str(exc)})
-        raise
-    finally:
+    except Exception as exc:  # the cluster cannot place a trial, Tune itself failed, ...
         _shutdown_ray()
+        settle_trials(plan, table, True, Path(context.cwd))
+        _finish_parent(plan, "FAILED", {STOP_REASON_TAG: first_line(exc)})
+        raise
+    _shutdown_ray()
     return _conclude(plan, table, interrupted, concurrency, context)
 
 
@@ -234,6 +229,7 @@ def _new_tuner(plan: Plan, context: SweepContext, concurrency: int):
     from orchestrator.sweep.progress import SweepProgress
 
     sweep = plan.spec.sweep
+    log.info("running at most %d trial(s) at once", concurrency)
     return tune.Tuner(
         _trainable(context),
         param_space=param_space(sweep),
@@ -266,7 +262,7 @@ def _restored_tuner(plan: Plan, context: SweepContext, concurrency: int):
 def _conclude(
     plan: Plan, table: SweepTable, interrupted: bool, concurrency: int, context: SweepContext
 ) -> SweepOutcome:
-    _settle_trials(plan, table, interrupted, Path(context.cwd))
+    settle_trials(plan, table, interrupted, Path(context.cwd))
     sweep = plan.spec.sweep
     trials = read_trials(plan.tracking_uri, plan.run_id, sweep.metric)
     best = best_trial(trials, sweep.direction)
@@ -277,13 +273,28 @@ def _conclude(
             {BEST_TRIAL_TAG: best.run_id, BEST_PARAMS_TAG: json.dumps(best.params)},
         )
         client(plan.tracking_uri).log_metric(plan.run_id, f"best_{sweep.metric}", best.final)
-    report, text = build_sweep_report(plan.tracking_uri, plan.run_id) if trials else ([], "")
-    if best is not None:
+    report, text = _report(plan, trials, best)
+    if best is not None and report:
         client(plan.tracking_uri).log_artifact(plan.run_id, str(Path(plan.checkpoint_dir) / BEST_SPEC))
     status = "KILLED" if interrupted else "FINISHED" if best is not None else "FAILED"
     reason = {STOP_REASON_TAG: f"interrupted; continue with: {resume_command(plan)}"} if interrupted else {}
     _finish_parent(plan, status, reason)
     return SweepOutcome(plan, status, trials, best, text, report, interrupted, concurrency)
+
+
+def _report(plan: Plan, trials: list[TrialResult], best: TrialResult | None) -> tuple[list[Path], str]:
+    """The sweep's report files and table; a report that cannot be written does not fail the sweep."""
+    if not trials:
+        return [], ""
+    try:
+        return build_sweep_report(plan.tracking_uri, plan.run_id)
+    except Exception as exc:
+        log.warning(
+            "could not write the sweep's report (%s); `orchestrator report %s` tries again",
+            first_line(exc),
+            plan.run_id,
+        )
+        return [], trials_table(ranked(trials, plan.spec.sweep.direction), plan.spec.sweep.metric, best)
 
 
 def _finish_parent(plan: Plan, status: str, tags: dict[str, str]) -> None:
@@ -292,47 +303,6 @@ def _finish_parent(plan: Plan, status: str, tags: dict[str, str]) -> None:
     if tags:
         set_tags(plan.tracking_uri, plan.run_id, tags)
     finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir)
-
-
-def _settle_trials(plan: Plan, table: SweepTable, interrupted: bool, cwd: Path) -> None:
-    """Finish every trial run Tune left RUNNING, saying why it ended (see the module docstring)."""
-    rows = table.rows
-    for run in child_runs(plan.tracking_uri, plan.run_id):
-        if run.info.status != "RUNNING":
-            continue
-        state, error, reason = how_it_ended(rows.get(run.data.tags.get(TRIAL_ID_TAG, "")), plan, interrupted)
-        trial = existing_plan(run.info.run_id, plan.tracking_uri, (), cwd)
-        if reason:
-            set_tags(plan.tracking_uri, run.info.run_id, {STOP_REASON_TAG: reason})
-        log.debug("trial run %s ended %s: %s", trial.run_name, state.value, error or reason)
-        finish(trial, JobHandle("ray-local", run.info.run_id, state, error))
-
-
-def how_it_ended(
-    row: TrialRow | None, plan: Plan, interrupted: bool
-) -> tuple[JobState, str | None, str | None]:
-    """(state, error, stop reason) of a trial whose run Tune left RUNNING."""
-    if row is None or not row.completed:
-        why = "the sweep was interrupted" if interrupted else "the sweep ended before the trial did"
-        return JobState.STOPPED, None, f"{why}; continue with: {resume_command(plan)}"
-    if row.state == FAILED:
-        return JobState.FAILED, row.error, None
-    if row.state == ENDED and row.eval_step is not None and row.eval_step >= plan.total_steps:
-        return JobState.SUCCEEDED, None, None  # trained to its end; only its finish was cut short
-    sweep = plan.spec.sweep
-    at = f"at step {row.eval_step}" if row.eval_step is not None else "before its first evaluation"
-    value = "" if row.value is None or not math.isfinite(row.value) else f" ({sweep.metric} {row.value:.4f})"
-    if sweep.scheduler == "asha":
-        return JobState.STOPPED, None, f"stopped early by ASHA {at}{value}: it trailed the other trials there"
-    return JobState.STOPPED, None, f"stopped by Ray Tune {at}{value}"
-
-
-def resume_command(plan: Plan) -> str:
-    """The command that continues this sweep (its tracking store named unless it is the default)."""
-    command = f"orchestrator sweep --resume {shlex.quote(plan.run_name)}"
-    if plan.tracking_uri != tracking_uri_here():
-        command += f" --tracking-uri {shlex.quote(redact_text(plan.tracking_uri))}"
-    return command
 
 
 def describe_sweep(plan: Plan) -> str:

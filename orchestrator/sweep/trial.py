@@ -43,7 +43,7 @@ class SweepContext:
     spec_text: str  # the sweep's resolved spec without its sweep section, secrets as references
     source: str  # the sweep's run name, for messages
     cwd: str  # where relative paths of the spec are resolved (the driver's working directory)
-    spec_dir: str  # where the spec file lives (for the git commit tag)
+    spec_dir: str  # where the git commit tag of trial runs is read (the sweep's working directory)
     tracking_uri: str
     parent_run_id: str
     sweep_run_name: str

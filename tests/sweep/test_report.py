@@ -11,9 +11,9 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.spec import load_spec, parse_spec
-from orchestrator.sweep.driver import how_it_ended
 from orchestrator.sweep.report import BEST_SPEC, CURVES_PNG, TRIALS_JSON, build_sweep_report
 from orchestrator.sweep.results import TrialResult, best_trial, ranked
+from orchestrator.sweep.settle import how_it_ended
 from orchestrator.sweep.table import ENDED, FAILED, RUNNING, TrialRow
 from orchestrator.track.runs import JobState
 
