@@ -39,7 +39,7 @@ name: tiny
 model: {n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}
 optimizer: {lr: 3.0e-3, weight_decay: 0.1}
 schedule: {warmup_steps: 4, min_lr: 3.0e-4}
-train: {epochs: 1, max_steps: MAX_STEPS, micro_batch_size: 4, log_interval: 5, eval_interval: 5,
+train: {epochs: 1, max_steps: MAX_STEPS, micro_batch_size: 4, log_interval: 5, eval_interval: 10,
         eval_batches: 1}
 deepspeed: {zero_stage: 2, precision: fp32}
 cluster: {backend: ray-local, num_workers: 1, cpus_per_worker: 1}
@@ -58,13 +58,13 @@ GRID = [3.0e-3, 5.0, 1.0e-3, 1.0e-2]  # runs in this order, one at a time
 GRID_SWEEP = (
     TRIAL.replace("MAX_STEPS", "60")
     + """\
-checkpoint: {interval: 5}
+checkpoint: {interval: 10}
 sweep:
   parameters:
     optimizer.lr: {grid: [3.0e-3, 5.0, 1.0e-3, 1.0e-2]}
   search: grid
   scheduler: asha
-  asha: {grace_period: 5, reduction_factor: 2}
+  asha: {grace_period: 10, reduction_factor: 2}
   max_concurrent_trials: 1
 """
 )
@@ -126,7 +126,8 @@ def test_the_table_shows_each_trial_while_it_trains(random_sweep):
     assert "RUNNING" in child_statuses.values()  # the trial was a run in MLflow while it trained
     rows = [r for line in sweep.lines if (r := table_row(line))]
     assert {r["trial"] for r in rows} == {"00000", "00001", "00002", "00003"}
-    assert {r["step"] for r in rows if r["state"] == "RUNNING"} >= {"5/20", "10/20", "20/20"}
+    steps = {r["step"] for r in rows if r["state"] == "RUNNING" and r["step"] != "-"}
+    assert len(steps) >= 2 and "20/20" in steps  # the step moved on while the trials trained
 
 
 def test_the_best_trial_has_the_lowest_final_val_loss_and_its_spec_is_ready(random_sweep, capsys):
@@ -159,7 +160,7 @@ def grid_sweep(tmp_path_factory):
     sweep.wait_for_line(
         lambda line: (row := table_row(line)) and row["trial"] == "00002" and "FAILED" in row["state"]
     )
-    _status_of_trial(sweep, sweep_dir, "00003", min_step=10)  # it has a checkpoint to resume from
+    _status_of_trial(sweep, sweep_dir, "00003", min_step=20)  # it has a checkpoint to resume from
     sweep.interrupt()
     code = sweep.wait()
     parent, children = runs_of(uri)
@@ -209,7 +210,7 @@ def test_a_grid_sweep_runs_exactly_the_grid(grid_sweep):
 def test_asha_stops_the_diverging_trial_early(grid_sweep):
     diverged = grid_sweep.children[5.0]
     assert diverged.info.status == "KILLED"
-    assert diverged.data.tags[STOP_REASON_TAG].startswith("stopped early by ASHA at step 5 (val_loss ")
+    assert diverged.data.tags[STOP_REASON_TAG].startswith("stopped early by ASHA at step 10 (val_loss ")
     assert grid_sweep.children[3.0e-3].info.status == "FINISHED"
 
 
