@@ -145,6 +145,8 @@ def cmd_submit(args) -> int:
         )
     else:
         plan = lifecycle.plan_run(load_spec(args.spec, args.overrides))
+        if plan.spec.sweep.enabled:
+            log.info("note: submit trains the spec's values; `orchestrator sweep %s` sweeps", args.spec)
         launcher = launcher_for_spec(plan.spec)  # fails early if the cluster is unreachable
         plan = lifecycle.start_run(plan, Path(args.spec).resolve().parent)
         print(plan.describe(), flush=True)
