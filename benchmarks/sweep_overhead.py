@@ -109,14 +109,18 @@ def render(rows: list[dict], trials: int) -> str:
         *(_row(r, trials) for r in rows),
         "",
         f"Overhead per trial of the sequential sweep against the submits: {overhead:+.1f} s "
-        f"({sequential['wall_s'] / submit['wall_s']:.2f}x the submits' wall time).",
+        f"({sequential['wall_s'] / submit['wall_s']:.2f}x the submits' wall time; negative: the sweep "
+        "starts Ray once, each submit starts its own). Between one trial's end and the next one's "
+        f"start Tune took {sequential['gap_s']:.1f} s (one submit's process to the next: "
+        f"{submit['gap_s']:.1f} s).",
     ]
     return "\n".join(lines)
 
 
 def _row(r: dict, trials: int) -> str:
-    numbers = (r["wall_s"], r["wall_s"] / trials, r["run_s"], r["gap_s"])
-    return f"| {r['name']} | " + " | ".join(f"{n:.1f}" for n in numbers) + " |"
+    numbers = [f"{n:.1f}" for n in (r["wall_s"], r["wall_s"] / trials, r["run_s"])]
+    gap = f"{r['gap_s']:.1f}" if r["gap_s"] >= 0 else "(runs overlap)"
+    return f"| {r['name']} | " + " | ".join([*numbers, gap]) + " |"
 
 
 def append_results(text: str) -> None:
