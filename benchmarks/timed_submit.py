@@ -70,7 +70,7 @@ def main() -> int:
     wrap("orchestrator.track.mlflow_run", "create_run", "mlflow_run")
     wrap("orchestrator.track.finish", "finish_run", "finish_run")
     ray_local = importlib.import_module("launchers.ray_local")
-    ray_local._connect = timed("ray_start", _connect_then_time_shutdown(ray_local._connect))
+    ray_local.connect = timed("ray_start", _connect_then_time_shutdown(ray_local.connect))
     wrap("launchers.ray_local", "wait_for_placement", "placement")
     ray_local._trainer = timed("trainer", _trainer_with_timed_fit(ray_local._trainer))
     try:

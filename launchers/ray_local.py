@@ -115,7 +115,7 @@ class RayLocalLauncher:
             return self._run(plan, address)
 
     def _run(self, plan: Plan, address: str | None) -> JobHandle:
-        _connect(plan, address)
+        connect(plan, address)
         import ray
 
         try:
@@ -197,7 +197,26 @@ def embedded_ray_auth(cluster) -> str:
     return cluster.ray_auth
 
 
-def _connect(plan: Plan, address: str | None) -> None:
+class TuneTrialLauncher(RayLocalLauncher):
+    """Inside a Ray Tune trial (a sweep): Ray is up already (the trial is an actor of the sweep's
+    Ray), so it neither connects nor shuts down, and the trainer forwards every ``ray.train.report``
+    of the workers (the evaluations, see ``Plan.report_to_ray``) to Tune. Placement is the sweep's
+    concern: it runs only as many trials at once as the cluster can place."""
+
+    def submit(self, plan: Plan) -> JobHandle:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        try:
+            callbacks = [TuneReportCallback()]
+            _trainer(plan, embedded=not plan.spec.cluster.address, callbacks=callbacks).fit()
+            return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
+        except Exception as exc:
+            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
+
+
+def connect(plan: Plan, address: str | None, log_to_driver: bool = True) -> None:
+    """Start an embedded Ray for the plan (no address) or join the cluster at ``address``; the
+    workers get ``worker_env(plan)``. ``log_to_driver``: print the workers' output here too."""
     os.environ.update(LOOPBACK_ENV)
     if not address:
         os.environ[RAY_AUTH_MODE] = embedded_ray_auth(plan.spec.cluster)
@@ -207,7 +226,7 @@ def _connect(plan: Plan, address: str | None) -> None:
         "runtime_env": {"env_vars": worker_env(plan, embedded=not address)},
         "configure_logging": True,
         "logging_level": "WARNING",
-        "log_to_driver": True,
+        "log_to_driver": log_to_driver,
     }
     if address:
         ray.init(address=address, **common)
@@ -271,7 +290,7 @@ def _alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _trainer(plan: Plan, embedded: bool):
+def _trainer(plan: Plan, embedded: bool, callbacks=()):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -297,6 +316,7 @@ def _trainer(plan: Plan, embedded: bool):
             name=plan.run_name,
             storage_path=str(Path(plan.checkpoint_dir) / "ray"),
             failure_config=FailureConfig(max_failures=cluster.max_failures),
+            callbacks=list(callbacks),
         ),
     )
 

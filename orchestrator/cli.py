@@ -8,6 +8,7 @@ calls the library (mostly ``orchestrator.lifecycle``) and shows what came back.
     orchestrator compare RUN RUN... [--out DIR]        orchestrator ui [SPEC]
     orchestrator status | logs [-f] | cancel RUN       orchestrator list [--address URL]
     orchestrator generate RUN --prompt TEXT
+    orchestrator sweep configs/sweep-lr.yaml           orchestrator sweep --resume SWEEP_RUN
 
 Exit codes: 0 success, 1 the job or a lookup failed, 2 the input (spec or arguments) is wrong,
 130 interrupted (Ctrl-C or SIGTERM; the run is marked KILLED and can be resumed).
@@ -95,10 +96,16 @@ def cmd_validate(args) -> int:
     spec = load_spec(args.spec, args.overrides)
     print(f"{args.spec}: valid")
     try:
-        print(plan_run(spec).describe())
+        plan = plan_run(spec)
+        print(plan.describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
         print(spec.redact(f"note: this machine cannot run it as is: {exc}"))
+        return EXIT_OK
+    if spec.sweep.enabled:
+        from orchestrator.sweep import describe_sweep
+
+        print(describe_sweep(plan))
     return EXIT_OK
 
 
@@ -162,6 +169,8 @@ def cmd_submit(args) -> int:
         )
     else:
         plan = lifecycle.plan_run(load_spec(args.spec, args.overrides))
+        if plan.spec.sweep.enabled:
+            log.info("note: submit trains the spec's values; `orchestrator sweep %s` sweeps", args.spec)
         launcher = launcher_for_spec(plan.spec)  # fails early if the cluster is unreachable
         plan = lifecycle.start_run(plan, Path(args.spec).resolve().parent)
         print(plan.describe(), flush=True)
@@ -226,6 +235,61 @@ def _where(plan, state: str) -> str:
         *ui_hint(plan.tracking_uri, plan.run_id, shown_uri=plan.spec.with_references(plan.tracking_uri)),
     ]
     return plan.spec.redact("\n".join(lines))
+
+
+def cmd_sweep(args) -> int:
+    from orchestrator import sweep
+    from orchestrator.progress import SweepTablePrinter
+    from orchestrator.spec import load_spec
+
+    if bool(args.spec) == bool(args.resume):
+        print("error: give a spec to start a sweep, or --resume RUN to continue one", file=sys.stderr)
+        return EXIT_USAGE
+    if args.resume and args.overrides:
+        print("error: a resumed sweep keeps its stored spec; --set cannot change it", file=sys.stderr)
+        return EXIT_USAGE
+    if args.resume:
+        plan = sweep.reopen_sweep(args.resume, _tracking_uri(args.tracking_uri))
+        print(
+            sweep.describe_sweep(plan) + "\nresume     Ray Tune's experiment in the directory\n", flush=True
+        )
+        outcome = sweep.resume_sweep(plan, SweepTablePrinter(sys.stdout, args.table))
+    else:
+        spec = load_spec(args.spec, args.overrides)
+        plan = sweep.start_sweep(spec, Path(args.spec).resolve().parent)
+        print(sweep.describe_sweep(plan) + "\n", flush=True)
+        outcome = sweep.run_sweep(plan, SweepTablePrinter(sys.stdout, args.table))
+    return _sweep_ended(outcome)
+
+
+def _sweep_ended(outcome) -> int:
+    from orchestrator.sweep import resume_command
+    from orchestrator.track.ui import ui_hint
+
+    plan = outcome.plan
+    print(f"\n{outcome.table}\n" if outcome.table else "\nno trial started")
+    if outcome.interrupted:
+        print(
+            f"sweep {plan.run_name} (MLflow run {plan.run_id}) was interrupted; its unfinished trials "
+            "are marked KILLED",
+            file=sys.stderr,
+        )
+        print(f"continue   {resume_command(plan)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    lines = [f"state      {outcome.status} ({len(outcome.trials)} trial runs)", f"sweep run  {plan.run_id}"]
+    if outcome.best is not None:
+        best, metric = outcome.best, plan.spec.sweep.metric
+        lines += [
+            f"best       {best.run_name} ({metric} {best.final:.4f} at step {best.final_step})",
+            f"best spec  {plan.checkpoint_dir}/best_spec.yaml  (orchestrator submit it to train the winner)",
+        ]
+    lines += [
+        f"report     {plan.checkpoint_dir}",
+        f"rebuild    orchestrator report {plan.run_id}",
+        *ui_hint(plan.tracking_uri, plan.run_id),
+    ]
+    print(plan.spec.redact("\n".join(lines)), flush=True)
+    return EXIT_OK if outcome.status == "FINISHED" else EXIT_FAILED
 
 
 def cmd_status(args) -> int:
@@ -343,8 +407,11 @@ def cmd_report(args) -> int:
     from orchestrator.report import build_report
     from orchestrator.report.summary import render_summary
     from orchestrator.report.watch import watch_report
+    from orchestrator.track.runs import find_run, is_sweep_parent
 
     uri = _tracking_uri(args.tracking_uri)
+    if is_sweep_parent(find_run(uri, args.run_id)):
+        return _sweep_report(args, uri)
     if args.watch:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C only stops watching
             for line in watch_report(uri, args.run_id, args.out, args.interval):
@@ -353,6 +420,21 @@ def cmd_report(args) -> int:
     paths, summary = build_report(uri, args.run_id, args.out)
     print("\n".join(str(p) for p in paths) + "\n")
     print(render_summary(summary, f"run {args.run_id}"))
+    return EXIT_OK
+
+
+def _sweep_report(args, uri: str) -> int:
+    from orchestrator.sweep import build_sweep_report
+
+    if args.watch:
+        print(
+            "error: --watch follows one training run; a sweep's table is live in `orchestrator sweep`",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    paths, table = build_sweep_report(uri, args.run_id, args.out)
+    print("\n".join(str(p) for p in paths) + "\n")
+    print(table)
     return EXIT_OK
 
 

@@ -110,6 +110,7 @@ def _spec_commands(sub, c) -> None:
             "k8s render configs/quickstart.yaml",
         )
     )
+    _sweep_command(sub, c)
     schema = _command(
         sub,
         "schema",
@@ -118,6 +119,33 @@ def _spec_commands(sub, c) -> None:
         "schema --out schema/run-spec.schema.json",
     )
     schema.add_argument("--out", help="write to this file instead of standard output")
+
+
+def _sweep_command(sub, c) -> None:
+    sweep = _with_spec(
+        _command(
+            sub,
+            "sweep",
+            c.cmd_sweep,
+            "search hyperparameters: run the spec's sweep section with Ray Tune, one run per trial",
+            "sweep configs/sweep-lr.yaml --set sweep.num_samples=8",
+        ),
+        "?",
+    )
+    sweep.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a sweep (its parent MLflow run id or name): finished trials are kept, "
+        "unfinished ones continue from their checkpoints",
+    )
+    sweep.add_argument("--tracking-uri", default=None, help="with --resume: where the sweep is tracked")
+    sweep.add_argument(
+        "--table",
+        choices=("auto", "live", "lines"),
+        default="auto",
+        help="the trials' table: live (redrawn in place), lines (a line per change), auto (live on a "
+        "terminal)",
+    )
 
 
 def _run_commands(sub, c) -> None:

@@ -60,3 +60,24 @@ def live_progress(checkpoint_dir: str | Path, mode: str = "auto") -> Iterator[No
         yield
     finally:
         bar.stop()
+
+
+class SweepTablePrinter:
+    """Shows a sweep's live table (``orchestrator.sweep.SweepTable``): redrawn in place on a terminal,
+    else one ``[sweep]`` line per trial that changed."""
+
+    def __init__(self, stream: TextIO, mode: str = "auto"):
+        self.stream = stream
+        self.in_place = mode == "live" or (mode == "auto" and stream.isatty())
+        self._drawn = 0
+
+    def __call__(self, table, rows) -> None:
+        if self.in_place:
+            text = table.render()
+            up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+            self.stream.write(f"{up}{text}\n")
+            self._drawn = text.count("\n") + 1
+        else:
+            for row in rows:
+                self.stream.write(f"[sweep] {table.render_row(row)}\n")
+        self.stream.flush()

@@ -35,7 +35,9 @@ def test_top_level_help_lists_the_commands():
 HEAVY = ("torch", "ray", "deepspeed", "mlflow")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["validate", "configs/quickstart.yaml"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["validate", "configs/quickstart.yaml"], ["validate", "configs/sweep-lr.yaml"]]
+)
 def test_fast_commands_do_not_import_heavy_frameworks(argv):
     probe = (
         "import sys\n"

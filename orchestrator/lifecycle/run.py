@@ -32,6 +32,7 @@ from orchestrator.track.runs import (
     RUNNING_STATUS,
     SPEC_ARTIFACT,
     SPEC_SHA256_TAG,
+    STOP_REASON_TAG,
     JobHandle,
     JobState,
     find_record,
@@ -81,14 +82,15 @@ def plan_run(spec: RunSpec, cwd: Path | None = None) -> Plan:
     return plan
 
 
-def start_run(plan: Plan, spec_dir: str | Path = ".") -> Plan:
+def start_run(plan: Plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = None) -> Plan:
     """Create the run directory and the MLflow run (which stores the resolved spec); the plan with
-    its run id. ``spec_dir``: where the spec file lives (for the git commit tag)."""
+    its run id. ``spec_dir``: where the spec file lives (for the git commit tag); ``tags``: more
+    MLflow tags (a sweep trial's parent run)."""
     from orchestrator.track.mlflow_run import create_run
 
     if plan.local_run_dir:
         Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    plan = replace(plan, run_id=create_run(plan, spec_dir))
+    plan = replace(plan, run_id=create_run(plan, spec_dir, tags))
     if plan.local_run_dir:
         write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan
@@ -145,6 +147,24 @@ def resume_run(
     check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
     _record_resume(plan, overrides)
     return Resumed(plan, checkpoint, tuple(overrides))
+
+
+def reopen_run(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan:
+    """A run that ended before its last step (killed, failed, its driver gone), running again as it
+    was: same MLflow run (RUNNING again), directory and stored spec. Its workers restore its latest
+    complete checkpoint, or start from step 0 without one (a sweep trial stopped before its first
+    checkpoint: Ray Tune restarts the trial, which is still the same run)."""
+    from orchestrator.track.mlflow_run import client
+    from orchestrator.track.runs import get_run
+
+    plan = existing_plan(run_ref, tracking_uri, (), cwd)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    if checkpoint is not None:
+        check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
+    _record_resume(plan, ())
+    if STOP_REASON_TAG in get_run(tracking_uri, plan.run_id).data.tags:  # no longer why it stopped
+        client(tracking_uri).delete_tag(plan.run_id, STOP_REASON_TAG)
+    return plan
 
 
 def _record_resume(plan: Plan, overrides) -> None:

@@ -51,6 +51,8 @@ class Plan:
     run_id: str = ""  # filled in once the MLflow run exists
     memory: MemoryPlan | None = None  # the preflight memory estimate per worker
     local_run_dir: bool = True  # False: checkpoint_dir is a path on the cluster (kubernetes)
+    # A sweep trial: every evaluation also goes to `ray.train.report` (on to Ray Tune), never a step.
+    report_to_ray: bool = False
 
     @property
     def spec_sha256(self) -> str:

@@ -28,6 +28,9 @@ class Finding:
 Check = Callable[..., Iterable[Finding]]
 # (the sections a check reads, the check), in the order they were defined
 CHECKS: list[tuple[tuple[str, ...], Check]] = []
+# A check registered with this instead of section names reads the whole spec (every section, as one
+# dict), and runs only when every section is valid.
+WHOLE_SPEC = "*"
 
 
 def check(*sections: str) -> Callable[[Check], Check]:
@@ -44,9 +47,18 @@ def run_checks(sections: dict[str, Any]) -> list[Finding]:
     """Every finding of every check whose sections are all present (i.e. valid) in ``sections``."""
     found: list[Finding] = []
     for needs, function in CHECKS:
-        if all(name in sections for name in needs):
+        if needs == (WHOLE_SPEC,):
+            if _every_section(sections):
+                found.extend(function(sections))
+        elif all(name in sections for name in needs):
             found.extend(function(*(sections[name] for name in needs)))
     return found
+
+
+def _every_section(sections: dict[str, Any]) -> bool:
+    from orchestrator.spec.models import RunSpec
+
+    return all(name in sections for name in RunSpec.model_fields)
 
 
 @check("model")
@@ -301,3 +313,57 @@ def nan_skip_needs_whole_steps(train) -> Iterator[Finding]:
             f"({train.gradient_accumulation_steps} micro batches) would leave half-applied",
             "use nan_policy: stop, or gradient_accumulation_steps: 1 with a larger micro batch",
         )
+
+
+@check("sweep")
+def sweep_paths_name_fields(sweep) -> Iterator[Finding]:
+    from orchestrator.spec.sweep import path_problem
+
+    for path in sweep.parameters:
+        problem = path_problem(path)
+        if problem:
+            yield Finding(f"sweep.parameters.{path}", *problem)
+
+
+@check("sweep")
+def sweep_search_fits_its_spaces(sweep) -> Iterator[Finding]:
+    for path, space in sweep.parameters.items():
+        where = f"sweep.parameters.{path}"
+        if sweep.search == "grid" and space.kind != "grid":
+            yield Finding(where, f"search: grid runs grid values only, not {space.kind}", "write grid: [...]")
+        if sweep.search == "optuna" and space.kind == "grid":
+            yield Finding(where, "search: optuna samples each value; it takes no grid", "write choice: [...]")
+        nested = any(isinstance(value, (list, dict)) for value in space.values)
+        if sweep.search == "optuna" and space.kind == "choice" and nested:
+            yield Finding(
+                where,
+                "Optuna's choices must be single values (numbers, strings, booleans), not lists",
+                "search: random, or search a single field",
+            )
+    from orchestrator.spec.sweep import AshaSpec
+
+    if sweep.asha != AshaSpec() and sweep.scheduler != "asha":
+        yield Finding("sweep.scheduler", "asha settings are given but scheduler is none", "scheduler: asha")
+    if sweep.trial_count > 10000:
+        yield Finding(
+            "sweep.num_samples",
+            f"the sweep would run {sweep.trial_count} trials (num_samples x grid size); at most 10000",
+            "lower num_samples or shorten the grids",
+        )
+
+
+@check(WHOLE_SPEC)
+def sweep_values_fit_the_spec(sections) -> Iterator[Finding]:
+    """Each value a trial may get is applied to the spec and validated, as `--set path=value` would be."""
+    from orchestrator.spec.sweep import path_problem, probe_values, problems_with_values
+
+    parameters = sections["sweep"].parameters
+    already = set(problems_with_values(sections, {})) if parameters else set()  # the spec's own
+    for path, space in parameters.items():
+        if path_problem(path):
+            continue  # reported by sweep_paths_name_fields
+        for label, value in probe_values(space):
+            problems = [p for p in problems_with_values(sections, {path: value}) if p not in already]
+            if problems:
+                message, hint = problems[0]
+                yield Finding(f"sweep.parameters.{path}", f"{label} {value!r} is refused: {message}", hint)

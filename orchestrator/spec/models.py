@@ -19,6 +19,7 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_valida
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
 from orchestrator.spec.section import Section as _Section
+from orchestrator.spec.sweep import SweepSpec
 
 # A run's name is a directory name under checkpoint.dir: no "/", never "." or "..".
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -267,6 +268,7 @@ class RunSpec(_Section):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
     export: ExportSpec = ExportSpec()
+    sweep: SweepSpec = SweepSpec()
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""

@@ -70,5 +70,15 @@ def read_journal(path: str | Path) -> Iterator[MetricPoint]:
                 yield MetricPoint.from_json(line)
 
 
+def journaled_per_step(path: str | Path, keys) -> dict[str, dict[int, float]]:
+    """{key: {step: value}} of a journal (the last point of a step wins); empty if there is none."""
+    history: dict[str, dict[int, float]] = {key: {} for key in keys}
+    if Path(path).is_file():
+        for point in read_journal(path):
+            if point.key in history:
+                history[point.key][point.step] = point.value
+    return {key: values for key, values in history.items() if values}
+
+
 def journal_path(checkpoint_dir: str | Path) -> Path:
     return Path(checkpoint_dir) / JOURNAL_NAME

@@ -52,12 +52,14 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def create_run(plan, spec_dir: str | Path = ".") -> str:
-    """Create (or reuse) the experiment and a new run; log params, tags and the resolved spec
-    (``spec.yaml``: file plus overrides, secrets as references). Returns the run id."""
+def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = None) -> str:
+    """Create (or reuse) the experiment and a new run; log params, tags (the orchestrator's plus
+    ``tags``) and the resolved spec (``spec.yaml``: file plus overrides, secrets as references).
+    Returns the run id."""
     mlflow = client(plan.tracking_uri)
     experiment_id = training_experiment(mlflow, plan.experiment_name)
-    run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=run_tags(plan, spec_dir))
+    all_tags = {**run_tags(plan, spec_dir), **(tags or {})}
+    run = mlflow.create_run(experiment_id, run_name=plan.run_name, tags=all_tags)
     run_id = run.info.run_id
     from mlflow.entities import Param
 

@@ -40,6 +40,14 @@ EXPERIMENT_KIND = "custom_model_development"
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
 RUN_RECORD_FILE = ".orchestrator-run.json"  # in the run's directory: {"run_id": ...}
 FINAL_STATUS_FILE = "tracking-status.json"  # beside it when the job ended: {"run_id", "status"}
+# Sweeps: one parent run holds the sweep; each trial is a child run (MLflow's own parent tag, which
+# its UI nests by).
+PARENT_RUN_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "orchestrator.sweep"  # on a sweep's parent run: the number of trials it plans
+TRIAL_ID_TAG = "orchestrator.trial_id"  # on a trial's run: Ray Tune's trial id
+TRIAL_PARAMS_TAG = "orchestrator.trial_params"  # on a trial's run: {dotted path: value} as JSON
+BEST_TRIAL_TAG = "orchestrator.best_trial"  # on the parent: the best trial's run id
+BEST_PARAMS_TAG = "orchestrator.best_params"  # on the parent: its {dotted path: value} as JSON
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
 RUNNING_STATUS = "RUNNING"  # MLflow's status of a run in progress
@@ -176,6 +184,26 @@ def find_record(tracking_uri: str, run_ref: str) -> RunRecord:
     return RunRecord.of(tracking_uri, find_run(tracking_uri, run_ref))
 
 
+def is_sweep_parent(run) -> bool:
+    """Whether an MLflow run is the parent run of a sweep."""
+    return SWEEP_TAG in run.data.tags
+
+
+def child_runs(tracking_uri: str, parent_run_id: str) -> list:
+    """The runs whose parent is this run (a sweep's trials), oldest first."""
+    from orchestrator.track.mlflow_run import client
+
+    mlflow = client(tracking_uri)
+    parent = get_run(tracking_uri, parent_run_id)
+    runs = mlflow.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+    return list(runs)
+
+
 def list_records(tracking_uri: str) -> list[RunRecord]:
     """Every run this orchestrator started in the tracking store, newest first."""
     from orchestrator.track.mlflow_run import client
@@ -306,9 +334,11 @@ __all__ = [
     "JobHandle",
     "JobState",
     "RunRecord",
+    "child_runs",
     "find_record",
     "find_run",
     "get_run",
+    "is_sweep_parent",
     "list_records",
     "read_stored_spec",
     "run_checkpoint_dir",

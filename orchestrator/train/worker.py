@@ -20,13 +20,17 @@ from orchestrator.track.status import RunStatusFile
 from orchestrator.train import resume
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
+from orchestrator.train.report_to_ray import EvaluationsToRay
 
 
 def build_sinks(plan: Plan, rank: int, resumed: bool) -> list:
     """Rank 0: the metric journal, with the tracking child process behind it (MLflow, the live
     report); every rank: the status file (its own heartbeat; rank 0 also writes status.json)."""
     sinks = _sinks(plan, resumed) if rank == 0 else []
-    return [*sinks, RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank)]
+    sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))
+    if plan.report_to_ray:  # a sweep trial; every rank, since each report is a barrier
+        sinks.append(EvaluationsToRay())
+    return sinks
 
 
 def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = build_sinks) -> None:
@@ -160,9 +164,14 @@ def _sinks(plan: Plan, resumed: bool) -> list:
         return rank0_sinks(plan)
     # After a restart the live artifacts must still show the steps before it, and steps logged
     # before the kill that are now replayed from an older checkpoint must not be logged twice.
+    # What was logged is MLflow's history and the journal's: points journaled by the killed attempt
+    # may not have reached MLflow yet (the driver's replay delivers them at the end).
+    from orchestrator.track.journal import journal_path, journaled_per_step
     from orchestrator.track.mlflow_read import read_latest_per_step
 
     history = read_latest_per_step(plan.tracking_uri, plan.run_id, LiveArtifacts.METRICS)
+    for key, values in journaled_per_step(journal_path(plan.checkpoint_dir), LiveArtifacts.METRICS).items():
+        history.setdefault(key, {}).update(values)
     logged = max(history.get("train_loss", {0: 0.0}))
     return [SkipLoggedSteps(sink, logged) for sink in rank0_sinks(plan, history)]
 

@@ -142,3 +142,36 @@ def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sql
     sent = {(key, step, ts, value) for key, got in rows.items() for step, ts, value in got}
     assert sent == journaled and len(sent) == sum(len(events(s)) for s in range(5, 55, 5))
     assert json.loads((out / "training_metrics.json").read_text())["steps"] == list(range(5, 55, 5))
+
+
+def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlflow_never_got(sqlite_run):
+    """A worker killed while its tracking child was behind: MLflow holds steps 5-10, the journal 5-20.
+    The restarted attempt replays steps 15-20 from its checkpoint; they must not be logged again (the
+    driver's journal replay delivers the first attempt's), and the live report shows all of them."""
+    from types import SimpleNamespace
+
+    from orchestrator.track.journal import MetricJournal, journal_path, read_journal
+    from orchestrator.track.mlflow_run import client, log_points
+    from orchestrator.track.mlflow_sink import stamp
+    from orchestrator.train.worker import _sinks
+
+    uri, run_id, out = sqlite_run
+    journal = MetricJournal(journal_path(out))
+    for step in (5, 10, 15, 20):  # the killed attempt
+        points = stamp(events(step))
+        journal.append(points)
+        if step <= 10:
+            log_points(client(uri), run_id, points)
+    journal.close()
+    tracking = SimpleNamespace(
+        request_timeout_s=10, request_retries=1, flush_interval_s=0.2, drain_timeout_s=30
+    )
+    spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
+    plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))
+    (sink,) = _sinks(plan, resumed=True)
+    for step in (15, 20, 25):  # the restarted attempt, from its checkpoint at step 10
+        sink.write(events(step))
+    sink.close()
+    journaled = [(p.key, p.step) for p in read_journal(journal_path(out)) if p.key == "train_loss"]
+    assert [step for _, step in journaled] == [5, 10, 15, 20, 25], "each step journaled once"
+    assert json.loads((out / "training_metrics.json").read_text())["steps"] == [5, 10, 15, 20, 25]
