@@ -11,7 +11,8 @@ The N specs are the tiny model (1 CPU worker, 40 steps) with N learning rates. I
 For each it prints the wall time, and from MLflow each run's own time (run start to end) and the gap
 between one run's end and the next one's start. The overhead per trial is (sequential sweep - sum of
 the submits) / N: negative when the sweep saves more (one Ray start instead of N) than Tune costs.
-The results go to the ``## Sweeps`` section of benchmarks/RESULTS.md (``--no-append``: print only).
+The results are appended to benchmarks/SWEEPS.md (``--no-append``: print only); ``make bench`` rewrites
+RESULTS.md as a whole, so sweeps keep their own file.
 
     .venv/bin/python benchmarks/sweep_overhead.py            # about 6 minutes on 2 CPU cores
     .venv/bin/python benchmarks/sweep_overhead.py --trials 2 --no-append
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS = Path(__file__).with_name("SWEEPS.md")
 SECTION = "## Sweeps"
 RATES = [3.0e-3, 1.0e-3, 6.0e-3, 2.0e-3, 4.5e-3, 1.5e-3, 8.0e-3, 2.5e-3]
 SPEC = """\
@@ -124,8 +125,8 @@ def _row(r: dict, trials: int) -> str:
 
 
 def append_results(text: str) -> None:
-    """Add the run to this file's own section, which the other benchmarks leave alone."""
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    """Add the run to the Sweeps section of SWEEPS.md."""
+    existing = RESULTS.read_text() if RESULTS.exists() else "# Sweep benchmark results\n"
     if SECTION not in existing:
         intro = (
             f"\n{SECTION}\n\nFrom `benchmarks/sweep_overhead.py`: a sweep of N trials against N sequential "

@@ -115,3 +115,29 @@ def _no_tracking_uri_leak():
         if before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = before
         pytest.fail(f"MLFLOW_TRACKING_URI leaked out of the test: {after!r}")
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory):
+    """The engine's tiny runs (tests/train/harness.py), trained on first use, shared by the session."""
+    from tests.train.harness import TrainedRuns
+
+    return TrainedRuns(tmp_path_factory.mktemp("trained-runs"))
+
+
+# Modules that share a session or package fixture run on the same xdist worker (make test runs the
+# suite with `-n 2 --dist loadgroup`); every other module is a group of its own, so that its module
+# fixtures are built once.
+SHARED_GROUPS = {
+    "tests/launchers/": "ray-head",  # the package's Ray head
+    "tests/train/test_engine.py": "trained-runs",
+    "tests/export/": "trained-runs",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = next((g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)), path)
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -47,7 +47,9 @@ def make_plan(work: Path, spec_text: str, run_name: str):
     return replace(plan, run_id=create_run(plan))
 
 
-def run_engine(plan, *fault_args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_engine(
+    plan, *fault_args: str, nproc: int = 2, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     path = Path(plan.checkpoint_dir).with_suffix(".plan.pkl")
     path.write_bytes(pickle.dumps(plan))
     env = {
@@ -57,6 +59,7 @@ def run_engine(plan, *fault_args: str, nproc: int = 2, timeout: float = 300) -> 
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
+        **(env or {}),
     }
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
@@ -75,3 +78,42 @@ def metric_history(plan, key: str) -> list[tuple[int, float]]:
 
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-4000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
+
+
+# Configurations trained once per test session and shared by the engine and export tests: 20 steps,
+# evaluations at 10 and 20, checkpoints every 5 (the last two and the best kept).
+STAGE_RUNS = {  # name -> spec overrides
+    "stage0": {"stage": 0},
+    "stage1": {"stage": 1},
+    "stage2": {"stage": 2},
+    "stage3": {"stage": 3},
+    "stage2-offload": {"stage": 2, "offload": "cpu"},
+    "stage2-bf16": {"stage": 2, "precision": "bf16"},
+}
+
+
+class TrainedRuns:
+    """``runs[name]``: the Plan of the finished run of a STAGE_RUNS configuration, trained on first use.
+
+    Their store holds the artifacts in ``work`` too (MLflow's default artifact root for a sqlite store
+    is ./mlruns in the current directory). They run with an empty ``TORCH_EXTENSIONS_DIR``, as on a
+    machine's first run, so a test can check that nothing was compiled; ``results`` keeps each
+    torchrun's output."""
+
+    def __init__(self, work: Path):
+        from orchestrator.track.mlflow_run import client
+
+        self.work, self._plans = work, {}
+        self.extensions_dir = work / "empty-torch-extensions"
+        self.results: dict[str, subprocess.CompletedProcess] = {}
+        client(f"sqlite:///{work / 'mlflow.db'}").create_experiment(
+            "engine", artifact_location=str(work / "artifacts")
+        )
+
+    def __getitem__(self, name: str):
+        if name not in self._plans:
+            plan = make_plan(self.work, engine_spec(**STAGE_RUNS[name]), name)
+            result = run_engine(plan, env={"TORCH_EXTENSIONS_DIR": str(self.extensions_dir)})
+            assert result.returncode == 0, output(result)
+            self._plans[name], self.results[name] = plan, result
+        return self._plans[name]

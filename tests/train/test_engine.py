@@ -13,18 +13,10 @@ import pytest
 from orchestrator.track.mlflow_run import client
 from orchestrator.train.checkpoint import MARKER, complete_checkpoints, latest_complete_checkpoint
 from tests.conftest import run_cli
-from tests.train.harness import engine_spec, make_plan, metric_history, output, run_engine
+from tests.train.harness import STAGE_RUNS, engine_spec, make_plan, metric_history, output, run_engine
 
 pytestmark = [pytest.mark.slow]
 
-STAGE_RUNS = {  # name -> spec overrides
-    "stage0": {"stage": 0},
-    "stage1": {"stage": 1},
-    "stage2": {"stage": 2},
-    "stage3": {"stage": 3},
-    "stage2-offload": {"stage": 2, "offload": "cpu"},
-    "stage2-bf16": {"stage": 2, "precision": "bf16"},
-}
 FP32_RUNS = [name for name in STAGE_RUNS if "bf16" not in name]
 
 
@@ -34,15 +26,9 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stage_runs(work):
-    """Each configuration trained once for 20 steps; shared by the tests below."""
-    runs = {}
-    for name, overrides in STAGE_RUNS.items():
-        plan = make_plan(work, engine_spec(**overrides), name)
-        result = run_engine(plan)
-        assert result.returncode == 0, output(result)
-        runs[name] = plan
-    return runs
+def stage_runs(trained_runs):
+    """Each configuration trained once for 20 steps; shared by the tests below (and the export tests)."""
+    return {name: trained_runs[name] for name in STAGE_RUNS}
 
 
 def losses(plan) -> dict[int, float]:
@@ -217,15 +203,14 @@ def test_every_configuration_passes_the_data_only_check_and_loads(stage_runs, na
     assert load_from_run(plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path).model.training is False
 
 
-def test_nothing_is_compiled_on_the_way_to_the_first_step(work, monkeypatch):
-    """A machine's first run builds no DeepSpeed op (its CPU communication op took 30-60 s)."""
-    extensions = work / "empty-torch-extensions"
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
-    plan = make_plan(work, engine_spec(steps=6, eval_interval=6, interval=6), "no-compile")
-    result = run_engine(plan)
-    assert result.returncode == 0, output(result)
+def test_nothing_is_compiled_on_the_way_to_the_first_step(stage_runs, trained_runs):
+    """A machine's first run builds no DeepSpeed op (its CPU communication op took 30-60 s): the
+    stage runs start with an empty TORCH_EXTENSIONS_DIR."""
+    extensions = trained_runs.extensions_dir
     assert not extensions.exists() or not any(extensions.rglob("*")), list(extensions.rglob("*"))
-    assert "shm_comm" not in result.stdout + result.stderr
+    for name in stage_runs:
+        result = trained_runs.results[name]
+        assert "shm_comm" not in result.stdout + result.stderr, name
 
 
 def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
