@@ -5,8 +5,10 @@
     .venv/bin/python -m benchmarks.run_all --only startup report_scaling
 
 Each benchmark runs in its own process (``python -m benchmarks.<name> --json ...``) one after the other,
-so none competes with another for the CPU. ``benchmarks/HISTORY.md`` (before/after figures of the
-changes that followed these measurements) is appended as it is.
+so none competes with another for the CPU. The sweep figures of ``benchmarks/SWEEPS.md``
+(``python -m benchmarks.sweep_overhead``, kept out of ``make bench`` for its 4 minutes) and
+``benchmarks/HISTORY.md`` (before/after figures of the changes that followed these measurements) are
+appended as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from benchmarks.harness import REPO
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 HISTORY = REPO / "benchmarks" / "HISTORY.md"
+SWEEPS = REPO / "benchmarks" / "SWEEPS.md"  # benchmarks/sweep_overhead.py's runs (about 4 minutes each)
 # (module, extra arguments, title, what it answers)
 BENCHMARKS = (
     ("overhead", [], "1-2. Orchestration and tracking overhead",
@@ -113,6 +116,8 @@ def main() -> None:
         "",
         *sections,
     ]
+    if SWEEPS.exists():  # its own title dropped: a section of this file
+        doc += [SWEEPS.read_text().split("\n", 1)[1].lstrip("\n")]
     if HISTORY.exists():
         doc += [HISTORY.read_text()]
     RESULTS.write_text("\n".join(doc))

@@ -127,6 +127,9 @@ class RayLocalLauncher:
             return JobHandle(self.name, plan.run_id, JobState.FAILED, str(exc))
         except Exception as exc:  # Ray wraps worker errors; keep the message, drop the stack
             return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
+        except KeyboardInterrupt:
+            _stop_forwarding_worker_output()
+            raise
         finally:
             ray.shutdown()
 
@@ -319,6 +322,16 @@ def _trainer(plan: Plan, embedded: bool, callbacks=()):
             callbacks=list(callbacks),
         ),
     )
+
+
+def _stop_forwarding_worker_output() -> None:
+    """After Ctrl-C or SIGTERM the job is torn down with its workers: what Ray's own actors print as
+    they go (a PlacementGroupCleaner traceback when the controller vanished first) is not the user's
+    business. Ray has no public switch for this once connected; without the handler nothing changes."""
+    with contextlib.suppress(Exception):
+        from ray._private.worker import global_worker_stdstream_dispatcher
+
+        global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -168,8 +168,8 @@ def generate(plan, work, *extra: str):
     return run_cli(*args, *extra, "--tracking-uri", plan.tracking_uri, cwd=work)
 
 
-def test_generate_is_deterministic_with_a_seed(stage_runs, work):
-    plan = stage_runs["stage2"]
+def test_generate_is_deterministic_with_a_seed(stage_runs, trained_runs):
+    plan, work = stage_runs["stage2"], trained_runs.work
     first, again = generate(plan, work, "--seed", "7"), generate(plan, work, "--seed", "7")
     other = generate(plan, work, "--seed", "8", "--checkpoint", "latest")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -179,8 +179,8 @@ def test_generate_is_deterministic_with_a_seed(stage_runs, work):
 
 
 @pytest.mark.parametrize("name", ["stage0", "stage3"])
-def test_generate_consolidates_every_stage(stage_runs, work, name):
-    result = generate(stage_runs[name], work, "--seed", "1", "--temperature", "0")
+def test_generate_consolidates_every_stage(stage_runs, trained_runs, name):
+    result = generate(stage_runs[name], trained_runs.work, "--seed", "1", "--temperature", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("The for statement")
 
