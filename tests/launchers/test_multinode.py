@@ -1,7 +1,8 @@
-"""A real two-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster`, token auth on), shared by
-the module: a STRICT_SPREAD run puts one worker on each node; a worker SIGKILLed mid-run restarts the
-group from the latest complete checkpoint and the report equals that of the run never killed; a
-second kill beyond `cluster.max_failures` fails the run cleanly with a post-mortem."""
+"""A real two-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster` in a process of its own,
+tests/launchers/two_nodes.py, token auth on), shared by the module: a STRICT_SPREAD run puts one
+worker on each node; a worker SIGKILLed mid-run restarts the group from the latest complete
+checkpoint and the report equals that of the run never killed; a second kill beyond
+`cluster.max_failures` fails the run cleanly with a post-mortem."""
 
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.net import free_port
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.status import read_status
 from orchestrator.train.checkpoint import latest_complete_checkpoint
-from tests.conftest import TINY_SPEC, run_cli, wait_for
-from tests.launchers.ray_head import client_env
+from tests.conftest import REPO, TINY_SPEC, run_cli, wait_for
+from tests.launchers.ray_head import client_env, stop_process_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -50,31 +50,21 @@ def two_nodes():
         token_path.write_text(secrets.token_hex(32))
         env = client_env(token_path) | {"RAY_TMPDIR": tmp}
         (Path(tmp) / "ray").mkdir()
-        saved = dict(os.environ)
-        os.environ.update(env)  # the node processes inherit it; restored below
-        from ray.cluster_utils import Cluster
-
-        cluster = None
+        nodes = subprocess.Popen(
+            [sys.executable, "-m", "tests.launchers.two_nodes"], cwd=REPO, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
         try:
-            node = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
-            cluster = Cluster(
-                initialize_head=True,
-                head_node_args={
-                    **node,
-                    "include_dashboard": True,
-                    "dashboard_host": "127.0.0.1",
-                    "dashboard_port": free_port(),
-                },
-            )
-            cluster.add_node(**node)
-            cluster.wait_for_nodes()
-            node_ids = {n.node_id for n in cluster.list_all_nodes()}
-            yield cluster.address, env, node_ids
+            line = nodes.stdout.readline()
+            assert line, f"the two-node cluster did not start (exit code {nodes.wait()})"
+            started = json.loads(line)
+            yield started["address"], env, set(started["node_ids"])
         finally:
-            if cluster is not None:
-                cluster.shutdown()
-            os.environ.clear()
-            os.environ.update(saved)
+            nodes.stdin.close()  # the cluster shuts down
+            try:
+                nodes.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stop_process_group(nodes)
 
 
 def submit_in_background(work: Path, text: str, env: dict, *extra: str) -> subprocess.Popen:
