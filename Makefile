@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 # Test processes: two on two cores (the suite spends a fifth of its time waiting on start-ups and
-# servers); each test module stays on one process, its fixtures built once. PYTEST_WORKERS=0: one.
+# servers); each test module stays on one process, its fixtures built once, the longest modules
+# first (tests/conftest.py). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 
 .PHONY: install run test test-deps fuzz lint format clean bench
@@ -31,7 +32,7 @@ test-deps:
 
 # pytest exits 5 when it collected no test; make treats that as a failure like any other.
 test: lint test-deps
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The property-based tests with 10,000 examples each (make test runs a few dozen of each).
 fuzz: $(STAMP)

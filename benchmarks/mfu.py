@@ -105,9 +105,9 @@ def plan_run(run: Run, work: Path, corpus: Path):
         **run.size, corpus=corpus, steps=run.last, micro=run.micro, accum=run.accum, stage=run.stage,
         ranks=run.ranks, gpus=run.gpus, compile=str(run.compile).lower(),
     )  # fmt: skip
-    plan = build_plan(parse_spec(text), text, cwd=work)
+    plan = build_plan(parse_spec(text), cwd=work)
     Path(plan.checkpoint_dir).mkdir(parents=True)
-    return replace(plan, run_id=create_run(plan, text))
+    return replace(plan, run_id=create_run(plan))
 
 
 def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None) -> dict:

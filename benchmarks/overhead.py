@@ -81,10 +81,10 @@ def build_plan_for(setup: Setup, run_name: str):
     from orchestrator.track.mlflow_run import create_run
 
     spec = load_spec(str(SPEC), list(setup.overrides))
-    plan = build_plan(spec, SPEC.read_text(), cwd=setup.work)
+    plan = build_plan(spec, cwd=setup.work)
     plan = replace(plan, run_name=run_name, checkpoint_dir=str(setup.work / "checkpoints" / run_name))
     Path(plan.checkpoint_dir).mkdir(parents=True)
-    return replace(plan, run_id=create_run(plan, SPEC.read_text()))
+    return replace(plan, run_id=create_run(plan))
 
 
 def tokens_per_second(setup: Setup, times: dict[int, float], first: int | None = None) -> float:
@@ -155,7 +155,7 @@ def bare_setup(setup: Setup) -> Path:
     from orchestrator.spec import load_spec
 
     spec = load_spec(str(SPEC), list(setup.overrides))
-    plan = build_plan(spec, SPEC.read_text(), cwd=setup.work)
+    plan = build_plan(spec, cwd=setup.work)
     m, o, t = spec.model, spec.optimizer, spec.train
     config = {
         "tokens": plan.data.tokens_path,
@@ -184,7 +184,7 @@ def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work:
     from orchestrator.spec import load_spec
 
     overrides = overrides_for(last, work)
-    plan = build_plan(load_spec(str(SPEC), list(overrides)), SPEC.read_text(), cwd=work)
+    plan = build_plan(load_spec(str(SPEC), list(overrides)), cwd=work)
     setup = Setup(work, overrides, first, last, plan.tokens_per_step)
     config = bare_setup(setup)
     runners = {

@@ -42,8 +42,8 @@ def wrap(module_name: str, attribute: str, label: str) -> None:
 
 
 def _trainer_with_timed_fit(build):
-    def wrapper(plan):
-        trainer = build(plan)
+    def wrapper(plan, *args, **kwargs):
+        trainer = build(plan, *args, **kwargs)
         trainer.fit = timed("fit", trainer.fit)
         return trainer
 
