@@ -23,7 +23,7 @@ def training_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     side of a comparison alike."""
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "DS_ACCELERATOR": "cpu",
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -96,10 +96,10 @@ def write_corpus(work: Path, repeats: int) -> Path:
     return path
 
 
-def plan_run(run: Run, work: Path, corpus: Path):
+def plan_run(run: Run, work: Path, corpus: Path, tracking: bool = True):
+    """``tracking``: an MLflow run for it (off: no run, for a GPU machine without MLflow)."""
     from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
-    from orchestrator.track.mlflow_run import create_run
 
     text = SPEC.format(
         **run.size, corpus=corpus, steps=run.last, micro=run.micro, accum=run.accum, stage=run.stage,
@@ -107,20 +107,25 @@ def plan_run(run: Run, work: Path, corpus: Path):
     )  # fmt: skip
     plan = build_plan(parse_spec(text), cwd=work)
     Path(plan.checkpoint_dir).mkdir(parents=True)
+    if not tracking:
+        return plan
+    from orchestrator.track.mlflow_run import create_run
+
     return replace(plan, run_id=create_run(plan))
 
 
-def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None) -> dict:
+def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None, tracking: bool = True) -> dict:
     import torch
 
     from orchestrator.train.model import build_model
 
-    plan = plan_run(run, work, corpus)
+    plan = plan_run(run, work, corpus, tracking)
     (work / "plan.pkl").write_bytes(pickle.dumps(plan))
     env = training_env() if run.gpus == 0 else {**training_env(), "DS_ACCELERATOR": "cuda"}
     out = work / "result.json"
     script = REPO / "benchmarks" / "worker_entry.py"
-    command = torchrun(script, str(work / "plan.pkl"), "--tracking", "on", "--out", str(out), nproc=run.ranks)
+    sinks = ("--tracking", "on" if tracking else "off")
+    command = torchrun(script, str(work / "plan.pkl"), *sinks, "--out", str(out), nproc=run.ranks)
     run_checked(command, work, env, work / "worker.log", timeout=1800)
     times = {int(k): v for k, v in json.loads(out.read_text())["times"].items()}
     tokens_per_s = (run.last - run.first) * plan.tokens_per_step / (times[run.last] - times[run.first])
@@ -193,6 +198,10 @@ def main() -> None:
     parser.add_argument("--stage", type=int, choices=(1, 2), default=2, help="ZeRO stage")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of one GPU")
+    parser.add_argument(
+        "--tracking", choices=("on", "off"), default="on",
+        help="off: no MLflow run and no sinks (a GPU machine without MLflow installed)",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-mfu-") as tmp:
@@ -206,10 +215,11 @@ def main() -> None:
             if gpus < 1:
                 raise SystemExit("no CUDA GPU visible: run with --cpu-check on a machine without one")
             run = Run(GPT2, gpus, 1, args.micro, args.accum, args.stage, args.compile)
-            result = measure(run, Path(tmp), write_corpus(Path(tmp), 20), gpu_peak(args.peak_tflops))
+            corpus, peak = write_corpus(Path(tmp), 20), gpu_peak(args.peak_tflops)
+            result = measure(run, Path(tmp), corpus, peak, args.tracking == "on")
             print(
                 f"GPT-2 124M, {gpus} GPU(s), ZeRO-{args.stage} bf16, micro {args.micro} x accum "
-                f"{args.accum}: {result['tokens_per_s']:,.0f} tokens/s, "
+                f"{args.accum}, tracking {args.tracking}: {result['tokens_per_s']:,.0f} tokens/s, "
                 f"{result['achieved_tflops']:.1f} TFLOP/s, MFU {result['mfu']:.1%}"
             )
     if args.json:
