@@ -121,8 +121,7 @@ class RayLocalLauncher:
         try:
             sigterm_like_sigint()  # ray.init replaced the SIGTERM handler with its own
             wait_for_placement(plan)
-            _trainer(plan, embedded=not address).fit()
-            return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
+            return self._fit(plan, embedded=not address)
         except PlacementTimeout as exc:
             return JobHandle(self.name, plan.run_id, JobState.FAILED, str(exc))
         except Exception as exc:  # Ray wraps worker errors; keep the message, drop the stack
@@ -132,6 +131,14 @@ class RayLocalLauncher:
             raise
         finally:
             ray.shutdown()
+
+    def _fit(self, plan: Plan, embedded: bool, callbacks=()) -> JobHandle:
+        """Train on the Ray this process is connected to; the job's end as a handle."""
+        try:
+            _trainer(plan, embedded, callbacks).fit()
+            return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
+        except Exception as exc:  # Ray wraps worker errors; keep the message, drop the stack
+            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
 
     # A foreground run has no job to look up later: its state lives in MLflow and status.json,
     # which `orchestrator status/logs` read for every backend.
@@ -209,12 +216,7 @@ class TuneTrialLauncher(RayLocalLauncher):
     def submit(self, plan: Plan) -> JobHandle:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        try:
-            callbacks = [TuneReportCallback()]
-            _trainer(plan, embedded=not plan.spec.cluster.address, callbacks=callbacks).fit()
-            return JobHandle(self.name, plan.run_id, JobState.SUCCEEDED)
-        except Exception as exc:
-            return JobHandle(self.name, plan.run_id, JobState.FAILED, _root_cause(exc))
+        return self._fit(plan, not plan.spec.cluster.address, [TuneReportCallback()])
 
 
 def connect(plan: Plan, address: str | None, log_to_driver: bool = True) -> None:
