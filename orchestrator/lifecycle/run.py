@@ -280,10 +280,11 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
         return False
 
 
-def resume_command(plan: Plan) -> str:
-    """The command that continues this run (its tracking store named unless it is the default here,
-    with `${env:...}` references for its secrets, which --tracking-uri resolves)."""
-    command = f"orchestrator submit --resume {shlex.quote(plan.run_name)}"
+def resume_command(plan: Plan, command: str = "submit") -> str:
+    """The command that continues this run (``command``: submit, or sweep for a sweep's parent run),
+    its tracking store named unless it is the default here, with `${env:...}` references for its
+    secrets, which --tracking-uri resolves."""
+    command = f"orchestrator {command} --resume {shlex.quote(plan.run_name)}"
     if plan.tracking_uri != tracking_uri_here():
         shown = redact_text(plan.spec.with_references(plan.tracking_uri))
         command += f" --tracking-uri {shlex.quote(shown)}"

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import shlex
 from pathlib import Path
 
 from orchestrator.lifecycle import existing_plan, finish
-from orchestrator.plan import Plan, tracking_uri_here
+from orchestrator.lifecycle import resume_command as lifecycle_resume_command
+from orchestrator.plan import Plan
 from orchestrator.sweep.table import ENDED, FAILED, SweepTable, TrialRow
-from orchestrator.track.mlflow_run import redact_text
 from orchestrator.track.runs import STOP_REASON_TAG, TRIAL_ID_TAG, JobHandle, JobState, child_runs, set_tags
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,5 @@ def how_it_ended(
 
 
 def resume_command(plan: Plan) -> str:
-    """The command that continues this sweep (its tracking store named unless it is the default)."""
-    command = f"orchestrator sweep --resume {shlex.quote(plan.run_name)}"
-    if plan.tracking_uri != tracking_uri_here():
-        command += f" --tracking-uri {shlex.quote(redact_text(plan.tracking_uri))}"
-    return command
+    """The command that continues this sweep."""
+    return lifecycle_resume_command(plan, "sweep")
