@@ -32,7 +32,7 @@ def read_files(patterns: list[str], fmt: str, field: str, base: Path) -> str:
     paths = _expand(patterns, base)
     documents: list[str] = []
     for path in paths:
-        if fmt == "jsonl":
+        if fmt == "jsonl" or (fmt == "auto" and path.suffix == ".jsonl"):
             documents.extend(_jsonl_documents(path, field))
         else:
             documents.append(path.read_text(encoding="utf-8"))

@@ -151,10 +151,10 @@ def _prepare_data(spec: RunSpec, cwd: Path):
     if data.corpus != "files":
         return prepare_dataset(data.corpus, spec.model.vocab_size)
     try:
-        text = read_files(data.files, data.format, data.jsonl_field, cwd)
+        text = read_files(data.files, data.format, data.text_field, cwd)
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # the message names the (resolved) paths
         raise NotRunnableHere(
-            spec.redact(f"{exc}; hint: check data.files, data.format and data.jsonl_field")
+            spec.redact(f"{exc}; hint: check data.files, data.format and data.text_field")
         ) from None
     return prepare_dataset("files", spec.model.vocab_size, text=text)
 

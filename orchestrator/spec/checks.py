@@ -82,6 +82,35 @@ def files_go_with_the_files_corpus(data) -> Iterator[Finding]:
         )
 
 
+@check("data")
+def data_sources_are_readable_kinds(data) -> Iterator[Finding]:
+    from orchestrator.storage.location import location_problem
+
+    if data.prepared is not None and location_problem(data.prepared):
+        yield Finding("data.prepared", location_problem(data.prepared), "prepared: s3://bucket/datasets")
+    if data.tokenizer.path is not None and location_problem(data.tokenizer.path):
+        yield Finding("data.tokenizer.path", location_problem(data.tokenizer.path), "path: tokenizer.json")
+    for i, pattern in enumerate(data.files):
+        if pattern.startswith(("s3:", "gs:", "http:", "https:")):
+            yield Finding(
+                f"data.files.{i}",
+                f"{pattern!r}: source files are read from local or mounted paths",
+                "copy the sources to a mounted path, or prepare them where they are "
+                "(`orchestrator prepare`) into data.prepared",
+            )
+
+
+@check("checkpoint")
+def checkpoint_dir_is_a_served_location(checkpoint) -> Iterator[Finding]:
+    from orchestrator.storage.location import location_problem
+
+    problem = location_problem(checkpoint.dir)
+    if problem:
+        yield Finding("checkpoint.dir", problem, "dir: ./checkpoints, or dir: s3://bucket/runs")
+    if location_problem(checkpoint.local_dir) or checkpoint.local_dir.startswith("s3:"):
+        yield Finding("checkpoint.local_dir", "must be a local path", "local_dir: ./runs")
+
+
 @check("optimizer")
 def betas_in_range(optimizer) -> Iterator[Finding]:
     if not all(0.0 <= beta < 1.0 for beta in optimizer.betas):

@@ -30,6 +30,8 @@ from orchestrator.spec.models import DEFER_CHECKS, RunSpec
 from orchestrator.text import first_line
 
 MAX_SPEC_BYTES = 256 * 1024
+# Fields that hold a credential: only `${env:NAME}` references are accepted there.
+CREDENTIAL_FIELDS = ("storage.access_key_id", "storage.secret_access_key")
 # Deeper nesting has no use in a run spec; bounding it before parsing keeps PyYAML (quadratic in
 # flow nesting, recursive when composing) fast and out of RecursionError.
 MAX_NESTING = 64
@@ -104,6 +106,7 @@ def parse_spec(raw: bytes | str, source: str = "<spec>", overrides: list[str] = 
     for text in overrides:
         reader.apply_override(data, text)
     reader.secret_refs = reader.resolve_env(data)
+    reader.require_references(data, CREDENTIAL_FIELDS)
     reader.raise_if_any()
     spec, sections = _validate(data, reader)
     reader.problems.extend(reader.problem_from_finding(f) for f in run_checks(sections))
@@ -321,6 +324,26 @@ class _Reader:
         for key in [k for k in self.lines if k[: len(path)] == path]:
             del self.lines[key]
         self.overrides[path] = text
+
+    def require_references(self, data: dict, paths: tuple[str, ...]) -> None:
+        """Credentials are written as `${env:NAME}` only: a literal one would be stored with the run's
+        spec and shown wherever the spec is."""
+        for dotted in paths:
+            node: Any = data
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and dotted not in self.secret_refs:
+                path = tuple(dotted.split("."))
+                self.problems.append(
+                    Problem(
+                        dotted,
+                        "a credential must be an environment reference, not the value itself",
+                        self.lines.get(path),
+                        f'write {path[-1]}: "${{env:NAME}}" and export NAME, or leave it out to use '
+                        f"the standard AWS_{path[-1].upper()} variable",
+                        self.overrides.get(path),
+                    )
+                )
 
     def resolve_env(self, data: Any, path: tuple = ()) -> dict[str, str]:
         """Replace `${env:NAME}` in strings by the variable's value; return {dotted path: reference}.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
+from pydantic import AliasChoices, Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
@@ -39,19 +39,82 @@ class ModelSpec(_Section):
     compile: bool = Field(False, description="torch.compile the model (slow first steps, faster later).")
 
 
+class TokenizerSpec(_Section):
+    """Trained here (today's byte-level BPE, on a bounded sample of the corpus), or loaded as is."""
+
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="A pretrained tokenizer used as is: a tokenizer.json, or a Hugging Face tokenizer "
+        "directory holding one. Documents are separated by its end-of-text token (<|endoftext|>, "
+        "eos_token or the tokenizer's own). None: train a BPE tokenizer of model.vocab_size.",
+    )
+    train_sample_mb: float = Field(
+        64.0,
+        gt=0.0,
+        le=1_000_000.0,
+        description="A trained tokenizer learns from at most this much text, taken evenly from every "
+        "part of the corpus.",
+    )
+
+
 class DataSpec(_Section):
     corpus: Literal["python-docs", "files"] = Field(
         "python-docs",
         description="python-docs: the text of Python's bundled documentation (no download); "
-        "files: the plain-text or JSONL files listed in `files`.",
+        "files: the files listed in `files`.",
     )
     files: list[str] = Field(
-        [], description="With corpus: files. Paths or glob patterns, relative to the working directory."
+        [],
+        description="With corpus: files. Paths or glob patterns (relative to the working directory) of "
+        ".txt, .jsonl, .parquet files, their .gz/.zst forms, or directories written by "
+        "datasets.Dataset.save_to_disk.",
     )
-    format: Literal["text", "jsonl"] = Field(
-        "text", description="text: whole files; jsonl: one record a line."
+    format: Literal["auto", "text", "jsonl", "parquet", "hf-dataset"] = Field(
+        "auto",
+        description="auto: by file name (.jsonl, .parquet, a saved dataset's directory; anything else "
+        "is text); text: documents split at blank lines; jsonl: one record a line; parquet: rows; "
+        "hf-dataset: rows of a saved Hugging Face dataset.",
     )
-    jsonl_field: str = Field("text", min_length=1, description="The JSONL field that holds the text.")
+    text_field: str = Field(
+        "text",
+        min_length=1,
+        max_length=256,
+        validation_alias=AliasChoices("text_field", "jsonl_field"),
+        description="The JSONL field, Parquet column or dataset column that holds the text "
+        "(jsonl_field: the older name).",
+    )
+    encoding_errors: Literal["error", "replace"] = Field(
+        "error",
+        description="Bytes that are not UTF-8: error names the file and byte offset; replace "
+        "substitutes U+FFFD and goes on.",
+    )
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    prepared: str | None = Field(
+        None,
+        min_length=1,
+        description="Where the prepared (tokenized, sharded) dataset lives: a local path, a path "
+        "every node mounts, or s3://bucket/prefix. Default: this machine's cache "
+        "(ORCHESTRATOR_CACHE_DIR, else ~/.cache/gpt-orchestrator), which only an embedded Ray "
+        "can use.",
+    )
+    shard_mb: float = Field(
+        64.0,
+        gt=0.0,
+        le=100_000.0,
+        description="Source text per preparation task, and so per shard (compressed files, Parquet "
+        "row groups and dataset files are never split).",
+    )
+    prepare_batch_mb: float = Field(
+        8.0,
+        gt=0.0,
+        le=4096.0,
+        description="Text each preparation task tokenizes at once: its memory is a small multiple of "
+        "this, whatever the size of the corpus or of one line.",
+    )
+    max_files: int = Field(
+        100_000, ge=1, le=10_000_000, description="Refuse globs that match more files than this."
+    )
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 1234
 
@@ -227,12 +290,44 @@ class ReportSpec(_Section):
 
 
 class CheckpointSpec(_Section):
-    dir: str = Field("./checkpoints", description="Each run writes into <dir>/<run name>/.")
+    dir: str = Field(
+        "./checkpoints",
+        description="Each run writes into <dir>/<run name>/: a local path, a path every node mounts, "
+        "or s3://bucket/prefix (any S3-compatible store; see the storage section).",
+    )
+    local_dir: str = Field(
+        "./runs",
+        min_length=1,
+        description="With dir on an object store: the node-local directory of each run's journal, "
+        "logs, status and live report (<local_dir>/<run name>/). Unused when dir is a path.",
+    )
     interval: int | None = Field(
         None, ge=1, description="Save every N optimizer steps (and always at the end); default: end only."
     )
     keep_last: int = Field(2, ge=1, le=1000, description="Complete checkpoints kept, newest first.")
     keep_best: bool = Field(True, description="Also keep the checkpoint with the best evaluation.")
+
+
+class StorageSpec(_Section):
+    """How to reach an object store named by ``s3://`` in checkpoint.dir or data.prepared. Unset fields
+    come from the standard AWS variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY) or profile. Credentials may only be ``${env:NAME}`` references."""
+
+    endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/@]+(:[0-9]+)?/?$",
+        description="The store's S3 endpoint, e.g. http://minio.storage:9000; default: AWS_ENDPOINT_URL.",
+    )
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$", description="Default: AWS_REGION.")
+    access_key_id: str | None = Field(None, min_length=1, description="A ${env:NAME} reference.")
+    secret_access_key: str | None = Field(None, min_length=1, description="A ${env:NAME} reference.")
+    retry_deadline_s: float = Field(
+        300.0,
+        gt=0.0,
+        le=86400.0,
+        description="How long one storage operation keeps retrying while the store is unreachable "
+        "before the run fails.",
+    )
 
 
 class EarlyStoppingSpec(_Section):
@@ -265,6 +360,7 @@ class RunSpec(_Section):
     tracking: TrackingSpec = TrackingSpec()
     report: ReportSpec = ReportSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    storage: StorageSpec = StorageSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
     export: ExportSpec = ExportSpec()
