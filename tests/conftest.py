@@ -25,6 +25,52 @@ TEST_CACHE = tempfile.mkdtemp(prefix="orchestrator-test-cache-")
 os.environ["ORCHESTRATOR_CACHE_DIR"] = TEST_CACHE
 atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
+# The S3-compatible server of the test run: started once by the process that runs pytest (before
+# xdist starts its workers, which inherit these variables), stopped when the run ends.
+S3_ENV_PREFIX = "ORCHESTRATOR_TEST_S3_"
+_S3_SERVER = None
+
+
+def pytest_configure(config):
+    global _S3_SERVER
+    if hasattr(config, "workerinput") or os.environ.get(S3_ENV_PREFIX + "ENDPOINT"):
+        return  # an xdist worker, or a server given from outside
+    from tests.servers import S3Server
+
+    _S3_SERVER = S3Server().start()  # ready in about 10 s, while the first tests run
+    atexit.register(_S3_SERVER.stop)
+    os.environ[S3_ENV_PREFIX + "ENDPOINT"] = _S3_SERVER.endpoint
+    os.environ[S3_ENV_PREFIX + "ACCESS_KEY"] = _S3_SERVER.access_key
+    os.environ[S3_ENV_PREFIX + "SECRET_KEY"] = _S3_SERVER.secret_key
+
+
+def pytest_unconfigure(config):
+    if _S3_SERVER is not None:
+        _S3_SERVER.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The run's S3 server, ready: its bucket exists. ``.env()`` holds the standard AWS variables.
+    Never pause or stop it in a test (other tests use it at the same time): start one of your own."""
+    from tests.servers import S3Server
+
+    prefix = S3_ENV_PREFIX
+    server = S3Server.attached(
+        os.environ[prefix + "ENDPOINT"], os.environ[prefix + "ACCESS_KEY"], os.environ[prefix + "SECRET_KEY"]
+    )
+    return server.wait_ready()
+
+
+@pytest.fixture
+def s3_prefix(s3_server, request) -> str:
+    """A fresh s3:// prefix of the test's own in the run's bucket."""
+    import secrets
+
+    name = request.node.name[:40].replace("[", "-").strip("]")
+    return f"s3://{s3_server.BUCKET}/{name}-{secrets.token_hex(4)}"
+
+
 # `make fuzz` sets this: every property-based test then runs that many examples.
 FUZZ_EXAMPLES = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "0"))
 

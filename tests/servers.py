@@ -167,3 +167,127 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 20) -> None:
         process.wait(10)
     with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
         os.killpg(pgid, signal.SIGKILL)
+
+
+class S3Server:
+    """SeaweedFS (`weed server -s3`) on 127.0.0.1, every listener on a free port, with one identity so
+    that a wrong key is refused. Its telemetry and its extra catalog listeners are off."""
+
+    BUCKET = "orchestrator-tests"
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root or tempfile.mkdtemp(prefix="orchestrator-s3-"))
+        self.port = _weed_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.access_key = "tests-" + secrets.token_hex(4)
+        self.secret_key = secrets.token_hex(16)
+        self._process: subprocess.Popen | None = None
+
+    @classmethod
+    def attached(cls, endpoint: str, access_key: str, secret_key: str) -> S3Server:
+        """A server another process started (the test run's): usable, not stoppable from here."""
+        server = cls.__new__(cls)
+        server.root, server.endpoint, server._process = None, endpoint, None
+        server.port = int(endpoint.rsplit(":", 1)[1])
+        server.access_key, server.secret_key = access_key, secret_key
+        return server
+
+    def env(self) -> dict[str, str]:
+        """The standard variables every client (and every process a test starts) reads."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start(self) -> S3Server:
+        import json
+
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        identity = {
+            "identities": [
+                {
+                    "name": "tests",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        config = self.root / "s3.json"
+        config.write_text(json.dumps(identity))
+        config.chmod(0o600)
+        ports = {name: _weed_port() for name in ("master", "volume", "filer")}
+        command = [
+            str(Path(sys.executable).with_name("weed")), "server",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root / 'data'}",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=50",
+            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+        log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - handed to the child
+        self._process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout_s: float = 90) -> S3Server:
+        """Until a bucket can be created and written (the S3 gateway answers before its filer does)."""
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        deadline, error = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"weed server exited: {(self.root / 'weed.log').read_text()[-3000:]}")
+            try:
+                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                    client.create_bucket(Bucket=self.BUCKET)
+                client.put_object(Bucket=self.BUCKET, Key="ready", Body=b"1")
+                return self
+            except Exception as exc:  # not up yet
+                error = exc
+                time.sleep(0.5)
+        raise RuntimeError(f"the S3 server was not ready after {timeout_s}s: {error}")
+
+    def pause(self) -> None:
+        """Stop answering (SIGSTOP of every process of the server), as a hung store does."""
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self._process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGCONT)
+            stop_process_group(process)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _weed_port() -> int:
+    """A free port P with P + 10000 free too: each SeaweedFS listener puts its gRPC twin there."""
+    import socket
+
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports for SeaweedFS")
