@@ -58,6 +58,11 @@ class Launcher(Protocol):
         """MLflow tags that let ``for_record`` find the job again (nothing secret)."""
         ...
 
+    def piece_runner(self, spec: RunSpec):
+        """A context manager giving the runner (``orchestrator.data.prepare.Runner``) that prepares
+        the spec's data: Ray tasks where the run's Ray is, or on this machine for a detached job."""
+        ...
+
 
 def backends() -> dict[str, str]:
     """Registered backend names and the classes that implement them (``module:Class``)."""

@@ -77,6 +77,13 @@ class RayJobLauncher:
             raise LaunchError(f"run {record.run_id} has no {ADDRESS_TAG} tag: it was not submitted as a job")
         return cls(resolve_references(record.address), address_as_written=record.address)
 
+    def piece_runner(self, spec: RunSpec):
+        """The job reads prepared data: it is prepared here first, on an embedded Ray, into
+        data.prepared (which the cluster must reach)."""
+        from launchers.ray_tasks import task_runner
+
+        return task_runner(spec)
+
     def job_tags(self, handle: JobHandle) -> dict[str, str]:
         return {JOB_ID_TAG: handle.job_id, ADDRESS_TAG: self._address_as_written}
 

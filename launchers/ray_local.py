@@ -20,6 +20,7 @@ times; each new group restores from the latest complete checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -157,6 +158,12 @@ class RayLocalLauncher:
     def job_tags(self, handle: JobHandle) -> dict[str, str]:
         return {}
 
+    def piece_runner(self, spec: RunSpec):
+        """The data is prepared by tasks on the Ray the run trains on (embedded, or the cluster)."""
+        from launchers.ray_tasks import task_runner
+
+        return task_runner(spec, self.address or spec.cluster.address)
+
 
 _FOREGROUND = (
     "a ray-local run runs in the foreground of its `orchestrator submit` (stop it with Ctrl-C); "
@@ -165,22 +172,30 @@ _FOREGROUND = (
 )
 
 
+_PROCESS_TOKEN: list[str] = []  # the path of this process's embedded-Ray token, once made
+
+
 @contextlib.contextmanager
 def private_ray_token() -> Iterator[None]:
-    """A token of the embedded Ray's own, in a file only this user can read, gone after the run.
+    """A token of the embedded Ray's own, in a file only this user can read, gone when the process
+    ends. One per process: Ray reads the token once per process, so a second embedded Ray of the same
+    command (the data's preparation, then the training) must present the same one.
 
     Ray writes the token it generates to ~/.ray/auth_token readable by every user of the machine,
     and whoever holds it can run code through Ray. A token the user set (RAY_AUTH_TOKEN) is kept."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         yield
         return
-    directory = tempfile.mkdtemp(prefix="orchestrator-ray-")  # mode 0700
-    path = os.path.join(directory, "auth_token")
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
+    if not _PROCESS_TOKEN:
+        directory = tempfile.mkdtemp(prefix="orchestrator-ray-")  # mode 0700
+        path = os.path.join(directory, "auth_token")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        _PROCESS_TOKEN.append(path)
     saved = os.environ.get(RAY_AUTH_TOKEN_PATH)
-    os.environ[RAY_AUTH_TOKEN_PATH] = path  # Ray's processes, children of this one, inherit it
+    os.environ[RAY_AUTH_TOKEN_PATH] = _PROCESS_TOKEN[0]  # Ray's processes, children of this one, inherit it
     try:
         yield
     finally:
@@ -188,7 +203,6 @@ def private_ray_token() -> Iterator[None]:
             os.environ.pop(RAY_AUTH_TOKEN_PATH, None)
         else:
             os.environ[RAY_AUTH_TOKEN_PATH] = saved
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def embedded_ray_auth(cluster) -> str:
@@ -319,11 +333,23 @@ def _trainer(plan: Plan, embedded: bool, callbacks=()):
         torch_config=torch_config(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=plan.run_name,
-            storage_path=str(Path(plan.checkpoint_dir) / "ray"),
+            **_ray_storage(plan),
             failure_config=FailureConfig(max_failures=cluster.max_failures),
             callbacks=list(callbacks),
         ),
     )
+
+
+def _ray_storage(plan: Plan) -> dict:
+    """Ray Train's own state beside the run's checkpoints: the same store, the same filesystem object
+    (pyarrow's), so a group restarted on other nodes finds it too."""
+    from orchestrator.storage.store import StoreSettings, open_store
+
+    store = open_store(plan.checkpoint_uri, StoreSettings.from_env(plan.spec.storage))
+    if store.is_local:
+        return {"storage_path": str(Path(plan.checkpoint_dir) / "ray")}
+    filesystem, root = store.filesystem()
+    return {"storage_path": f"{root}/ray", "storage_filesystem": filesystem}
 
 
 def _stop_forwarding_worker_output() -> None:

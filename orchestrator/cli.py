@@ -165,18 +165,52 @@ def cmd_submit(args) -> int:
         print(plan.describe(), flush=True)
         applied = f", with {' '.join(resumed.overrides)}" if resumed.overrides else ""
         print(
-            f"resume     from {resumed.checkpoint.path} (step {resumed.checkpoint.step}{applied})", flush=True
+            f"resume     from {resumed.checkpoint.location} (step {resumed.checkpoint.step}{applied})",
+            flush=True,
         )
     else:
-        plan = lifecycle.plan_run(load_spec(args.spec, args.overrides))
-        if plan.spec.sweep.enabled:
+        spec = load_spec(args.spec, args.overrides)
+        lifecycle.plan_run(spec, data=lifecycle.known_data(spec))  # every check before any work
+        if spec.sweep.enabled:
             log.info("note: submit trains the spec's values; `orchestrator sweep %s` sweeps", args.spec)
-        launcher = launcher_for_spec(plan.spec)  # fails early if the cluster is unreachable
+        launcher = launcher_for_spec(spec)  # fails early if the cluster is unreachable
+        plan = lifecycle.plan_run(spec, data=_prepared(spec, launcher))
         plan = lifecycle.start_run(plan, Path(args.spec).resolve().parent)
         print(plan.describe(), flush=True)
     if launcher.detached:
         return _follow_job(args, plan, launcher, lifecycle.submit_detached(plan, launcher))
     return _run_in_foreground(args, plan, launcher)
+
+
+def _prepared(spec, launcher):
+    """The run's data, prepared first where the launcher says when it is missing or stale."""
+    from orchestrator import lifecycle
+    from orchestrator.lifecycle.data import require_reachable_data
+
+    require_reachable_data(spec)
+    with launcher.piece_runner(spec) as runner:
+        return lifecycle.prepare_data(spec, runner=runner, say=_say)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_prepare(args) -> int:
+    from launchers import launcher_for_spec
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    data = _prepared(spec, launcher_for_spec(spec))
+    print(
+        f"prepared   {data.dataset_uri}: {data.n_documents:,} documents, {data.n_tokens:,} tokens in "
+        f"{data.n_shards} shards; manifest {data.manifest_digest[:16]}"
+    )
+    print(
+        f"           at context {spec.model.context_length}: {data.train_samples:,} training and "
+        f"{data.val_samples:,} validation sequences"
+    )
+    return EXIT_OK
 
 
 def _run_in_foreground(args, plan, launcher) -> int:

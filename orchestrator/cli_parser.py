@@ -84,6 +84,15 @@ def _spec_commands(sub, c) -> None:
             example.format("validate"),
         )
     )
+    _with_spec(
+        _command(
+            sub,
+            "prepare",
+            c.cmd_prepare,
+            "tokenize the spec's corpus into shards (submit does it when they are missing or stale)",
+            "prepare configs/gpt2-124m-zero2-bf16.yaml --set data.prepared=s3://bucket/datasets",
+        )
+    )
     plan = _with_spec(
         _command(
             sub,

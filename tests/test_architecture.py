@@ -2,8 +2,9 @@
 
 The layers, lowest first (a module may import its own layer and the ones below, never above):
 
-    base helpers (errors, text, fsutil, jsonfloat, interrupts)
-    < spec < data < plan < track < report < train < generate/export
+    base helpers (errors, text, fsutil, jsonfloat, interrupts, storage)
+    < spec < data < plan < the documented artifacts (report.artifacts, report.summary: pure writers)
+    < track < report < train < generate/export
     < lifecycle < launchers < sweep < the command line (cli, cli_parser, progress, __main__)
 
 Imports inside functions count too: a lazy import is still a dependency.
@@ -22,10 +23,11 @@ from tests.conftest import REPO
 
 LAYERS = [
     ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
-     "orchestrator.net", "orchestrator.interrupts", "orchestrator"],
+     "orchestrator.net", "orchestrator.interrupts", "orchestrator", "orchestrator.storage"],
     ["orchestrator.spec"],
     ["orchestrator.data"],
     ["orchestrator.plan"],
+    ["orchestrator.report.artifacts", "orchestrator.report.summary"],
     ["orchestrator.track"],
     ["orchestrator.report"],
     ["orchestrator.train"],
@@ -93,7 +95,7 @@ def _existing_module(name: str) -> str:
 
 
 def test_the_layer_rule_catches_an_upward_import():
-    assert layer_of("orchestrator.track.runs") < layer_of("orchestrator.report.live")
+    assert layer_of("orchestrator.track.runs") < layer_of("orchestrator.report.compare")
     assert layer_of("orchestrator.train.worker") < layer_of("launchers.ray_local")
     assert layer_of("orchestrator.lifecycle.run") < layer_of("orchestrator.cli")
 

@@ -88,6 +88,13 @@ class KubernetesLauncher:
     def for_record(cls, record: RunRecord) -> KubernetesLauncher:
         return cls.from_address(record.address or "gpt-orchestrator")
 
+    def piece_runner(self, spec: RunSpec):
+        """The job reads prepared data: it is prepared here first, on an embedded Ray, into
+        data.prepared (which the cluster must reach)."""
+        from launchers.ray_tasks import task_runner
+
+        return task_runner(spec)
+
     def job_tags(self, handle: JobHandle) -> dict[str, str]:
         return {JOB_ID_TAG: handle.job_id, ADDRESS_TAG: self.address}
 

@@ -1,8 +1,5 @@
-"""Corpus, tokenizer and token dataset: prepared once, cached by content hash, shared by all ranks.
+"""The data plane's data half: sources, preparation (tokenizer, pieces, shards, manifest), the dataset
+every rank reads, and the data cursor (the sample order and where training is in it).
 
-May import: the base helpers only.
+May import: the base helpers and the storage layer. Ray only through a runner handed in.
 """
-
-from orchestrator.data.dataset import TokenDataset, prepare_dataset
-
-__all__ = ["TokenDataset", "prepare_dataset"]

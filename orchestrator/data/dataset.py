@@ -1,188 +1,131 @@
-"""Tokenize a corpus once into a cached token file, split it 80/20, and shard it by rank.
+"""A prepared dataset as a rank reads it: fixed-length samples of the train and validation shards.
 
-The token file and the tokenizer are keyed by a hash of the text and the vocabulary size, and
-written atomically (temporary file, then rename), so any number of workers may prepare the same
-dataset at once and all end up reading identical bytes.
+    dataset = TokenDataset.open(plan.data.dataset_uri, plan.data.manifest_digest, context_length=128)
+    rows = dataset.rows("train", [17, 4, 99])       # int64 [3, context_length + 1]
 
-The cache is not trusted blindly: ``manifest.json``, written last, records the SHA-256 of both
-files, the token count and the largest token id. A cache whose files do not match it (truncated,
-emptied, edited, a corrupt tokenizer.json, ids beyond the vocabulary) is rebuilt, with a warning.
+A sample is ``context_length + 1`` consecutive tokens of one shard (inputs plus the shifted targets);
+samples never cross shards and never overlap. The shards come from wherever the dataset lives: a
+local or mounted directory is memory-mapped where it is; a dataset on an object store is copied once
+per node into the node's cache (``ORCHESTRATOR_CACHE_DIR``), each shard checked against the
+manifest's digest, the ranks of a node taking turns through a file lock. No rank ever opens a path
+that only the driver has.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
+import contextlib
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orchestrator.data.corpus import load_corpus
-from orchestrator.errors import PlanError
-from orchestrator.fsutil import atomic_write
-
-SPECIAL_TOKENS = ["<|endoftext|>"]
-MANIFEST = "manifest.json"
-MAX_VOCAB = int(np.iinfo(np.uint16).max) + 1  # the token file holds uint16 ids
-log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    """Where prepared data lives; override with ORCHESTRATOR_CACHE_DIR."""
-    default = Path.home() / ".cache" / "gpt-orchestrator"
-    return Path(os.environ.get("ORCHESTRATOR_CACHE_DIR", default))
+from orchestrator.data.manifest import Manifest, ManifestError, ShardInfo
+from orchestrator.data.shards import file_sha256, open_tokens
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    tokenizer_path: Path
-    tokens_path: Path
-    n_tokens: int
-    vocab_size: int
-
-
-def prepare_dataset(
-    corpus: str, vocab_size: int, cache_dir: Path | None = None, text: str | None = None
-) -> PreparedData:
-    """Train (or reuse) the BPE tokenizer and the token file for a corpus (or the given text of
-    the user's files); idempotent, keyed by the text's hash."""
-    if vocab_size > MAX_VOCAB:
-        raise PlanError(
-            f"model.vocab_size {vocab_size} does not fit the uint16 token file; hint: at most {MAX_VOCAB}"
-        )
-    text = load_corpus(corpus) if text is None else text
-    key = hashlib.sha256(f"{vocab_size}\0{text}".encode()).hexdigest()[:16]
-    folder = (cache_dir or cache_root()) / f"{corpus}-{vocab_size}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
-    manifest = _checked_manifest(folder, vocab_size)
-    if manifest is None:
-        manifest = _build(folder, text, vocab_size)
-    return PreparedData(tok_path, tokens_path, manifest["n_tokens"], vocab_size)
-
-
-def _build(folder: Path, text: str, vocab_size: int) -> dict:
-    """Train the tokenizer, encode the text, and record both in the manifest (written last)."""
-    tok_path, tokens_path = folder / "tokenizer.json", folder / "tokens.u16.bin"
-    atomic_write(tok_path, _train_tokenizer(text, vocab_size).to_str().encode())
-    ids = _encode(tok_path, text)
-    atomic_write(tokens_path, ids.tobytes())
-    manifest = {
-        "tokenizer_sha256": _sha256(tok_path),
-        "tokens_sha256": _sha256(tokens_path),
-        "n_tokens": int(ids.size),
-        "max_id": int(ids.max()) if ids.size else -1,
-        "vocab_size": vocab_size,
-    }
-    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
-    return manifest
-
-
-def _checked_manifest(folder: Path, vocab_size: int) -> dict | None:
-    """The cache's manifest if both files still match it; None (rebuild) otherwise."""
-    if not (folder / MANIFEST).exists():
-        return None  # never prepared here (or by a version that kept no manifest)
-    reason = _cache_problem(folder, vocab_size)
-    if reason:
-        log.warning("the prepared data in %s cannot be used (%s); preparing it again", folder, reason)
-        return None
-    return json.loads((folder / MANIFEST).read_text())
-
-
-def _cache_problem(folder: Path, vocab_size: int) -> str | None:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        n_tokens, max_id = int(manifest["n_tokens"]), int(manifest["max_id"])
-        expected = {
-            "tokenizer.json": manifest["tokenizer_sha256"],
-            "tokens.u16.bin": manifest["tokens_sha256"],
-        }
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its manifest is unreadable"
-    if n_tokens <= 0 or not 0 <= max_id < vocab_size or manifest.get("vocab_size") != vocab_size:
-        return "its manifest does not fit the vocabulary"
-    for name, digest in expected.items():
-        try:
-            if _sha256(folder / name) != digest:
-                return f"{name} changed since it was written"
-        except OSError as exc:
-            return f"{name}: {exc.strerror}"
-    if (folder / "tokens.u16.bin").stat().st_size != 2 * n_tokens:
-        return "the token file has the wrong size"
-    return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _train_tokenizer(text: str, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_paragraphs(text), trainer=trainer)
-    return tokenizer
-
-
-def _paragraphs(text: str):
-    yield from text.split("\n\n")
-
-
-def _encode(tok_path: Path, text: str) -> np.ndarray:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tok_path))
-    eot = tokenizer.token_to_id(SPECIAL_TOKENS[0])
-    ids: list[int] = []
-    for encoding in tokenizer.encode_batch(list(_paragraphs(text))):
-        ids.extend(encoding.ids)
-        ids.append(eot)
-    if tokenizer.get_vocab_size() > np.iinfo(np.uint16).max:
-        raise ValueError("vocab_size above 65535 does not fit the uint16 token file")
-    return np.asarray(ids, dtype=np.uint16)
+class _Split:
+    shards: list[np.ndarray]
+    starts: np.ndarray  # first sample index of each shard (cumulative)
+    total: int
 
 
 class TokenDataset:
-    """Fixed-length blocks of a token file, split deterministically into train and validation.
-
-    A block holds ``context_length + 1`` tokens (inputs plus the shifted targets). Blocks do not
-    overlap, and the split is a seeded permutation of block indices, so it is the same on every rank
-    and every run.
-    """
-
-    def __init__(self, tokens_path: Path, context_length: int, val_fraction: float, seed: int):
-        self.tokens = np.memmap(tokens_path, dtype=np.uint16, mode="r")
+    def __init__(self, manifest: Manifest, paths: dict[str, Path], context_length: int):
+        self.manifest = manifest
         self.block = context_length + 1
-        n_blocks = len(self.tokens) // self.block
-        order = np.random.default_rng(seed).permutation(n_blocks)
-        n_val = max(1, round(n_blocks * val_fraction))
-        self.val_blocks = np.sort(order[:n_val])
-        self.train_blocks = np.sort(order[n_val:])
+        self.opened_files = [str(p) for p in paths.values()]
+        self._splits = {split: self._split(manifest.shards_of(split), paths) for split in ("train", "val")}
 
-    def block_tokens(self, index: int) -> np.ndarray:
-        start = int(index) * self.block
-        return np.asarray(self.tokens[start : start + self.block], dtype=np.int64)
+    def _split(self, shards: list[ShardInfo], paths: dict[str, Path]) -> _Split:
+        arrays = [open_tokens(paths[s.name]) for s in shards]
+        counts = np.array([len(a) // self.block for a in arrays], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        return _Split(arrays, starts, int(starts[-1]))
 
-    def train_shard(self, epoch: int, rank: int, world: int, seed: int) -> np.ndarray:
-        """This rank's train blocks for an epoch: reshuffled each epoch, equal length on every rank."""
-        order = np.random.default_rng([seed, epoch]).permutation(self.train_blocks)
-        usable = len(order) - len(order) % world
-        return order[rank:usable:world]
+    @classmethod
+    def open(
+        cls, uri: str, manifest_digest: str, context_length: int, settings=None, cache_dir: Path | None = None
+    ) -> TokenDataset:
+        from orchestrator.data.prepare import cache_root, read_manifest
+        from orchestrator.storage.store import open_store
 
-    def val_shard(self, rank: int, world: int) -> np.ndarray:
-        return self.val_blocks[rank::world]
+        store = open_store(uri, settings)
+        manifest = read_manifest(store)
+        if manifest is None:
+            raise ManifestError(f"{uri}: no prepared dataset there (no manifest); run `orchestrator prepare`")
+        if manifest_digest and manifest.digest != manifest_digest:
+            raise ManifestError(
+                f"{uri}: the dataset was prepared again since this run was planned (manifest "
+                f"{manifest.digest[:12]}, the run's {manifest_digest[:12]}); hint: resume with the data it "
+                "started on, or start a new run"
+            )
+        if store.is_local:
+            paths = {s.name: store.local_path(s.name) for s in manifest.shards}
+        else:
+            cache = (cache_dir or cache_root()) / "datasets-cache" / manifest.digest[:24]
+            paths = node_copy(store, manifest.shards, cache)
+        return cls(manifest, paths, context_length)
+
+    @property
+    def train_samples(self) -> int:
+        return self._splits["train"].total
+
+    @property
+    def val_samples(self) -> int:
+        return self._splits["val"].total
+
+    def samples(self, split: str) -> int:
+        return self._splits[split].total
+
+    def sample(self, split: str, index: int) -> np.ndarray:
+        part = self._splits[split]
+        shard = int(np.searchsorted(part.starts, index, side="right")) - 1
+        start = (int(index) - int(part.starts[shard])) * self.block
+        return np.asarray(part.shards[shard][start : start + self.block], dtype=np.int64)
+
+    def rows(self, split: str, indices) -> np.ndarray:
+        """The samples ``indices`` of a split as one int64 array [len(indices), context_length + 1]."""
+        out = np.empty((len(indices), self.block), dtype=np.int64)
+        for row, index in enumerate(indices):
+            out[row] = self.sample(split, index)
+        return out
+
+
+def node_copy(store, shards: list[ShardInfo], cache: Path) -> dict[str, Path]:
+    """Every shard in this node's cache, downloaded once and checked against its digest."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / ".lock"):
+        paths = {}
+        for shard in shards:
+            target = cache / shard.name
+            done = target.with_name(target.name + ".verified")
+            if not (done.exists() and target.is_file() and target.stat().st_size == shard.bytes):
+                store.download(shard.name, target)
+                if file_sha256(target) != shard.sha256:
+                    target.unlink(missing_ok=True)
+                    raise ManifestError(
+                        f"{store.describe(shard.name)}: its content does not match the manifest's digest "
+                        "(changed or damaged in the store); hint: prepare the data again"
+                    )
+                done.write_text(shard.sha256)
+            paths[shard.name] = target
+    return paths
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def rank_cache_note(dataset: TokenDataset) -> str:
+    """Where this rank's shards are (for its log): the files it opened."""
+    folders = sorted({os.path.dirname(p) for p in dataset.opened_files})
+    return ", ".join(folders)

@@ -7,6 +7,7 @@ May import: spec, data, plan, track, report, train (checkpoint rules). Never lau
 launcher is handed in (``execute(plan, launcher)``), so every backend goes through the same code.
 """
 
+from orchestrator.lifecycle.data import known_data, prepare_data, recorded_data
 from orchestrator.lifecycle.run import (
     Outcome,
     Resumed,
@@ -30,8 +31,11 @@ __all__ = [
     "execute",
     "existing_plan",
     "finish",
+    "known_data",
     "plan_from_ticket",
     "plan_run",
+    "prepare_data",
+    "recorded_data",
     "reopen_run",
     "resume_command",
     "resume_run",

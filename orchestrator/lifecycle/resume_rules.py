@@ -2,9 +2,11 @@
 
 A resume continues the same optimisation: the steps already trained must mean the same thing, so the
 model, the data, the optimizer, the schedule, the batch, the precision and the step count stay as
-they were. What only changes how the rest is run, watched or kept may change. The worker count and
-the ZeRO stage pass through to the checkpoint check, which refuses a change with the command that
-converts the checkpoint (DeepSpeed's universal checkpoint).
+they were. What only changes how the rest is run, watched or kept may change. The ZeRO stage passes
+through to the checkpoint check (DeepSpeed loads a stage's shards only into the same stage). The
+worker count may change (an elastic resume): gradient accumulation is rescaled so that the global
+batch stays what it was (``elastic_overrides``), and the checkpoint is converted to DeepSpeed's
+universal form by the workers.
 
 >>> check_resume_overrides(["train.eval_interval=50", "cluster.max_failures=2"])
 >>> check_resume_overrides(["optimizer.lr=0.1"])
@@ -43,6 +45,8 @@ SAFE_ON_RESUME = (
     "cluster.placement_timeout_s",
     "cluster.max_failures",
     "cluster.host",
+    "cluster.gpus_per_worker",
+    "storage.retry_deadline_s",
 )
 # Judged against the checkpoint itself (a clear refusal naming the conversion command).
 CHECKED_BY_CHECKPOINT = ("cluster.num_workers", "deepspeed.zero_stage")
@@ -62,3 +66,25 @@ def check_resume_overrides(overrides) -> None:
 
 def _allowed(path: str) -> bool:
     return any(path == safe or path.startswith(safe + ".") for safe in SAFE_ON_RESUME + CHECKED_BY_CHECKPOINT)
+
+
+def elastic_overrides(stored_spec, overrides: list[str], parse) -> list[str]:
+    """``overrides`` plus the gradient accumulation that keeps the stored spec's global batch when
+    they change the worker count; a ResumeError when no whole number of micro batches does.
+    ``parse(overrides)`` gives the spec the overrides make (to read the new worker count)."""
+    changed = parse(overrides)
+    old, new = stored_spec, changed
+    if new.cluster.num_workers == old.cluster.num_workers:
+        return list(overrides)
+    per_pass = new.train.micro_batch_size * new.cluster.num_workers
+    if old.global_batch_size % per_pass:
+        raise ResumeError(
+            f"--set cluster.num_workers={new.cluster.num_workers}: the run's global batch of "
+            f"{old.global_batch_size} sequences is not a whole number of passes of "
+            f"{new.train.micro_batch_size} sequences x {new.cluster.num_workers} workers; the global "
+            "batch (and so the data order and the learning-rate schedule) must stay as it was. Hint: "
+            f"choose a worker count that divides {old.global_batch_size // new.train.micro_batch_size}"
+        )
+    steps = old.global_batch_size // per_pass
+    kept = [text for text in overrides if not text.startswith("train.gradient_accumulation_steps=")]
+    return [*kept, f"train.gradient_accumulation_steps={steps}"]

@@ -19,10 +19,12 @@ from pathlib import Path
 
 from orchestrator.errors import NotFoundError, PlanError, ResumeError, UntrustedInput
 from orchestrator.interrupts import sigterm_as_interrupt
+from orchestrator.lifecycle.data import known_data, recorded_data
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
 from orchestrator.plan import Plan, build_plan, tracking_uri_here
-from orchestrator.plan.plan import checkpoint_root
+from orchestrator.plan.data import DataPlan
+from orchestrator.plan.identity import checkpoint_root, identity_of_record, runs_root
 from orchestrator.spec import RunSpec, parse_spec
 from orchestrator.spec.models import RUN_NAME_PATTERN
 from orchestrator.text import first_line, mask_uri_passwords
@@ -41,7 +43,7 @@ from orchestrator.track.runs import (
     write_run_record,
 )
 from orchestrator.train.checkpoint import CheckpointInfo, check_compatible, latest_complete_checkpoint
-from orchestrator.train.safe_load import require_inside
+from orchestrator.train.safe_load import require_inside, require_under
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,10 @@ class Resumed:
     overrides: tuple[str, ...]  # the `--set` values applied on top of the stored spec
 
 
-def plan_run(spec: RunSpec, cwd: Path | None = None) -> Plan:
-    """The plan of a new run, checked as far as it can be without starting anything."""
-    plan = build_plan(spec, cwd)
+def plan_run(spec: RunSpec, cwd: Path | None = None, data: DataPlan | None = None) -> Plan:
+    """The plan of a new run, checked as far as it can be without starting anything. ``data``: the
+    prepared dataset (``prepare_data``); without it, what is known (``validate``: maybe an estimate)."""
+    plan = build_plan(spec, data or known_data(spec, cwd), None, cwd)
     if spec.deepspeed.raw_config:
         from orchestrator.plan.deepspeed_config import check_with_deepspeed
 
@@ -90,7 +93,7 @@ def start_run(plan: Plan, spec_dir: str | Path = ".", tags: dict[str, str] | Non
 
     if plan.local_run_dir:
         Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    plan = replace(plan, run_id=create_run(plan, spec_dir, tags))
+    plan = plan.with_run_id(create_run(plan, spec_dir, tags))
     if plan.local_run_dir:
         write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan
@@ -109,13 +112,7 @@ def existing_plan(
     stored = read_stored_spec(tracking_uri, record.run_id)
     spec = parse_spec(stored, f"{SPEC_ARTIFACT} of run {record.run_name}", list(overrides))
     _check_run_identity(record, spec, cwd)
-    return replace(
-        build_plan(spec, cwd),
-        run_name=record.run_name,
-        checkpoint_dir=record.checkpoint_dir,
-        tracking_uri=tracking_uri,
-        run_id=record.run_id,
-    )
+    return build_plan(spec, recorded_data(spec, cwd), identity_of_record(record, tracking_uri), cwd)
 
 
 def _check_run_identity(record, spec: RunSpec, cwd: Path | None) -> None:
@@ -126,9 +123,10 @@ def _check_run_identity(record, spec: RunSpec, cwd: Path | None) -> None:
             f"MLflow run {record.run_id} is named {record.run_name!r}, which is not a run name this "
             "orchestrator gives (a directory name)"
         )
-    require_inside(
-        record.checkpoint_dir, checkpoint_root(spec, (cwd or Path.cwd()).resolve()), "run directory"
-    )
+    here = (cwd or Path.cwd()).resolve()
+    require_inside(record.checkpoint_dir, runs_root(spec, here), "run directory")
+    if record.checkpoint_uri and record.checkpoint_uri != record.checkpoint_dir:
+        require_under(record.checkpoint_uri, checkpoint_root(spec, here))
 
 
 def resume_run(
@@ -137,16 +135,31 @@ def resume_run(
     """The same run again (same MLflow run, same directory), from its stored resolved spec plus the
     overrides that are safe to change on resume; refuses the others and what the checkpoint forbids."""
     check_resume_overrides(overrides)
+    overrides = _with_elastic_batch(run_ref, tracking_uri, list(overrides))
     plan = existing_plan(run_ref, tracking_uri, overrides, cwd)
-    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_uri)
     if checkpoint is None:
         raise ResumeError(
-            f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_dir} to resume from; "
+            f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_uri} to resume from; "
             "hint: submit the spec again as a new run, with checkpoint.interval set"
         )
     check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
     _record_resume(plan, overrides)
     return Resumed(plan, checkpoint, tuple(overrides))
+
+
+def _with_elastic_batch(run_ref: str, tracking_uri: str, overrides: list[str]) -> list[str]:
+    """A changed worker count keeps the run's global batch (gradient accumulation rescaled)."""
+    if not any(text.startswith("cluster.num_workers=") for text in overrides):
+        return overrides
+    from orchestrator.lifecycle.resume_rules import elastic_overrides
+
+    record = find_record(tracking_uri, run_ref)
+    stored = read_stored_spec(tracking_uri, record.run_id)
+    source = f"{SPEC_ARTIFACT} of run {record.run_name}"
+    return elastic_overrides(
+        parse_spec(stored, source), overrides, lambda more: parse_spec(stored, source, more)
+    )
 
 
 def reopen_run(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan:
@@ -158,7 +171,7 @@ def reopen_run(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan
     from orchestrator.track.runs import get_run
 
     plan = existing_plan(run_ref, tracking_uri, (), cwd)
-    checkpoint = latest_complete_checkpoint(plan.checkpoint_dir)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_uri)
     if checkpoint is not None:
         check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
     _record_resume(plan, ())

@@ -14,11 +14,12 @@ the cluster (the data are prepared where they are used) with the submitter's run
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from orchestrator.errors import UsageError
 from orchestrator.plan import Plan, build_plan
+from orchestrator.plan.identity import RunIdentity
 from orchestrator.spec import parse_spec, resolve_references
 from orchestrator.track.runs import SPEC_ARTIFACT, write_run_record
 
@@ -31,6 +32,7 @@ class RunTicket:
     checkpoint_dir: str
     tracking_uri: str
     cwd: str | None = None  # where relative paths of the spec (data files) are resolved
+    checkpoint_uri: str | None = None  # where its checkpoints are, when not checkpoint_dir
 
     @classmethod
     def of(cls, plan: Plan, cwd: str | None = None) -> RunTicket:
@@ -42,6 +44,7 @@ class RunTicket:
             as_written(plan.checkpoint_dir),
             as_written(plan.tracking_uri),
             cwd,
+            as_written(plan.checkpoint_uri),
         )
 
     def to_json(self) -> str:
@@ -55,19 +58,27 @@ class RunTicket:
             raise UsageError(f"{path}: not a run ticket ({exc})") from None
 
 
-def plan_from_ticket(ticket: RunTicket) -> Plan:
-    """The run's plan on this machine: the ticket's spec (secrets from this environment), data
-    prepared here, the submitter's run name, directory, tracking store and MLflow run."""
-    spec = parse_spec(ticket.spec, f"{SPEC_ARTIFACT} of run {ticket.run_name}")
-    cwd = Path(ticket.cwd) if ticket.cwd and Path(ticket.cwd).is_dir() else None
-    plan = replace(
-        build_plan(spec, cwd),
-        run_name=resolve_references(ticket.run_name),
-        checkpoint_dir=resolve_references(ticket.checkpoint_dir),
+def identity_from_ticket(ticket: RunTicket) -> RunIdentity:
+    """The submitter's run, as the driver on the cluster sees it (secrets from this environment)."""
+    run_dir = resolve_references(ticket.checkpoint_dir)
+    return RunIdentity(
+        name=resolve_references(ticket.run_name),
+        run_dir=run_dir,
+        checkpoint_uri=resolve_references(ticket.checkpoint_uri) if ticket.checkpoint_uri else run_dir,
         tracking_uri=resolve_references(ticket.tracking_uri),
         run_id=ticket.run_id,
         local_run_dir=True,  # here, on the cluster, the run's directory is at hand
     )
+
+
+def plan_from_ticket(ticket: RunTicket, runner=None) -> Plan:
+    """The run's plan on this machine: the ticket's spec (secrets from this environment), its data
+    (prepared here with ``runner`` if the submitter's is not reachable), the submitter's run."""
+    from orchestrator.lifecycle.data import prepare_data
+
+    spec = parse_spec(ticket.spec, f"{SPEC_ARTIFACT} of run {ticket.run_name}")
+    cwd = Path(ticket.cwd) if ticket.cwd and Path(ticket.cwd).is_dir() else None
+    plan = build_plan(spec, prepare_data(spec, cwd, runner), identity_from_ticket(ticket), cwd)
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan

@@ -1,13 +1,14 @@
 """Turn a RunSpec into a Plan: world size, DeepSpeed config, data, directories, the memory plan.
 
-May import: spec, data. Never the tracker, the worker, launchers or the CLI: a Plan is plain data
+May import: spec, data, storage. Never the tracker, the worker, launchers or the CLI: a Plan is plain data
 that everything above reads.
 """
 
 from orchestrator.errors import NotRunnableHere, PlanError
+from orchestrator.plan.data import DataPlan
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
+from orchestrator.plan.identity import RunIdentity
 from orchestrator.plan.plan import (
-    DataPlan,
     Plan,
     build_plan,
     plan_as_dict,
@@ -20,6 +21,7 @@ __all__ = [
     "NotRunnableHere",
     "Plan",
     "PlanError",
+    "RunIdentity",
     "build_deepspeed_config",
     "build_plan",
     "plan_as_dict",

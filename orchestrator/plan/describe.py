@@ -69,15 +69,30 @@ def describe_plan(plan: Plan) -> str:
         [
             f"run        {plan.run_name}" + (f" (MLflow run {plan.run_id})" if plan.run_id else ""),
             *_engine_lines(spec),
-            f"data       {spec.data.corpus}: {plan.data.n_tokens:,} tokens, "
-            f"{plan.data.train_blocks} train / {plan.data.val_blocks} validation sequences",
+            _data_line(plan),
             f"batch      global {plan.global_batch_size} sequences = {plan.tokens_per_step:,} tokens/step",
             f"steps      {plan.total_steps} ({plan.steps_per_epoch}/epoch, "
             f"{spec.train.epochs} epoch(s){capped})",
             f"artifacts  {plan.checkpoint_dir}",
+            *([f"checkpoints {plan.checkpoint_uri}"] if plan.checkpoint_uri != plan.checkpoint_dir else []),
             f"tracking   {mask_uri_passwords(plan.tracking_uri)} (experiment {plan.experiment_name})",
             *memory,
         ]
+    )
+
+
+def _data_line(plan: Plan) -> str:
+    data, spec = plan.data, plan.spec
+    sizes = f"{data.train_samples:,} train / {data.val_samples:,} validation sequences"
+    if data.estimated:
+        return (
+            f"data       {spec.data.corpus}: not prepared yet; about {data.n_tokens:,} tokens, {sizes} "
+            "(an estimate from the sources' size; `orchestrator prepare` makes it exact) -> "
+            f"{data.dataset_uri}"
+        )
+    return (
+        f"data       {spec.data.corpus}: {data.n_tokens:,} tokens in {data.n_documents:,} documents, "
+        f"{sizes}, {data.n_shards} shards at {data.dataset_uri}"
     )
 
 
@@ -90,7 +105,9 @@ def describe_submit(plan: Plan) -> str:
 
 def submit_steps(plan: Plan) -> list[str]:
     spec, cluster = plan.spec, plan.spec.cluster
+    prepare = [] if not plan.data.estimated else [f"prepare the data into {plan.data.dataset_uri}"]
     return [
+        *prepare,
         f"create {plan.checkpoint_dir}",
         f"create MLflow run {plan.run_name!r} in experiment {plan.experiment_name!r} at "
         f"{mask_uri_passwords(plan.tracking_uri)}",

@@ -11,48 +11,68 @@ is what the run stores as its ``spec.yaml``, and what a resume or a cluster-side
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data.dataset import TokenDataset, prepare_dataset
 from orchestrator.errors import NotRunnableHere, PlanError
+from orchestrator.plan.data import DataPlan
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
+from orchestrator.plan.identity import RunIdentity, new_identity
 from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
 from orchestrator.spec import RunSpec
 from orchestrator.text import mask_uri_passwords
 
 
 @dataclass(frozen=True)
-class DataPlan:
-    tokens_path: str
-    tokenizer_path: str
-    n_tokens: int
-    train_blocks: int
-    val_blocks: int
-
-
-@dataclass(frozen=True)
 class Plan:
     spec: RunSpec
     spec_text: str  # the resolved spec as YAML, secrets as references: the run's spec.yaml
-    run_name: str
-    checkpoint_dir: str
-    tracking_uri: str
+    identity: RunIdentity
     experiment_name: str
     world_size: int
     deepspeed_config: dict[str, Any]
     data: DataPlan
     steps_per_epoch: int
     total_steps: int
-    run_id: str = ""  # filled in once the MLflow run exists
     memory: MemoryPlan | None = None  # the preflight memory estimate per worker
-    local_run_dir: bool = True  # False: checkpoint_dir is a path on the cluster (kubernetes)
     # A sweep trial: every evaluation also goes to `ray.train.report` (on to Ray Tune), never a step.
     report_to_ray: bool = False
+
+    # Who the run is (see orchestrator.plan.identity), read through the plan.
+    @property
+    def run_name(self) -> str:
+        return self.identity.name
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """The run's own directory (journal, logs, status, report; checkpoints too when local)."""
+        return self.identity.run_dir
+
+    @property
+    def checkpoint_uri(self) -> str:
+        """Where the run's checkpoints are: ``checkpoint_dir``, or an object-store prefix."""
+        return self.identity.checkpoint_uri
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.identity.tracking_uri
+
+    @property
+    def run_id(self) -> str:
+        return self.identity.run_id
+
+    @property
+    def local_run_dir(self) -> bool:
+        return self.identity.local_run_dir
+
+    def with_identity(self, identity: RunIdentity) -> Plan:
+        return replace(self, identity=identity)
+
+    def with_run_id(self, run_id: str) -> Plan:
+        return replace(self, identity=self.identity.with_run_id(run_id))
 
     @property
     def spec_sha256(self) -> str:
@@ -73,53 +93,31 @@ class Plan:
         return self.spec.redact(describe_plan(self))
 
 
-def build_plan(spec: RunSpec, cwd: Path | None = None) -> Plan:
+def build_plan(
+    spec: RunSpec, data: DataPlan, identity: RunIdentity | None = None, cwd: Path | None = None
+) -> Plan:
+    """The plan of ``spec`` on ``data`` (a prepared dataset, or an estimate), for ``identity`` (a new
+    run's when not given)."""
     cwd = (cwd or Path.cwd()).resolve()
     check_local_gpus(spec)
-    world = spec.cluster.num_workers
-    prepared = _prepare_data(spec, cwd)
-    dataset = TokenDataset(
-        prepared.tokens_path,
-        spec.model.context_length,
-        spec.data.validation_fraction,
-        spec.data.seed,
-    )
-    steps_per_epoch = _steps_per_epoch(spec, len(dataset.train_blocks))
+    steps_per_epoch = _steps_per_epoch(spec, data.train_samples)
     total = steps_per_epoch * spec.train.epochs
     if spec.train.max_steps is not None:
         total = min(total, spec.train.max_steps)
-    root = checkpoint_root(spec, cwd)
-    run_name = spec.tracking.run_name or _timestamped(spec.name, root)
-    on_cluster = spec.cluster.backend == "kubernetes"  # the run's files live on the cluster's volume
+    if identity is None:
+        identity = new_identity(spec, cwd, resolve_tracking_uri(spec.tracking.uri, cwd))
     return Plan(
         spec=spec,
         spec_text=spec.resolved_text(),
-        run_name=run_name,
-        checkpoint_dir=f"{str(root).rstrip('/')}/{run_name}" if on_cluster else str(root / run_name),
-        local_run_dir=not on_cluster,
-        tracking_uri=resolve_tracking_uri(spec.tracking.uri, cwd),
+        identity=identity,
         experiment_name=spec.tracking.experiment or spec.name,
-        world_size=world,
+        world_size=spec.cluster.num_workers,
         deepspeed_config=build_deepspeed_config(spec),
-        data=DataPlan(
-            tokens_path=str(prepared.tokens_path),
-            tokenizer_path=str(prepared.tokenizer_path),
-            n_tokens=prepared.n_tokens,
-            train_blocks=len(dataset.train_blocks),
-            val_blocks=len(dataset.val_blocks),
-        ),
+        data=data,
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
-        memory=estimate_memory(spec, world, _capacity_per_worker(spec)),
+        memory=estimate_memory(spec, spec.cluster.num_workers, _capacity_per_worker(spec)),
     )
-
-
-def checkpoint_root(spec: RunSpec, cwd: Path) -> Path:
-    """Where the spec's runs keep their directories: ``checkpoint.dir`` (from ``cwd``), or the
-    checkpoint volume's mount path on a Kubernetes cluster."""
-    if spec.cluster.backend == "kubernetes":
-        return Path(spec.kubernetes.checkpoint_mount_path)
-    return (cwd / spec.checkpoint.dir).resolve()
 
 
 def check_local_gpus(spec: RunSpec) -> None:
@@ -144,27 +142,12 @@ def _capacity_per_worker(spec: RunSpec) -> int | None:
     return None
 
 
-def _prepare_data(spec: RunSpec, cwd: Path):
-    from orchestrator.data.corpus import read_files
-
-    data = spec.data
-    if data.corpus != "files":
-        return prepare_dataset(data.corpus, spec.model.vocab_size)
-    try:
-        text = read_files(data.files, data.format, data.text_field, cwd)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # the message names the (resolved) paths
-        raise NotRunnableHere(
-            spec.redact(f"{exc}; hint: check data.files, data.format and data.text_field")
-        ) from None
-    return prepare_dataset("files", spec.model.vocab_size, text=text)
-
-
-def _steps_per_epoch(spec: RunSpec, train_blocks: int) -> int:
+def _steps_per_epoch(spec: RunSpec, train_samples: int) -> int:
     per_step = spec.global_batch_size
-    steps = train_blocks // per_step
+    steps = train_samples // per_step
     if steps < 1:
         raise PlanError(
-            f"the training split has {train_blocks} sequences of {spec.model.context_length + 1} "
+            f"the training split has {train_samples} sequences of {spec.model.context_length + 1} "
             f"tokens, fewer than one global batch ({per_step}); hint: lower "
             "train.micro_batch_size, train.gradient_accumulation_steps or cluster.num_workers"
         )
@@ -187,20 +170,13 @@ def resolve_tracking_uri(uri: str | None, cwd: Path) -> str:
     return uri
 
 
-def _timestamped(name: str, parent: Path) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, n = f"{name}-{stamp}", 1
-    while (parent / candidate).exists():
-        n += 1
-        candidate = f"{name}-{stamp}-{n}"
-    return candidate
-
-
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data; the spec part shows secrets as their references."""
     data = asdict(plan)
     data["spec"] = plan.spec.public_dump()
+    data.update(data.pop("identity"))
     data["tracking_uri"] = mask_uri_passwords(plan.tracking_uri)
+    data["run_name"] = data.pop("name")
     del data["spec_text"]  # the same spec, as YAML
     data["spec_sha256"] = plan.spec_sha256
     data["global_batch_size"] = plan.global_batch_size

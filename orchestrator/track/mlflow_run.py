@@ -16,6 +16,8 @@ from orchestrator.text import mask_uri_passwords
 from orchestrator.track.runs import (
     BACKEND_TAG,
     CHECKPOINT_DIR_TAG,
+    CHECKPOINT_URI_TAG,
+    DATASET_TAG,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     GIT_COMMIT_TAG,
@@ -71,6 +73,9 @@ def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = N
             "plan.total_steps": plan.total_steps,
             "plan.steps_per_epoch": plan.steps_per_epoch,
             "plan.dataset_tokens": plan.data.n_tokens,
+            "plan.dataset_documents": plan.data.n_documents,
+            "plan.train_samples": plan.data.train_samples,
+            "plan.val_samples": plan.data.val_samples,
         }
     )
     items = [Param(k, str(v)) for k, v in sorted(params.items())]
@@ -94,6 +99,8 @@ def training_experiment(mlflow, name: str) -> str:
 def run_tags(plan, spec_dir: str | Path) -> dict[str, str]:
     tags = {
         CHECKPOINT_DIR_TAG: plan.checkpoint_dir,
+        CHECKPOINT_URI_TAG: plan.checkpoint_uri,
+        DATASET_TAG: plan.data.manifest_digest,
         SPEC_SHA256_TAG: plan.spec_sha256,
         BACKEND_TAG: plan.spec.cluster.backend,
         WORLD_SIZE_TAG: str(plan.world_size),

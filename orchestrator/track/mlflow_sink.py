@@ -1,6 +1,7 @@
-"""Metric events -> the journal (at once, locally) -> MLflow (batched, on a background thread).
+"""Metric points -> MLflow (batched, on a background thread). In a run it sits behind the journal
+(``orchestrator.track.pipeline``), which has written every point before it gets here.
 
-``write`` never waits for the network: it appends the points to the rank-0 journal and queues them.
+``write`` never waits for the network: it queues the points.
 A daemon thread sends the queue in batches of at most ``MAX_METRICS_PER_BATCH`` (MLflow's per-request
 limit). When MLflow is unreachable it keeps the points and tries again with a growing pause, so an
 outage costs the training loop nothing; once MLflow is back everything queued goes out. Points that
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.text import first_line, mask_uri_passwords
 from orchestrator.track.events import MetricEvent
-from orchestrator.track.journal import MetricJournal, MetricPoint
+from orchestrator.track.journal import MetricPoint
 from orchestrator.track.mlflow_run import MAX_METRICS_PER_BATCH, client, log_points
 
 
@@ -39,19 +40,14 @@ class MlflowSink:
         self,
         tracking_uri: str,
         run_id: str,
-        journal: MetricJournal | None = None,
         settings: SinkSettings = SinkSettings(),
         say: Callable[[str], None] = lambda line: print(line, flush=True),
     ):
-        self._journal = journal
         self._sender = _Sender(tracking_uri, run_id, settings, say)
         self._sender.start()
 
     def write(self, events: list[MetricEvent]) -> None:
-        points = stamp(events)
-        if self._journal is not None:
-            self._journal.append(points)
-        self.write_points(points)
+        self.write_points(stamp(events))
 
     def write_points(self, points: list[MetricPoint]) -> None:
         """Send points stamped (and journaled) elsewhere exactly as they are."""
@@ -67,10 +63,8 @@ class MlflowSink:
         return self._sender.sent >= target
 
     def close(self) -> None:
-        """Deliver what is queued (up to ``drain_timeout_s``), then close the journal."""
+        """Deliver what is queued (up to ``drain_timeout_s``)."""
         self._sender.finish()
-        if self._journal is not None:
-            self._journal.close()
 
     @property
     def sent(self) -> int:

@@ -24,6 +24,8 @@ from orchestrator.text import first_line, mask_uri_passwords
 
 # Tags the orchestrator sets on every run it creates.
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"  # where the run's files are (absolute path)
+CHECKPOINT_URI_TAG = "orchestrator.checkpoint_uri"  # where its checkpoints are (a path or s3:// prefix)
+DATASET_TAG = "orchestrator.dataset"  # the prepared dataset's manifest digest
 SPEC_SHA256_TAG = "orchestrator.spec_sha256"  # hash of the stored resolved spec.yaml
 BACKEND_TAG = "orchestrator.backend"
 WORLD_SIZE_TAG = "orchestrator.world_size"
@@ -108,6 +110,7 @@ class RunRecord:
     backend: str
     checkpoint_dir: str
     mlflow_status: str
+    checkpoint_uri: str
     job_id: str
     address: str
 
@@ -126,6 +129,7 @@ class RunRecord:
             backend=tags.get(BACKEND_TAG, ""),
             checkpoint_dir=tags.get(CHECKPOINT_DIR_TAG, ""),
             mlflow_status=run.info.status,
+            checkpoint_uri=tags.get(CHECKPOINT_URI_TAG, tags.get(CHECKPOINT_DIR_TAG, "")),
             job_id=tags.get(JOB_ID_TAG, ""),
             address=tags.get(ADDRESS_TAG, ""),
         )

@@ -11,7 +11,7 @@ write everything and close its sink; if the training process dies, the child see
 input and does the same.
 
 >>> from functools import partial
->>> from orchestrator.report.live import LiveArtifacts
+>>> from orchestrator.track.live_report import LiveArtifacts
 >>> sink = ChildProcessSink(partial(LiveArtifacts, "/tmp/run", ("json",)))  # doctest: +SKIP
 """
 
@@ -55,6 +55,8 @@ class ChildProcessSink:
 
     def write(self, events: list[MetricEvent]) -> None:
         self._outbox.put(list(events))
+
+    write_points = write  # what the journal hands on: stamped points, pickled alike
 
     def close(self) -> None:
         """Wait until the child has written everything and closed its sink."""

@@ -1,83 +1,100 @@
-"""Checkpoints that are visible only when complete, and the automatic restore that trusts only those.
+"""Which checkpoints of a run exist, and which one counts: the one place that decides "latest
+complete", over the storage layer (a local or mounted directory, or an object store).
 
-Layout of a run directory::
+Layout of a run's checkpoints (``plan.checkpoint_uri``)::
 
-    <checkpoint dir>/<run>/
-        step-<N>/                DeepSpeed ``save_checkpoint`` output (ZeRO shards of every rank)
-        step-<N>/COMPLETE.json   written atomically LAST, after every rank finished writing
-        latest                   "step-<N>" of the newest complete checkpoint (a convenience)
-        best                     "step-<N>" of the complete checkpoint with the best evaluation
+    step-<N>/                     DeepSpeed ``save_checkpoint`` output (ZeRO shards of every rank)
+    step-<N>/uploaded-rank-<r>.json   on an object store: rank r's files are all there (name -> size, sha256)
+    step-<N>/COMPLETE.json        written LAST, after every rank's shards are stored
+    step-<N>_universal/           DeepSpeed's universal form of step-<N> (an elastic resume made it)
+    latest, best                  "step-<N>" of the newest / best complete checkpoint (a convenience)
 
-Only a directory holding ``COMPLETE.json`` counts: a kill at any moment of a save leaves at worst a
-directory without the marker, which ``latest_complete_checkpoint`` ignores. Pruning removes the marker
-first for the same reason.
+Only a folder holding ``COMPLETE.json`` counts: a kill at any moment of a save or an upload leaves at
+worst a folder without it, which nothing loads. Pruning removes the marker first for the same reason.
 
 >>> latest_complete_checkpoint("checkpoints/quickstart-20250101-120000")  # doctest: +SKIP
-CheckpointInfo(path=PosixPath('.../step-415'), step=415, world_size=2, ...)
+CheckpointInfo(location='.../step-415', step=415, world_size=2, ...)
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ResumeError
-from orchestrator.fsutil import atomic_write
 
 MARKER = "COMPLETE.json"
 LATEST = "latest"
 BEST = "best"
+UNIVERSAL_SUFFIX = "_universal"
+UPLOADED = "uploaded-rank-{rank}.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# ZeRO stages DeepSpeed's universal checkpoint converts (ds_to_universal) and loads at another world
+# size; stage 0 keeps the whole optimizer state in one file that loads at any world size.
+ELASTIC_STAGES = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What the completion marker records about a checkpoint."""
 
-    path: Path
+    location: str  # the checkpoint's folder: a path, or an s3:// URI
     step: int
     world_size: int
     zero_stage: int
     metric: str | None = None
     metric_value: float | None = None
     higher_is_better: bool = False
+    files: dict[str, Any] = field(default_factory=dict)  # on an object store: name -> {size, sha256}
 
     @property
     def tag(self) -> str:
-        return self.path.name
+        return self.location.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path:
+        """The folder on this machine (for a checkpoint in a local or mounted directory)."""
+        return Path(self.location)
 
 
 def step_tag(step: int) -> str:
     return f"step-{step}"
 
 
-def complete_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
-    """Every complete checkpoint of a run, oldest first."""
+def _store(where):
+    from orchestrator.storage.store import Store, open_store
+
+    return where if isinstance(where, Store) else open_store(str(where))
+
+
+def complete_checkpoints(where) -> list[CheckpointInfo]:
+    """Every complete checkpoint of a run (a path, a URI or a ``Store``), oldest first."""
+    store = _store(where)
     found = []
-    root = Path(run_dir)
-    if not root.is_dir():
-        return []
-    for child in root.iterdir():
-        if _STEP_DIR.match(child.name) and (child / MARKER).is_file():
-            info = _read_marker(child)
+    for entry in store.list(recursive=True):
+        parts = entry.path.split("/")
+        if len(parts) == 2 and parts[1] == MARKER and _STEP_DIR.match(parts[0]):
+            info = _read_marker(store, parts[0])
             if info is not None:
                 found.append(info)
     return sorted(found, key=lambda info: info.step)
 
 
-def latest_complete_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
+def latest_complete_checkpoint(where) -> CheckpointInfo | None:
     """The newest checkpoint that was written completely, or None."""
-    checkpoints = complete_checkpoints(run_dir)
+    checkpoints = complete_checkpoints(where)
     return checkpoints[-1] if checkpoints else None
 
 
-def best_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
+def best_checkpoint(where) -> CheckpointInfo | None:
     """The complete checkpoint whose last evaluation was best; the latest if none was evaluated."""
-    checkpoints = complete_checkpoints(run_dir)
+    return _best(complete_checkpoints(where))
+
+
+def _best(checkpoints: list[CheckpointInfo]) -> CheckpointInfo | None:
     scored = [c for c in checkpoints if c.metric_value is not None]
     if not scored:
         return checkpoints[-1] if checkpoints else None
@@ -86,82 +103,95 @@ def best_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
     return min(reversed(scored), key=lambda c: sign * c.metric_value)
 
 
-def _read_marker(path: Path) -> CheckpointInfo | None:
+def _read_marker(store, tag: str) -> CheckpointInfo | None:
     try:
-        fields = json.loads((path / MARKER).read_text())
-        return CheckpointInfo(path=path, **fields)
+        fields = json.loads(store.read_bytes(f"{tag}/{MARKER}"))
+        info = CheckpointInfo(location=store.child(tag).uri, **fields)
+        int(info.step), int(info.world_size), int(info.zero_stage)
+        if info.metric_value is not None:
+            float(info.metric_value)
+        return info
     except (OSError, ValueError, TypeError):
-        return None  # unreadable marker: treat as incomplete rather than guess
+        return None  # unreadable or hand-edited marker: treat as incomplete rather than guess
 
 
-def write_marker(info: CheckpointInfo) -> None:
+def marker_payload(info: CheckpointInfo) -> bytes:
     fields = asdict(info)
-    del fields["path"]
-    atomic_write(info.path / MARKER, json.dumps(fields, indent=2).encode())
+    del fields["location"]
+    return json.dumps(fields, indent=2).encode()
 
 
-def publish(run_dir: Path, info: CheckpointInfo, keep_last: int, keep_best: bool) -> None:
-    """Rank 0, after every rank saved: mark complete, move the pointers, prune old checkpoints."""
-    write_marker(info)
-    atomic_write(run_dir / LATEST, info.tag.encode())
-    best = best_checkpoint(run_dir)
+def publish(where, info: CheckpointInfo, keep_last: int, keep_best: bool) -> None:
+    """After every rank's shards are stored: mark complete, move the pointers, prune old ones."""
+    store = _store(where)
+    store.write_bytes(f"{info.tag}/{MARKER}", marker_payload(info))
+    checkpoints = complete_checkpoints(store)
+    store.write_bytes(LATEST, info.tag.encode())
+    best = _best(checkpoints)
     if best is not None:
-        atomic_write(run_dir / BEST, best.tag.encode())
-    prune(run_dir, keep_last, best if keep_best else None)
+        store.write_bytes(BEST, best.tag.encode())
+    prune(store, keep_last, best if keep_best else None, checkpoints)
 
 
-def prune(run_dir: Path, keep_last: int, best: CheckpointInfo | None) -> list[Path]:
+def prune(where, keep_last: int, best: CheckpointInfo | None, checkpoints=None) -> list[str]:
     """Delete complete checkpoints beyond the newest ``keep_last`` (sparing the best one), and
-    incomplete directories older than the newest complete checkpoint (leftovers of a kill)."""
-    checkpoints = complete_checkpoints(run_dir)
-    keep = {c.path for c in checkpoints[-keep_last:]}
+    incomplete folders older than the newest complete checkpoint (leftovers of a kill)."""
+    store = _store(where)
+    checkpoints = complete_checkpoints(store) if checkpoints is None else checkpoints
+    keep = {c.tag for c in checkpoints[-keep_last:]}
     if best is not None:
-        keep.add(best.path)
+        keep.add(best.tag)
     newest = checkpoints[-1].step if checkpoints else -1
+    complete = {c.tag for c in checkpoints}
     removed = []
-    for child in Path(run_dir).iterdir():
-        match = _STEP_DIR.match(child.name)
-        if not match or child in keep:
+    for tag in _step_folders(store):
+        base = tag.removesuffix(UNIVERSAL_SUFFIX)
+        if base in keep:
             continue
-        if (child / MARKER).is_file() or int(match.group(1)) < newest:
-            remove_checkpoint(child)
-            removed.append(child)
+        if base in complete or int(_STEP_DIR.match(base).group(1)) < newest:
+            remove_checkpoint(store, tag)
+            removed.append(tag)
     return removed
 
 
-def remove_checkpoint(path: Path) -> None:
-    # The marker goes first: a kill during rmtree must not leave a "complete" half-deleted checkpoint.
-    (path / MARKER).unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)
+def _step_folders(store) -> list[str]:
+    folders = set()
+    for entry in store.list(recursive=True):
+        top = entry.path.split("/", 1)[0]
+        if _STEP_DIR.match(top.removesuffix(UNIVERSAL_SUFFIX)):
+            folders.add(top)
+    return sorted(folders)
 
 
-def remove_incomplete(run_dir: Path, after_step: int) -> None:
-    """Directories of saves that never completed, newer than the checkpoint we restore from."""
-    if not Path(run_dir).is_dir():
-        return
-    for child in Path(run_dir).iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and int(match.group(1)) > after_step and not (child / MARKER).is_file():
-            remove_checkpoint(child)
+def remove_checkpoint(where, tag: str) -> None:
+    # The marker goes first: a kill while deleting must not leave a "complete" half-deleted checkpoint.
+    store = _store(where)
+    store.delete(f"{tag}/{MARKER}")
+    store.delete_tree(tag)
+
+
+def remove_incomplete(where, after_step: int) -> None:
+    """Folders of saves that never completed, newer than the checkpoint we restore from."""
+    store = _store(where)
+    for tag in _step_folders(store):
+        base = tag.removesuffix(UNIVERSAL_SUFFIX)
+        if int(_STEP_DIR.match(base).group(1)) > after_step and not store.exists(f"{base}/{MARKER}"):
+            remove_checkpoint(store, tag)
 
 
 def check_compatible(info: CheckpointInfo, world_size: int, zero_stage: int) -> None:
     """Refuse, before training, a restore DeepSpeed would do wrongly or not at all."""
-    if info.world_size != world_size:
-        raise ResumeError(
-            f"checkpoint {info.path} was written by {info.world_size} workers, but this run has "
-            f"{world_size}: ZeRO shards (and the data order, which depends on the global batch) do not "
-            f"carry over. Resume with cluster.num_workers: {info.world_size}. To reshard the optimizer "
-            "state for another worker count, convert it with DeepSpeed's universal checkpoint tool "
-            f"(`python -m deepspeed.checkpoint.ds_to_universal --input_folder {info.path} --output_folder "
-            f"{info.path}_universal --inject_missing_state`) and load it with DeepSpeed's "
-            '"checkpoint": {"load_universal": true}; this orchestrator does not resume from it by itself'
-        )
     if info.zero_stage != zero_stage:
         raise ResumeError(
-            f"checkpoint {info.path} was written with ZeRO stage {info.zero_stage}, but this run uses "
-            f"stage {zero_stage}; DeepSpeed cannot load one stage's shards into another. Resume with "
-            f"deepspeed.zero_stage: {info.zero_stage}"
+            f"checkpoint {info.location} was written with ZeRO stage {info.zero_stage}, but this run uses "
+            f"stage {zero_stage}; DeepSpeed loads one stage's shards only into the same stage (its "
+            f"universal checkpoint too). Resume with deepspeed.zero_stage: {info.zero_stage}"
+        )
+    if info.world_size != world_size and info.zero_stage not in ELASTIC_STAGES:
+        raise ResumeError(
+            f"checkpoint {info.location} was written by {info.world_size} workers and ZeRO stage "
+            f"{info.zero_stage} cannot be resharded for {world_size}; resume with cluster.num_workers: "
+            f"{info.world_size}"
         )
 
 

@@ -13,26 +13,6 @@ import math
 from orchestrator.track.events import MetricEvent
 
 
-def batches(dataset, blocks, micro: int, device):
-    """(inputs, targets) micro batches of whole blocks, in order."""
-    import numpy as np
-
-    for start in range(0, len(blocks) - micro + 1, micro):
-        rows = np.stack([dataset.block_tokens(i) for i in blocks[start : start + micro]])
-        batch = to_device(rows, device)
-        yield batch[:, :-1], batch[:, 1:]
-
-
-def to_device(rows, device):
-    """A host array on ``device``; to a GPU through pinned memory, without waiting for the copy."""
-    import torch
-
-    batch = torch.from_numpy(rows)
-    if getattr(device, "type", str(device)) == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
-    return batch.to(device)
-
-
 def compute_loss(engine, inputs, targets):
     """Mean next-token cross-entropy (in fp32 whatever the precision) and the logits."""
     from torch.nn import functional as F
@@ -42,16 +22,21 @@ def compute_loss(engine, inputs, targets):
     return loss, logits
 
 
-def evaluate(plan, engine, dataset, device, step: int) -> list[MetricEvent]:
-    """``train.eval_batches`` micro batches of each rank's validation shard."""
-    import torch.distributed as dist
+def evaluation_ids(plan, dataset, world: int):
+    """The fixed sample of periodic evaluations: ``eval_batches`` micro batches per rank, drawn once
+    (seeded) from the whole validation split, so every evaluation estimates the whole split's loss
+    on the same samples."""
+    from orchestrator.data.cursor import evaluation_sample
 
-    micro, world = plan.spec.train.micro_batch_size, dist.get_world_size()
-    wanted = plan.spec.train.eval_batches * micro
-    longest = len(dataset.val_shard(0, world))  # rank 0's shard is never shorter than another's
-    n_batches = math.ceil(min(wanted, longest) / micro)
-    blocks = dataset.val_shard(dist.get_rank(), world)[:wanted]
-    loss, accuracy, _ = validation_totals(engine, dataset, blocks, micro, n_batches, device)
+    train = plan.spec.train
+    return evaluation_sample(
+        dataset.val_samples, train.eval_batches * train.micro_batch_size * world, plan.spec.data.seed
+    )
+
+
+def evaluate(plan, engine, dataset, device, step: int, ids) -> list[MetricEvent]:
+    """Loss, perplexity and accuracy on ``ids`` (see ``evaluation_ids``), each rank a part."""
+    loss, accuracy, _ = _over(plan, engine, dataset, device, ids)
     return [
         MetricEvent("val_loss", loss, step),
         MetricEvent("val_perplexity", perplexity(loss), step),
@@ -61,12 +46,17 @@ def evaluate(plan, engine, dataset, device, step: int) -> list[MetricEvent]:
 
 def evaluate_whole_split(plan, engine, dataset, device) -> tuple[float, float, int]:
     """(mean loss, accuracy, tokens) over every validation sequence, each counted once."""
+    import numpy as np
+
+    return _over(plan, engine, dataset, device, np.arange(dataset.val_samples))
+
+
+def _over(plan, engine, dataset, device, ids) -> tuple[float, float, int]:
     import torch.distributed as dist
 
     micro, world = plan.spec.train.micro_batch_size, dist.get_world_size()
-    n_batches = math.ceil(len(dataset.val_shard(0, world)) / micro)
-    blocks = dataset.val_shard(dist.get_rank(), world)
-    return validation_totals(engine, dataset, blocks, micro, n_batches, device)
+    n_batches = math.ceil(len(ids[0::world]) / micro)  # rank 0's part is never shorter than another's
+    return validation_totals(engine, dataset, ids[dist.get_rank() :: world], micro, n_batches, device)
 
 
 def validation_totals(
@@ -97,16 +87,17 @@ def validation_totals(
 
 def _padded_batches(dataset, blocks, micro: int, n_batches: int, device):
     """(inputs, targets, real rows) for exactly ``n_batches`` batches of ``micro`` rows; rows past the
-    end of ``blocks`` repeat its first block (or block 0) and are not real."""
-    import numpy as np
+    end of ``blocks`` repeat its first sample (or sample 0) and are not real."""
     import torch
 
-    filler = blocks[0] if len(blocks) else dataset.val_blocks[0]
+    from orchestrator.train.batches import to_device
+
+    filler = blocks[0] if len(blocks) else 0
     for start in range(0, n_batches * micro, micro):
         chosen = list(blocks[start : start + micro])
         real = torch.tensor([True] * len(chosen) + [False] * (micro - len(chosen)), device=device)
-        rows = np.stack([dataset.block_tokens(i) for i in chosen + [filler] * (micro - len(chosen))])
-        batch = to_device(rows, device)
+        rows = dataset.rows("val", chosen + [filler] * (micro - len(chosen)))
+        batch = to_device(torch.from_numpy(rows), device)
         yield batch[:, :-1], batch[:, 1:], real
 
 

@@ -1,15 +1,18 @@
-"""The training loop: micro batches -> optimizer steps -> logging, evaluation, early stopping and
-checkpoints, all at step boundaries so a checkpoint always describes a clean point to resume from.
+"""The training loop, one optimizer step at a time (``train_step``, top to bottom): this rank's micro
+batches of the next global batch, the optimizer step at DeepSpeed's accumulation boundary, then the
+hooks in order: log, evaluate, decide on early stopping, checkpoint. Everything happens at step
+boundaries, so a checkpoint always describes a clean point to resume from.
 
-The data position is the number of micro batches of this rank's shard consumed in the current epoch;
-each epoch's shard is a seeded permutation, so a resumed run continues exactly where it stopped.
+The data position is the ``DataCursor`` (epoch, samples of it consumed by all ranks together); the
+sample order depends on the seed and the epoch only, so a resumed run, on any number of workers with
+the same global batch, continues exactly where it stopped.
 
-The step itself has no collective and no host synchronisation of its own: losses are summed on the
-engine's device and read once per logging step, in the one all-reduce that averages them over the
-ranks. A NaN/inf loss makes that sum non-finite, so with ``nan_policy: stop`` it is found there (or
-before a checkpoint between logging steps) and the run stops before anything is saved; only
-``nan_policy: skip`` checks every micro batch on every rank, because skipping must be agreed on
-before the backward pass.
+The step has no collective and no host synchronisation of its own: losses are summed on the engine's
+device and read once per logging step, in the one all-reduce that averages them over the ranks. A
+NaN/inf loss makes that sum non-finite, so with ``nan_policy: stop`` it is found there (or before a
+checkpoint between logging steps) and the run stops before anything is saved; only ``nan_policy:
+skip`` checks every micro batch on every rank, because skipping must be agreed on before the backward
+pass.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.data.cursor import DataCursor
 from orchestrator.errors import OrchestratorError
 from orchestrator.text import format_duration
 from orchestrator.track import startup
-from orchestrator.track.events import MetricEvent, MetricSink
-from orchestrator.train import resume
+from orchestrator.track.events import MetricEvent
+from orchestrator.train.batches import to_device
 from orchestrator.train.early_stopping import EarlyStopping
-from orchestrator.train.evaluate import batches, compute_loss, evaluate, evaluate_whole_split, perplexity
+from orchestrator.train.evaluate import compute_loss, evaluate, evaluate_whole_split, perplexity
 from orchestrator.train.state import TrainingState
 
 if TYPE_CHECKING:
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 
     from orchestrator.data.dataset import TokenDataset
     from orchestrator.plan import Plan
+    from orchestrator.track.pipeline import MetricsPipeline
+    from orchestrator.train.batches import BatchFeeder
+    from orchestrator.train.checkpoint_manager import CheckpointManager
 
 
 class NonFiniteLossError(OrchestratorError):
@@ -48,6 +55,8 @@ class Window:
     loss_sum: Any = 0.0  # a tensor on the engine's device once a micro batch was added
     micro_batches: int = 0
     tokens: int = 0
+    steps: int = 0
+    data_s: float = 0.0  # waited for batches
     start: float = field(default_factory=time.perf_counter)
     paused_s: float = 0.0  # spent evaluating and checkpointing: not training time
 
@@ -68,27 +77,70 @@ class Session:
     rank: int
     world: int
     stopper: EarlyStopping
-    sinks: list[MetricSink] = field(default_factory=list)
+    cursor: DataCursor
+    feeder: BatchFeeder
+    checkpoints: CheckpointManager
+    eval_ids: Any
+    sinks: MetricsPipeline | None = None
     state: TrainingState = field(default_factory=TrainingState)
     window: Window = field(default_factory=Window)
     started: float = field(default_factory=time.perf_counter)
     start_step: int = 0
     stop_reason: str | None = None
-    micro_in_step: int = 0  # micro batches of the optimizer step under way
+
+    def state_dicts(self) -> dict[str, Any]:
+        """Everything of the orchestrator's that a checkpoint holds (DeepSpeed saves its own)."""
+        return {
+            "training": self.state.state_dict(),
+            "cursor": self.cursor.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+        }
+
+    def load_state_dicts(self, saved: dict[str, Any]) -> None:
+        self.state.load_state_dict(saved["training"])
+        self.cursor.load_state_dict(saved["cursor"])
+        self.stopper.load_state_dict(saved["early_stopping"])
 
 
 def run(session: Session) -> None:
-    """Train until the planned number of steps, or until early stopping says so; then validate on
-    the whole validation split."""
+    """Train until the planned number of steps, or until early stopping says so; wait for the last
+    checkpoint's upload; then validate on the whole validation split."""
     session.start_step = session.state.step
     session.window = Window(first_step=session.state.step + 1)
     while session.stop_reason is None and session.state.step < session.plan.total_steps:
-        train_epoch(session)
+        train_step(session)
+    session.checkpoints.wait()
+    _report_upload(session)
     final_validation(session)
 
 
+def train_step(s: Session) -> None:
+    """One optimizer step: forward and backward over this rank's micro batches, DeepSpeed's step at
+    the accumulation boundary, the cursor past the global batch, then the hooks."""
+    accumulation = s.plan.spec.train.gradient_accumulation_steps
+    lr = s.engine.get_lr()[0]  # the rate this optimizer step applies
+    for _ in range(accumulation):
+        batch, _ids, waited = s.feeder.next()
+        s.window.data_s += waited
+        batch = to_device(batch, s.device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        loss, _ = compute_loss(s.engine, inputs, targets)
+        if s.plan.spec.train.nan_policy == "skip" and _nonfinite_on_any_rank(loss):
+            _skip_or_stop(s)  # (accumulation is 1 with skip: the whole step is dropped)
+            s.cursor.advance(s.feeder.feed.global_batch)
+            return
+        s.engine.backward(loss)
+        s.engine.step()  # DeepSpeed applies the update at the accumulation boundary
+        s.window.add(loss, inputs.numel())
+    epoch = s.cursor.epoch  # the epoch this step belongs to, before the cursor may move past it
+    epoch_end = s.cursor.advance(s.feeder.feed.global_batch)
+    s.state.step += 1
+    s.window.steps += 1
+    after_step(s, lr, epoch, epoch_end)
+
+
 def final_validation(s: Session) -> None:
-    """Periodic evaluations see ``eval_batches`` micro batches per rank; the final one sees every
+    """Periodic evaluations see a fixed sample of the validation split; the final one sees every
     validation sequence once: ``final_val_loss``, ``final_val_perplexity``, ``final_val_accuracy``
     and ``final_eval_seconds``, at the last step."""
     started = time.perf_counter()
@@ -105,63 +157,11 @@ def final_validation(s: Session) -> None:
     )
     if s.rank == 0:
         print(
-            f"[train] final validation on the whole split ({len(s.dataset.val_blocks)} sequences, "
+            f"[train] final validation on the whole split ({s.dataset.val_samples} sequences, "
             f"{tokens:,} tokens): loss {loss:.4f}, perplexity {perplexity(loss):.2f}, accuracy "
             f"{accuracy:.3f} in {took:.1f}s",
             flush=True,
         )
-
-
-def micro_batches_per_epoch(plan) -> int:
-    # Exactly steps_per_epoch optimizer steps per epoch, so accumulation never straddles epochs.
-    return plan.steps_per_epoch * plan.spec.train.gradient_accumulation_steps
-
-
-def train_epoch(s: Session) -> None:
-    plan, state = s.plan, s.state
-    micro = plan.spec.train.micro_batch_size
-    shard = s.dataset.train_shard(state.epoch - 1, s.rank, s.world, plan.spec.train.seed)
-    shard = shard[: micro_batches_per_epoch(plan) * micro]
-    remaining = shard[state.micro_batches_done * micro :]
-    s.engine.train()
-    for inputs, targets in batches(s.dataset, remaining, micro, s.device):
-        stepped, lr = train_micro_batch(s, inputs, targets)
-        state.micro_batches_done += 1
-        epoch_end = state.micro_batches_done >= micro_batches_per_epoch(plan)
-        if stepped:
-            after_step(s, lr, epoch_end)
-        elif epoch_end:
-            next_epoch(state)
-        if s.stop_reason is not None or state.step >= plan.total_steps:
-            return
-    if state.micro_batches_done >= micro_batches_per_epoch(plan):
-        next_epoch(state)
-
-
-def next_epoch(state: TrainingState) -> None:
-    state.epoch += 1
-    state.micro_batches_done = 0
-
-
-def train_micro_batch(s: Session, inputs, targets) -> tuple[bool, float]:
-    """Forward, backward and (at an accumulation boundary) the optimizer step.
-
-    Returns whether an optimizer step completed, and the learning rate it applied.
-    """
-    loss, _ = compute_loss(s.engine, inputs, targets)
-    if s.plan.spec.train.nan_policy == "skip" and _nonfinite_on_any_rank(loss):
-        _skip_or_stop(s)
-        return False, 0.0
-    s.engine.backward(loss)
-    lr = s.engine.get_lr()[0]  # the rate this optimizer step applies
-    s.engine.step()
-    s.window.add(loss, inputs.numel())
-    s.micro_in_step += 1
-    if s.micro_in_step < s.plan.spec.train.gradient_accumulation_steps:
-        return False, lr
-    s.state.step += 1
-    s.micro_in_step = 0
-    return True, lr
 
 
 def _nonfinite_on_any_rank(loss) -> bool:
@@ -176,7 +176,7 @@ def _nonfinite_on_any_rank(loss) -> bool:
 
 def _skip_or_stop(s: Session) -> None:
     spec, state = s.plan.spec.train, s.state
-    where = f"at step {state.step + 1} (epoch {state.epoch}, micro batch {state.micro_batches_done + 1})"
+    where = f"at step {state.step + 1} (epoch {s.cursor.epoch}, sample {s.cursor.sample_in_epoch})"
     if state.skipped_batches < spec.max_skipped_steps:
         state.skipped_batches += 1
         if s.rank == 0:
@@ -207,7 +207,7 @@ def _stop_nonfinite(window: Window, step: int) -> None:
     )
 
 
-def after_step(s: Session, lr: float, epoch_end: bool) -> None:
+def after_step(s: Session, lr: float, epoch: int, epoch_end: bool) -> None:
     """Log, evaluate, decide on early stopping, then checkpoint: in that order."""
     plan, state, spec = s.plan, s.state, s.plan.spec.train
     if state.step == s.start_step + 1:
@@ -215,11 +215,9 @@ def after_step(s: Session, lr: float, epoch_end: bool) -> None:
     last = state.step >= plan.total_steps
     events: list[MetricEvent] = []
     if state.step % spec.log_interval == 0 or last or epoch_end:
-        events = train_events(s, lr)
+        events = train_events(s, lr, epoch)
     if state.step % spec.eval_interval == 0 or last or epoch_end:
         events += _paused(s, "eval_seconds", lambda: _evaluate_and_decide(s))
-    if epoch_end:
-        next_epoch(state)
     if events:
         _write(s, events)
         if s.rank == 0:
@@ -228,7 +226,9 @@ def after_step(s: Session, lr: float, epoch_end: bool) -> None:
     if last or s.stop_reason is not None or (interval and state.step % interval == 0):
         if not events:  # between logging steps: the losses since the last log must be finite first
             _window_totals(s)
-        _write(s, _paused(s, "checkpoint_seconds", lambda: save_checkpoint(s)))
+        final = last or s.stop_reason is not None
+        _write(s, _paused(s, "checkpoint_seconds", lambda: save_checkpoint(s, final)))
+    _report_upload(s)
 
 
 def _paused(s: Session, metric: str, work) -> list[MetricEvent]:
@@ -242,8 +242,8 @@ def _paused(s: Session, metric: str, work) -> list[MetricEvent]:
 
 
 def _write(s: Session, events: list[MetricEvent]) -> None:
-    for sink in s.sinks:
-        sink.write(events)
+    if s.sinks is not None:
+        s.sinks.write(events)
 
 
 def _first_step_done(rank: int) -> None:
@@ -253,7 +253,7 @@ def _first_step_done(rank: int) -> None:
 
 
 def _evaluate_and_decide(s: Session) -> list[MetricEvent]:
-    events = evaluate(s.plan, s.engine, s.dataset, s.device, s.state.step)
+    events = evaluate(s.plan, s.engine, s.dataset, s.device, s.state.step, s.eval_ids)
     s.state.last_eval = {e.name: e.value for e in events}
     value = s.state.last_eval[s.stopper.metric]
     if s.stopper.update(value, s.state.step):
@@ -261,9 +261,22 @@ def _evaluate_and_decide(s: Session) -> list[MetricEvent]:
     return events
 
 
-def save_checkpoint(s: Session) -> None:
-    s.state.early_stopping = s.stopper.state_dict()
-    resume.save(s.engine, s.plan, s.state, s.stopper.metric, s.stopper.higher_is_better)
+def save_checkpoint(s: Session, final: bool) -> None:
+    """Through the checkpoint manager: blocked for the local write; on an object store the upload
+    goes on behind training (and a save that finds an upload still running is skipped)."""
+    from orchestrator.train.checkpoint_manager import new_checkpoint_info
+
+    info = new_checkpoint_info(
+        s.plan, s.state.step, s.world, s.stopper.metric, s.state.last_eval, s.stopper.higher_is_better
+    )
+    s.checkpoints.save(s.engine, s.state_dicts(), info, final)
+
+
+def _report_upload(s: Session) -> None:
+    done = s.checkpoints.finished_upload()
+    if done is not None:
+        step, seconds = done
+        _write(s, [MetricEvent("checkpoint_upload_seconds", seconds, step)])
 
 
 def _window_totals(s: Session) -> tuple[float, float, float]:
@@ -283,7 +296,7 @@ def _window_totals(s: Session) -> tuple[float, float, float]:
     return loss_sum, micro_batches, tokens
 
 
-def train_events(s: Session, lr: float) -> list[MetricEvent]:
+def train_events(s: Session, lr: float, epoch: int) -> list[MetricEvent]:
     """Mean training loss of the window since the last log, averaged over all ranks."""
     window, step = s.window, s.state.step
     loss_sum, micro_batches, tokens = _window_totals(s)
@@ -293,8 +306,9 @@ def train_events(s: Session, lr: float) -> list[MetricEvent]:
         MetricEvent("train_loss", train_loss, step),
         MetricEvent("train_perplexity", perplexity(train_loss), step),
         MetricEvent("learning_rate", lr, step),
-        MetricEvent("epoch", float(s.state.epoch), step),
+        MetricEvent("epoch", float(epoch), step),
         MetricEvent("tokens_per_second", tokens / max(training_s, 1e-9), step),
+        MetricEvent("data_seconds", window.data_s / max(window.steps, 1), step),
     ]
     grad_norm = s.engine.get_global_grad_norm()
     if grad_norm is not None and math.isfinite(float(grad_norm)):
@@ -310,7 +324,7 @@ def print_progress(s: Session, events: list[MetricEvent]) -> None:
     plan, step = s.plan, s.state.step
     done = time.perf_counter() - s.started
     eta = done / max(1, step - s.start_step) * (plan.total_steps - step)
-    line = f"[train] step {step}/{plan.total_steps} epoch {int(values.get('epoch', s.state.epoch))}"
+    line = f"[train] step {step}/{plan.total_steps} epoch {int(values.get('epoch', s.cursor.epoch))}"
     if "train_loss" in values:
         line += (
             f" loss {values['train_loss']:.4f} lr {values['learning_rate']:.2e} "

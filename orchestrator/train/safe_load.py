@@ -28,6 +28,25 @@ from orchestrator.errors import UntrustedInput
 _FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
+def require_under(uri: str, root: str, what: str = "checkpoint location") -> str:
+    """An object-store URI (or a path) that lies under ``root`` (the spec's checkpoint.dir)."""
+    from orchestrator.storage.location import parse_location
+
+    location, boundary = parse_location(uri), parse_location(root)
+    if location.is_local:
+        return str(require_inside(uri, root, what))
+    prefix = boundary.key + "/" if boundary.key else ""
+    if (location.scheme, location.bucket) != (boundary.scheme, boundary.bucket) or not (
+        location.key.startswith(prefix) and location.key != boundary.key
+    ):
+        raise UntrustedInput(
+            f"the {what} {uri} lies outside {root}, where this spec keeps its checkpoints; refusing to "
+            "read it (a checkpoint is a pickle: loading one runs code). Hint: check the run's "
+            "orchestrator.checkpoint_uri tag and the spec's checkpoint.dir"
+        )
+    return uri
+
+
 def require_inside(path: str | Path, root: str | Path, what: str = "checkpoint directory") -> Path:
     """``path`` resolved (links followed), if it lies strictly inside ``root``; else UntrustedInput."""
     resolved, boundary = Path(path).resolve(), Path(root).resolve()

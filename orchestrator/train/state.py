@@ -1,4 +1,5 @@
-"""The training state a checkpoint carries besides DeepSpeed's own (weights, optimizer, scheduler)."""
+"""The training state a checkpoint carries besides DeepSpeed's own (weights, optimizer, scheduler) and
+the data cursor's: the step counter, skipped batches, the last evaluation."""
 
 from __future__ import annotations
 
@@ -9,18 +10,16 @@ from typing import Any
 @dataclass
 class TrainingState:
     step: int = 0  # optimizer steps done
-    epoch: int = 1  # the epoch the next batch belongs to
-    micro_batches_done: int = 0  # of this rank's shard in the current epoch: the data position
     skipped_batches: int = 0  # non-finite losses skipped (nan_policy: skip)
-    early_stopping: dict[str, Any] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)  # metric -> value of the last evaluation
 
-    def to_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> TrainingState:
-        return cls(**fields)
+    def load_state_dict(self, fields: dict[str, Any]) -> None:
+        self.step = int(fields["step"])
+        self.skipped_batches = int(fields.get("skipped_batches", 0))
+        self.last_eval = dict(fields.get("last_eval", {}))
 
 
 def capture_rng() -> dict[str, Any]:

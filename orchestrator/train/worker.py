@@ -13,57 +13,30 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from orchestrator.data.dataset import TokenDataset
 from orchestrator.plan import Plan
 from orchestrator.track import startup
-from orchestrator.track.status import RunStatusFile
-from orchestrator.train import resume
+from orchestrator.track.pipeline import MetricsPipeline, open_sinks
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
-from orchestrator.train.report_to_ray import EvaluationsToRay
 
 
-def build_sinks(plan: Plan, rank: int, resumed: bool) -> list:
-    """Rank 0: the metric journal, with the tracking child process behind it (MLflow, the live
-    report); every rank: the status file (its own heartbeat; rank 0 also writes status.json)."""
-    sinks = _sinks(plan, resumed) if rank == 0 else []
-    sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))
-    if plan.report_to_ray:  # a sweep trial; every rank, since each report is a barrier
-        sinks.append(EvaluationsToRay())
-    return sinks
-
-
-def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = build_sinks) -> None:
+def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], MetricsPipeline] = open_sinks) -> None:
     """``make_sinks(plan, rank, resumed)`` builds where this rank's metric events go (the benchmarks
     swap it to measure what tracking costs)."""
     import torch.distributed as dist
 
     startup.mark("entry")
     owns_process_group = not dist.is_initialized()  # torchrun: ours (DeepSpeed sets it up); Ray Train's
-    engine, dataset = _setup(plan)
-    rank = dist.get_rank()
-    session = Session(
-        plan=plan,
-        engine=engine,
-        dataset=dataset,
-        device=engine.device,
-        rank=rank,
-        world=dist.get_world_size(),
-        stopper=early_stopping_from_spec(plan.spec),
-    )
-    restored = resume.restore_latest(engine, plan)
-    if restored is not None:
-        session.state = restored[0]
-        session.stopper.load_state_dict(session.state.early_stopping)
-    session.sinks = make_sinks(plan, rank, restored is not None)
+    session, restore = _setup(plan)
+    session.sinks = make_sinks(plan, session.rank, restore is not None)
     startup.mark("ready")
-    _announce(plan, rank, restored)
+    _announce(session, restore)
     try:
         run(session)
     finally:
-        for sink in session.sinks:
-            sink.close()
-    if rank == 0:
+        session.feeder.close()
+        session.sinks.close()
+    if session.rank == 0:
         _finish(plan, session)
     if owns_process_group:
         # Torn down by every rank together rather than by each interpreter's exit, where one rank's
@@ -73,19 +46,49 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], list] = bui
 
 
 def _setup(plan: Plan):
+    """The session of this rank: dataset, checkpoint manager, engine (restored if a checkpoint
+    exists), data cursor and batch feeder."""
     with _without_mlflow():
         import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from orchestrator.train.checkpoint_manager import CheckpointManager
+
+    startup.mark("imports")
+    _skip_cpu_shm_comm_op()
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    startup.mark("process_group")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dataset = _open_dataset(plan)
+    startup.mark("data")
+    checkpoints = CheckpointManager(plan, rank, world)
+    restore = checkpoints.choose_restore()
+    engine = _engine(plan, deepspeed, universal=restore is not None and restore.universal)
+    startup.mark("engine")
+    session = _session(plan, engine, dataset, checkpoints, rank, world)
+    if restore is not None:
+        session.load_state_dicts(checkpoints.restore(engine, restore))
+    session.feeder = _feeder(plan, session)
+    return session, restore
+
+
+def _open_dataset(plan: Plan):
+    from orchestrator.data.dataset import TokenDataset
+    from orchestrator.storage.store import StoreSettings
+
+    settings = StoreSettings.from_env(plan.spec.storage)
+    data = plan.data
+    return TokenDataset.open(data.dataset_uri, data.manifest_digest, plan.spec.model.context_length, settings)
+
+
+def _engine(plan: Plan, deepspeed, universal: bool):
     import torch
 
     from orchestrator.train.model import build_model
     from orchestrator.train.schedule import WarmupCosine
 
-    startup.mark("imports")
     spec = plan.spec
-    _skip_cpu_shm_comm_op()
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    startup.mark("process_group")
-    resume.check_resumable(plan)
     torch.manual_seed(spec.train.seed)  # identical initial weights on every rank
     model = build_model(spec.model)
     optimizer = torch.optim.AdamW(
@@ -100,17 +103,55 @@ def _setup(plan: Plan):
         spec.schedule.warmup_steps, plan.total_steps, spec.schedule.min_lr / spec.optimizer.lr
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    config = dict(plan.deepspeed_config)
+    if universal:  # a checkpoint of another world size, converted to DeepSpeed's universal form
+        config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=plan.deepspeed_config
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
     if spec.model.compile:
         engine.compile()
-    startup.mark("engine")
-    m = spec.model
-    dataset = TokenDataset(
-        plan.data.tokens_path, m.context_length, spec.data.validation_fraction, spec.data.seed
+    return engine
+
+
+def _session(plan: Plan, engine, dataset, checkpoints, rank: int, world: int) -> Session:
+    from orchestrator.data.cursor import DataCursor
+    from orchestrator.train.evaluate import evaluation_ids
+
+    cursor = DataCursor(
+        seed=plan.spec.train.seed,
+        samples_per_epoch=plan.steps_per_epoch * plan.global_batch_size,
+        dataset=plan.data.manifest_digest,
     )
-    return engine, dataset
+    return Session(
+        plan=plan,
+        engine=engine,
+        dataset=dataset,
+        device=engine.device,
+        rank=rank,
+        world=world,
+        stopper=early_stopping_from_spec(plan.spec),
+        cursor=cursor,
+        feeder=None,  # set once the cursor is where the run resumes
+        checkpoints=checkpoints,
+        eval_ids=evaluation_ids(plan, dataset, world),
+    )
+
+
+def _feeder(plan: Plan, session: Session):
+    from orchestrator.data.cursor import SampleOrder
+    from orchestrator.train.batches import BatchFeeder, Feed
+
+    train = plan.spec.train
+    feed = Feed(
+        order=SampleOrder(session.dataset.train_samples, train.seed),
+        rank=session.rank,
+        world=session.world,
+        micro=train.micro_batch_size,
+        accumulation=train.gradient_accumulation_steps,
+    )
+    pin = getattr(session.device, "type", "") == "cuda"
+    return BatchFeeder(session.dataset, feed, session.cursor, pin=pin)
 
 
 @contextlib.contextmanager
@@ -154,42 +195,31 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     ]
 
 
-def _sinks(plan: Plan, resumed: bool) -> list:
-    """Rank 0's sinks: the journal, with MLflow and the live report files in a child process."""
-    from orchestrator.report.live import LiveArtifacts
-    from orchestrator.track.sinks import SkipLoggedSteps
-    from orchestrator.train.tracking import rank0_sinks
-
-    if not resumed or not plan.run_id:
-        return rank0_sinks(plan)
-    # After a restart the live artifacts must still show the steps before it, and steps logged
-    # before the kill that are now replayed from an older checkpoint must not be logged twice.
-    # What was logged is MLflow's history and the journal's: points journaled by the killed attempt
-    # may not have reached MLflow yet (the driver's replay delivers them at the end).
-    from orchestrator.track.journal import journal_path, journaled_per_step
-    from orchestrator.track.mlflow_read import read_latest_per_step
-
-    history = read_latest_per_step(plan.tracking_uri, plan.run_id, LiveArtifacts.METRICS)
-    for key, values in journaled_per_step(journal_path(plan.checkpoint_dir), LiveArtifacts.METRICS).items():
-        history.setdefault(key, {}).update(values)
-    logged = max(history.get("train_loss", {0: 0.0}))
-    return [SkipLoggedSteps(sink, logged) for sink in rank0_sinks(plan, history)]
-
-
-def _announce(plan: Plan, rank: int, restored) -> None:
-    if rank != 0:
+def _announce(session: Session, restore) -> None:
+    plan = session.plan
+    if session.rank != 0:
         return
+    from orchestrator.data.dataset import rank_cache_note
+
+    print(
+        f"[data] {plan.data.train_samples:,} training sequences; shards read from "
+        f"{rank_cache_note(session.dataset)}",
+        flush=True,
+    )
     print(
         f"[train] {plan.world_size} workers, global batch {plan.global_batch_size} sequences "
         f"({plan.tokens_per_step} tokens/step), {plan.steps_per_epoch} steps/epoch, "
         f"{plan.total_steps} steps in total",
         flush=True,
     )
-    if restored is not None:
-        state, info = restored
+    if restore is not None:
+        cursor, info = session.cursor, restore.info
+        how = (
+            f", converted from {info.world_size} workers (universal checkpoint)" if restore.universal else ""
+        )
         print(
-            f"[train] resumed from {info.path} (step {state.step}, epoch {state.epoch}, "
-            f"{state.micro_batches_done} micro batches into the epoch)",
+            f"[train] resumed from {info.location} (step {session.state.step}, epoch {cursor.epoch}, "
+            f"{cursor.sample_in_epoch} samples into the epoch{how})",
             flush=True,
         )
 

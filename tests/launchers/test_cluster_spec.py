@@ -95,7 +95,9 @@ def test_an_embedded_ray_gets_a_token_only_this_user_can_read(monkeypatch):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
         assert len(Path(path).read_text()) == 64
-    assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/elsewhere/auth_token" and not os.path.exists(path)
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/elsewhere/auth_token"
+    with private_ray_token():  # Ray reads a token once per process: a second embedded Ray gets the same
+        assert os.environ["RAY_AUTH_TOKEN_PATH"] == path
     monkeypatch.setenv("RAY_AUTH_TOKEN", "a-token-the-user-chose")
     with private_ray_token():
         assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/elsewhere/auth_token"

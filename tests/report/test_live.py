@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.report.live import LiveArtifacts
 from orchestrator.track.events import MetricEvent
+from orchestrator.track.live_report import LiveArtifacts
 
 
 def logged(step: int, val: float | None = None) -> list[MetricEvent]:

@@ -14,12 +14,12 @@ import pytest
 
 from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
-from orchestrator.report.live import LiveArtifacts
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.report.summary import SUMMARY_JSON
 from orchestrator.track.events import MetricEvent
 from orchestrator.track.finish import finish_run
 from orchestrator.track.journal import MetricJournal, journal_path, read_journal
+from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.mlflow_read import read_metric_rows
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings

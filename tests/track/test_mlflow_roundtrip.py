@@ -7,9 +7,9 @@ import pytest
 from orchestrator.errors import NotFoundError
 from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON
-from orchestrator.report.live import LiveArtifacts
 from orchestrator.report.mlflow_history import read_history
 from orchestrator.track.events import MetricEvent
+from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.mlflow_sink import MlflowSink
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from orchestrator.report.live import LiveArtifacts
 from orchestrator.track.events import MetricEvent
+from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.sink_process import ChildProcessSink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,9 +123,10 @@ def test_a_failing_child_is_reported_at_close(tmp_path):
 def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sqlite_run):
     from types import SimpleNamespace
 
+    from orchestrator.train.tracking import rank0_sinks
+
     from orchestrator.track.journal import journal_path, read_journal
     from orchestrator.track.mlflow_read import read_metric_rows
-    from orchestrator.train.tracking import rank0_sinks
 
     uri, run_id, out = sqlite_run
     tracking = SimpleNamespace(

@@ -20,9 +20,9 @@ import pytest
 
 from orchestrator.report import build_report
 from orchestrator.report.artifacts import METRICS_JSON, load_training_metrics
-from orchestrator.report.live import LiveArtifacts
 from orchestrator.track.events import MetricEvent
 from orchestrator.track.journal import MetricJournal, journal_path, read_journal
+from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.mlflow_run import client, training_experiment
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
 from orchestrator.track.runs import CHECKPOINT_DIR_TAG

@@ -23,7 +23,7 @@ class LiveArtifacts:
     The JSON files are rewritten on every write; the PNGs when a validation value arrived, at most
     every ``plot_interval_s`` (a redraw costs about half a second of CPU on a small machine; one that
     is due is drawn at a later write), and at close. A run writes them from a low-priority child
-    process (``orchestrator.train.tracking``), since plotting would otherwise hold every rank up.
+    process (``orchestrator.track.pipeline``), since plotting would otherwise hold every rank up.
     """
 
     METRICS = REPORT_METRICS + SUMMARY_METRICS  # what the files show (a restarted run reloads these)

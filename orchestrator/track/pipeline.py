@@ -1,0 +1,193 @@
+"""The one metrics pipeline: where every rank's metric events go. The training loop hands numbers to
+``open_sinks(plan, rank, resumed)`` and knows nothing of MLflow, plots or files.
+
+    rank 0:       MetricEvent -> journal (the run's ground truth, appended at once)
+                                 -> a low-priority child process (``sink_process``):
+                                      MLflow sender (batched, retried)  ·  live report files
+    every rank:   its heartbeat / the run's status.json (``status``)
+    a sweep trial: each evaluation to ``ray.train.report`` (on to Ray Tune), on every rank
+
+In the training process there is no MLflow and no matplotlib: on a small machine their CPU time and
+the GIL would come out of the training step. After a resume, steps already logged (by MLflow or by
+the killed attempt's journal) are not logged twice, and the live report starts from that history.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+from orchestrator.report.artifacts import MetricHistory
+from orchestrator.track.events import MetricEvent, MetricSink
+from orchestrator.track.journal import MetricJournal, MetricPoint, journal_path
+from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
+
+# The live plots of a run are redrawn at most this often: each redraw is about half a second of CPU
+# on a small machine, taken from the ranks whenever they could use it.
+PLOT_INTERVAL_S = 10.0
+
+
+class MetricsPipeline:
+    """This rank's sinks as one: ``write`` hands each batch of events to all of them."""
+
+    def __init__(self, sinks: list[MetricSink]):
+        self.sinks = sinks
+
+    def write(self, events: list[MetricEvent]) -> None:
+        for sink in self.sinks:
+            sink.write(events)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def open_sinks(plan, rank: int, resumed: bool) -> MetricsPipeline:
+    """Where rank ``rank``'s metric events go (``resumed``: a restored checkpoint's attempt)."""
+    from orchestrator.track.status import RunStatusFile
+
+    sinks: list[MetricSink] = _rank0_sinks(plan, resumed) if rank == 0 else []
+    sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))
+    if plan.report_to_ray:  # a sweep trial; every rank, since each report is a barrier
+        sinks.append(EvaluationsToRay())
+    return MetricsPipeline(sinks)
+
+
+def _rank0_sinks(plan, resumed: bool) -> list[MetricSink]:
+    if not resumed or not plan.run_id:
+        return [journaled_child_sink(plan, tracking_sinks)]
+    history = logged_history(plan)
+    logged = max(history.get("train_loss", {0: 0.0}))
+    return [SkipLoggedSteps(journaled_child_sink(plan, tracking_sinks, history), logged)]
+
+
+def logged_history(plan) -> MetricHistory:
+    """What earlier attempts of the run logged: MLflow's history and the journal's (points journaled by
+    a killed attempt may not have reached MLflow yet; the driver's replay delivers them at the end)."""
+    from orchestrator.track.journal import journaled_per_step
+    from orchestrator.track.live_report import LiveArtifacts
+    from orchestrator.track.mlflow_read import read_latest_per_step
+
+    history = read_latest_per_step(plan.tracking_uri, plan.run_id, LiveArtifacts.METRICS)
+    for key, values in journaled_per_step(journal_path(plan.checkpoint_dir), LiveArtifacts.METRICS).items():
+        history.setdefault(key, {}).update(values)
+    return history
+
+
+def journaled_child_sink(plan, factory, *args) -> JournaledSink:
+    """The journal of the run, with a child process behind it that builds its sinks with
+    ``factory(plan, *args)`` (a module-level function, since it is pickled to the child)."""
+    from orchestrator.track.sink_process import ChildProcessSink
+
+    journal = MetricJournal(journal_path(plan.checkpoint_dir))
+    timeout_s = plan.spec.tracking.drain_timeout_s + 300  # the child may still be sending to MLflow
+    return JournaledSink(journal, ChildProcessSink(functools.partial(factory, plan, *args), timeout_s))
+
+
+def tracking_sinks(plan, history: MetricHistory | None = None) -> TrackingSinks:
+    """What the child process builds: the batched MLflow sender and, if asked for, the live report."""
+    mlflow = mlflow_sink(plan)
+    report = plan.spec.report
+    if not report.artifacts:
+        return TrackingSinks(mlflow)
+    from orchestrator.track.live_report import LiveArtifacts
+
+    if "png" in report.formats:  # imported now, as the run starts, not at its first plot
+        from orchestrator.report.artifacts import new_figure
+
+        new_figure(1, 1)[0].close("all")
+    return TrackingSinks(mlflow, LiveArtifacts(plan.checkpoint_dir, report.formats, history, PLOT_INTERVAL_S))
+
+
+class JournaledSink:
+    """Stamps events into points, journals them, and passes the points on (``write_points``)."""
+
+    def __init__(self, journal: MetricJournal, points_sink):
+        self.journal, self.points_sink = journal, points_sink
+
+    def write(self, events: list[MetricEvent]) -> None:
+        points = stamp(events)
+        self.journal.append(points)
+        self.points_sink.write_points(points)
+
+    def close(self) -> None:
+        self.points_sink.close()
+        self.journal.close()
+
+
+class TrackingSinks:
+    """In the child process: the points to MLflow (with the timestamps the journal holds) and, as
+    events, to the live report."""
+
+    def __init__(self, mlflow: MlflowSink, live: MetricSink | None = None):
+        self.mlflow, self.live = mlflow, live
+
+    def write(self, points: list[MetricPoint]) -> None:
+        self.mlflow.write_points(points)
+        if self.live is not None:
+            self.live.write([MetricEvent(p.key, p.value, p.step) for p in points])
+
+    def close(self) -> None:
+        self.mlflow.close()
+        if self.live is not None:
+            self.live.close()
+
+
+def mlflow_sink(plan) -> MlflowSink:
+    """The batched MLflow sender of the run (built in the child process; the journal is the parent's)."""
+    tracking = plan.spec.tracking
+    # The sender thread is the only MLflow caller in its process: bound each of its requests. MLflow
+    # reads both variables as integers ("30.0" would be refused and every request would fail).
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(math.ceil(tracking.request_timeout_s))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.request_retries)
+    settings = SinkSettings(
+        flush_interval_s=tracking.flush_interval_s, drain_timeout_s=tracking.drain_timeout_s
+    )
+
+    # What the sink tells the user lands in worker logs and post-mortems: no secret in it.
+    def say(line: str) -> None:
+        print(plan.spec.redact(line), flush=True)
+
+    return MlflowSink(plan.tracking_uri, plan.run_id, settings, say)
+
+
+class SkipLoggedSteps:
+    """Passes on only events after ``logged_up_to``: after a resume from an older checkpoint the
+    replayed steps are already in the tracker, and each step must hold one value."""
+
+    def __init__(self, sink: MetricSink, logged_up_to: int):
+        self.sink = sink
+        self.logged_up_to = logged_up_to
+
+    def write(self, events: list[MetricEvent]) -> None:
+        fresh = [e for e in events if e.step > self.logged_up_to]
+        if fresh:
+            self.sink.write(fresh)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class EvaluationsToRay:
+    """A sweep trial's sink on every rank: each evaluation, with its step, to ``ray.train.report``.
+
+    Only evaluations go there, never training steps: every ``ray.train.report`` waits for Ray Train's
+    controller to poll the workers, and it is a barrier across ranks, so every rank calls it at the
+    same evaluations (each rank has the same all-reduced values). Rank 0's values are what Tune gets."""
+
+    METRICS = ("val_loss", "val_perplexity", "val_accuracy")
+
+    def write(self, events: list[MetricEvent]) -> None:
+        values = {event.name: event.value for event in events}
+        if "val_loss" not in values:
+            return
+        import ray.train
+
+        report = {"step": events[0].step, **{name: values[name] for name in self.METRICS}}
+        if "train_loss" in values:
+            report["train_loss"] = values["train_loss"]
+        ray.train.report(report)
+
+    def close(self) -> None:
+        pass
