@@ -92,6 +92,14 @@ cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}
 """
 
 
+def prepared_plan(spec, cwd: Path, identity=None):
+    """The plan a new run of ``spec`` gets in ``cwd``, its data prepared (in this process)."""
+    from orchestrator.lifecycle import prepare_data
+    from orchestrator.plan import build_plan
+
+    return build_plan(spec, prepare_data(spec, cwd, say=lambda _: None), identity, cwd)
+
+
 def run_cli(
     *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

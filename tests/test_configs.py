@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.plan import NotRunnableHere, build_plan
+from orchestrator.lifecycle import plan_run
+from orchestrator.plan import NotRunnableHere
 from orchestrator.spec import load_spec
 from tests.conftest import REPO
 
@@ -27,7 +28,7 @@ def test_shipped_spec_validates(path, capsys):
 def test_shipped_spec_plans_or_says_what_this_machine_lacks(path, tmp_path):
     spec = load_spec(path)
     try:
-        plan = build_plan(spec, cwd=tmp_path)
+        plan = plan_run(spec, tmp_path)
     except NotRunnableHere as exc:
         assert spec.cluster.gpus_per_worker > 0 or spec.data.corpus == "files" or spec.cluster.address
         assert "hint: " in str(exc)

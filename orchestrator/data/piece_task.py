@@ -24,8 +24,10 @@ import numpy as np
 from orchestrator.data.documents import Piece, documents
 from orchestrator.data.shards import ShardWriter, file_sha256
 
-# Characters of one chunk handed to the tokenizer: a longer document is encoded in parts of this size.
-CHUNK_CHARS = 1 << 20
+# Characters of one chunk handed to the tokenizer: a longer document is encoded in parts of this size
+# (the tokenizer holds about 240 bytes per token while it encodes, so a whole 20 MB line at once would
+# cost gigabytes).
+CHUNK_CHARS = 1 << 16
 SPLITS = ("train", "val")
 _TOKENIZERS: dict[str, object] = {}
 

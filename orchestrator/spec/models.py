@@ -106,7 +106,7 @@ class DataSpec(_Section):
         "row groups and dataset files are never split).",
     )
     prepare_batch_mb: float = Field(
-        8.0,
+        0.5,
         gt=0.0,
         le=4096.0,
         description="Text each preparation task tokenizes at once: its memory is a small multiple of "

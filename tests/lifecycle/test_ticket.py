@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from orchestrator.lifecycle import RunTicket, plan_from_ticket
-from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
+from tests.conftest import prepared_plan
 
 SECRET = "ticket-secret-4821"
 
@@ -14,7 +12,7 @@ SECRET = "ticket-secret-4821"
 def test_the_ticket_keeps_references_and_the_cluster_resolves_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TICKET_PASSWORD", SECRET)
     text = "name: t\ntracking:\n  uri: 'http://me:${env:TICKET_PASSWORD}@127.0.0.1:5000'\n"
-    plan = replace(build_plan(parse_spec(text), tmp_path), run_id="f" * 32)
+    plan = prepared_plan(parse_spec(text), tmp_path).with_run_id("f" * 32)
     ticket = RunTicket.of(plan, cwd=str(tmp_path))
     assert SECRET not in ticket.to_json()
     assert ticket.tracking_uri == "http://me:${env:TICKET_PASSWORD}@127.0.0.1:5000"

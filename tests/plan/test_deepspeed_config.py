@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.plan import PlanError, build_deepspeed_config, build_plan
+from orchestrator.plan import PlanError, build_deepspeed_config
 from orchestrator.spec import parse_spec
+from tests.conftest import prepared_plan
 
 
 def test_batch_sizes_multiply_out():
@@ -33,8 +34,8 @@ def test_precision_blocks():
 
 def test_plan_resolves_paths_and_steps(tmp_path):
     spec = parse_spec("name: x\ntrain: {epochs: 2, micro_batch_size: 4}\ncluster: {num_workers: 2}\n")
-    plan = build_plan(spec, cwd=tmp_path)
-    assert plan.steps_per_epoch == plan.data.train_blocks // 8
+    plan = prepared_plan(spec, tmp_path)
+    assert plan.steps_per_epoch == plan.data.train_samples // 8
     assert plan.total_steps == 2 * plan.steps_per_epoch
     assert plan.checkpoint_dir.startswith(str(tmp_path / "checkpoints" / "x-"))
     assert plan.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -42,10 +43,10 @@ def test_plan_resolves_paths_and_steps(tmp_path):
 
 def test_max_steps_caps_the_run(tmp_path):
     spec = parse_spec("name: x\ntrain: {max_steps: 7}\nschedule: {warmup_steps: 2}\n")
-    assert build_plan(spec, cwd=tmp_path).total_steps == 7
+    assert prepared_plan(spec, tmp_path).total_steps == 7
 
 
 def test_batch_larger_than_the_data_is_a_plan_error(tmp_path):
     spec = parse_spec("name: x\ntrain: {micro_batch_size: 4096}\ncluster: {num_workers: 4}\n")
     with pytest.raises(PlanError, match="hint: lower"):
-        build_plan(spec, cwd=tmp_path)
+        prepared_plan(spec, tmp_path)

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
 from orchestrator.spec import SpecError, parse_spec
 from orchestrator.track.mlflow_run import client, create_run
+from tests.conftest import prepared_plan
 
 SECRET = "s3cr3t-value-42"
 
@@ -55,7 +55,7 @@ def test_command_output_never_shows_the_secret(secret_env, tmp_path, capsys, mon
 def test_mlflow_params_hold_the_reference_not_the_value(secret_env, tmp_path):
     text = f"name: x\ntracking:\n  uri: sqlite:///{tmp_path}/m.db\n  run_name: r-${{env:TEST_DB_PASSWORD}}\n"
     spec = parse_spec(text)
-    plan = build_plan(spec, cwd=tmp_path)
+    plan = prepared_plan(spec, tmp_path)
     run_id = create_run(plan)
     params = client(plan.tracking_uri).get_run(run_id).data.params
     assert params["tracking.run_name"] == "r-${env:TEST_DB_PASSWORD}"

@@ -23,6 +23,7 @@ from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.mlflow_read import read_metric_rows
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
+from orchestrator.track.pipeline import JournaledSink
 from orchestrator.track.replay import replay_journal
 from tests.conftest import run_cli
 
@@ -50,7 +51,7 @@ def training_events(step: int) -> list[MetricEvent]:
 def test_nan_and_inf_come_out_of_the_reporter_as_they_went_in(sqlite_run, tmp_path):
     uri, run_id, out = sqlite_run
     values = {5: 4.0, 10: math.nan, 15: math.inf, 20: -math.inf, 25: 3.25}
-    sink, live = MlflowSink(uri, run_id, MetricJournal(journal_path(out))), LiveArtifacts(out)
+    sink, live = JournaledSink(MetricJournal(journal_path(out)), MlflowSink(uri, run_id)), LiveArtifacts(out)
     for step, value in values.items():
         batch = [MetricEvent("train_loss", value, step), MetricEvent("learning_rate", 1e-3, step)]
         batch += [MetricEvent("val_loss", -value, step), MetricEvent("epoch", 1.0, step)]
@@ -80,11 +81,13 @@ def test_while_mlflow_is_unreachable_training_goes_on_and_replay_sends_each_poin
     uri, run_id, out = sqlite_run
     lines = []
     settings = SinkSettings(drain_timeout_s=0.5)
-    sink = MlflowSink(unreachable_uri, run_id, MetricJournal(journal_path(out)), settings, lines.append)
+    sink = JournaledSink(
+        MetricJournal(journal_path(out)), MlflowSink(unreachable_uri, run_id, settings, lines.append)
+    )
     for step in range(5, 105, 5):
         sink.write(training_events(step))
     sink.close()
-    assert sink.sent == 0 and sink.unsent == 70
+    assert sink.points_sink.sent == 0 and sink.points_sink.unsent == 70
     assert any("MLflow unreachable" in line for line in lines)
     assert any(f"orchestrator sync {run_id}" in line for line in lines)
 
@@ -101,7 +104,7 @@ def test_while_mlflow_is_unreachable_training_goes_on_and_replay_sends_each_poin
 
 def test_a_partial_delivery_is_completed_without_duplicates(sqlite_run):
     uri, run_id, out = sqlite_run
-    sink = MlflowSink(uri, run_id, MetricJournal(journal_path(out)))
+    sink = JournaledSink(MetricJournal(journal_path(out)), MlflowSink(uri, run_id))
     for step in range(5, 55, 5):
         sink.write(training_events(step))
     sink.close()
@@ -121,7 +124,9 @@ def test_sync_command_delivers_the_journal_and_sets_the_recorded_status(
 ):
     uri, run_id, out = sqlite_run
     settings = SinkSettings(drain_timeout_s=0.2)
-    sink = MlflowSink(unreachable_uri, run_id, MetricJournal(journal_path(out)), settings, lambda _: None)
+    sink = JournaledSink(
+        MetricJournal(journal_path(out)), MlflowSink(unreachable_uri, run_id, settings, lambda _: None)
+    )
     for step in range(5, 35, 5):
         sink.write(training_events(step))
     sink.close()

@@ -63,7 +63,7 @@ def test_ui_hands_the_store_to_mlflow_in_its_environment_not_its_arguments():
 def test_the_sinks_messages_mask_the_password(dead_server):
     said: list[str] = []
     settings = SinkSettings(flush_interval_s=0.05, drain_timeout_s=0.5, max_backoff_s=0.1)
-    sink = MlflowSink(dead_server, RUN_ID, None, settings, said.append)
+    sink = MlflowSink(dead_server, RUN_ID, settings, said.append)
     sink.write([MetricEvent("train_loss", 1.0, 1)])
     while not said:
         time.sleep(0.05)
@@ -76,10 +76,10 @@ def test_the_sinks_messages_mask_the_password(dead_server):
 def test_the_resume_command_names_the_store_with_its_reference(dead_server, tmp_path):
     from dataclasses import replace
 
+    from orchestrator.lifecycle import plan_run
     from orchestrator.lifecycle.run import resume_command
-    from orchestrator.plan import build_plan
 
     written = dead_server.replace(PASSWORD, "${env:URI_PASSWORD}")
-    plan = build_plan(parse_spec(f"name: x\ntracking:\n  uri: '{written}'\n"), tmp_path)
-    command = resume_command(replace(plan, run_name="x-1"))
+    plan = plan_run(parse_spec(f"name: x\ntracking:\n  uri: '{written}'\n"), tmp_path)
+    command = resume_command(plan.with_identity(replace(plan.identity, name="x-1")))
     assert command == f"orchestrator submit --resume x-1 --tracking-uri '{written}'"

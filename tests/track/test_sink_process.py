@@ -123,10 +123,9 @@ def test_a_failing_child_is_reported_at_close(tmp_path):
 def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sqlite_run):
     from types import SimpleNamespace
 
-    from orchestrator.train.tracking import rank0_sinks
-
     from orchestrator.track.journal import journal_path, read_journal
     from orchestrator.track.mlflow_read import read_metric_rows
+    from orchestrator.track.pipeline import _rank0_sinks
 
     uri, run_id, out = sqlite_run
     tracking = SimpleNamespace(
@@ -134,7 +133,7 @@ def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sql
     )
     spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
     plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))
-    (sink,) = rank0_sinks(plan)
+    (sink,) = _rank0_sinks(plan, resumed=False)
     for step in range(5, 55, 5):
         sink.write(events(step))
     sink.close()
@@ -154,7 +153,7 @@ def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlfl
     from orchestrator.track.journal import MetricJournal, journal_path, read_journal
     from orchestrator.track.mlflow_run import client, log_points
     from orchestrator.track.mlflow_sink import stamp
-    from orchestrator.train.worker import _sinks
+    from orchestrator.track.pipeline import _rank0_sinks
 
     uri, run_id, out = sqlite_run
     journal = MetricJournal(journal_path(out))
@@ -169,7 +168,7 @@ def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlfl
     )
     spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
     plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))
-    (sink,) = _sinks(plan, resumed=True)
+    (sink,) = _rank0_sinks(plan, resumed=True)
     for step in (15, 20, 25):  # the restarted attempt, from its checkpoint at step 10
         sink.write(events(step))
     sink.close()

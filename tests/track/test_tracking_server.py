@@ -25,6 +25,7 @@ from orchestrator.track.journal import MetricJournal, journal_path, read_journal
 from orchestrator.track.live_report import LiveArtifacts
 from orchestrator.track.mlflow_run import client, training_experiment
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings
+from orchestrator.track.pipeline import JournaledSink
 from orchestrator.track.runs import CHECKPOINT_DIR_TAG
 from tests.conftest import REPO, wait_for, without_ray_teardown_noise
 
@@ -70,7 +71,9 @@ def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server
     _, run_id = new_run(uri, "outage", "outage-run", tmp_path)
     lines: list[str] = []
     settings = SinkSettings(drain_timeout_s=120, max_backoff_s=1.0)
-    sink = MlflowSink(uri, run_id, MetricJournal(journal_path(tmp_path)), settings, lines.append)
+    sink = JournaledSink(
+        MetricJournal(journal_path(tmp_path)), MlflowSink(uri, run_id, settings, lines.append)
+    )
     loop = TrainingLoop(sink)
     loop.start()
     try:
@@ -294,7 +297,7 @@ def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(m
     uri = mlflow_server.url
     out = tmp_path / "run"
     _, run_id = new_run(uri, "snapshot", "snapshot-run", out)
-    sink, live = MlflowSink(uri, run_id, MetricJournal(journal_path(out))), LiveArtifacts(out)
+    sink, live = JournaledSink(MetricJournal(journal_path(out)), MlflowSink(uri, run_id)), LiveArtifacts(out)
     for step in range(1, 31):
         events = [*step_events(step), MetricEvent("val_loss", math.nan if step == 30 else 1.0 / step, step)]
         sink.write(events)

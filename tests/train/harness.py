@@ -6,13 +6,13 @@ import os
 import pickle
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.net import free_port
-from orchestrator.plan import build_plan
+from orchestrator.plan import RunIdentity, resolve_tracking_uri
 from orchestrator.spec import parse_spec
 from orchestrator.track.mlflow_run import create_run
+from tests.conftest import prepared_plan
 
 ENGINE_MAIN = Path(__file__).with_name("engine_main.py")
 
@@ -41,10 +41,12 @@ def engine_spec(**overrides) -> str:
 
 def make_plan(work: Path, spec_text: str, run_name: str):
     """A plan with its own checkpoint directory and MLflow run in `work` (a sqlite store)."""
-    plan = build_plan(parse_spec(spec_text), cwd=work)
-    plan = replace(plan, run_name=run_name, checkpoint_dir=str(work / "checkpoints" / run_name))
+    spec = parse_spec(spec_text)
+    run_dir = str(work / "checkpoints" / run_name)
+    identity = RunIdentity(run_name, run_dir, run_dir, resolve_tracking_uri(spec.tracking.uri, work))
+    plan = prepared_plan(spec, work, identity)
     Path(plan.checkpoint_dir).mkdir(parents=True)
-    return replace(plan, run_id=create_run(plan))
+    return plan.with_run_id(create_run(plan))
 
 
 def run_engine(

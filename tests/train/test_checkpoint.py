@@ -26,7 +26,7 @@ def fake_save(
     path = run_dir / f"step-{step}"
     path.mkdir(parents=True)
     (path / "mp_rank_00_model_states.pt").write_bytes(b"weights")
-    info = CheckpointInfo(path, step, 2, 2, "val_loss" if val_loss else None, val_loss)
+    info = CheckpointInfo(str(path), step, 2, 2, "val_loss" if val_loss else None, val_loss)
     if complete:
         publish(run_dir, info, keep_last=2, keep_best=True)
     return info
@@ -59,7 +59,7 @@ def test_accuracy_is_better_when_higher(tmp_path):
     for step, acc in [(5, 0.1), (10, 0.3), (15, 0.2)]:
         path = tmp_path / f"step-{step}"
         path.mkdir()
-        publish(tmp_path, CheckpointInfo(path, step, 1, 2, "val_accuracy", acc, True), 5, True)
+        publish(tmp_path, CheckpointInfo(str(path), step, 1, 2, "val_accuracy", acc, True), 5, True)
     assert best_checkpoint(tmp_path).step == 10
 
 
@@ -74,10 +74,16 @@ def test_prune_removes_stale_incomplete_directories_but_not_newer_ones(tmp_path)
     assert not (tmp_path / "step-15").exists() and (tmp_path / "step-10" / MARKER).exists()
 
 
-def test_resume_on_another_world_size_or_stage_is_refused_with_the_way_out(tmp_path):
+def test_another_world_size_is_resharded_but_another_stage_is_refused_with_the_way_out(tmp_path):
     info = fake_save(tmp_path, 5)
     check_compatible(info, world_size=2, zero_stage=2)
-    with pytest.raises(ResumeError, match=r"written by 2 workers, but this run has 4.*ds_to_universal"):
-        check_compatible(info, world_size=4, zero_stage=2)
-    with pytest.raises(ResumeError, match="ZeRO stage 2, but this run uses stage 3"):
+    check_compatible(info, world_size=4, zero_stage=2)  # converted to DeepSpeed's universal form
+    with pytest.raises(ResumeError, match=r"ZeRO stage 2, but this run uses stage 3.*zero_stage: 2"):
         check_compatible(info, world_size=2, zero_stage=3)
+
+
+def test_a_hand_edited_marker_is_not_a_checkpoint(tmp_path):
+    fake_save(tmp_path, 5)
+    fake_save(tmp_path, 10)
+    (tmp_path / "step-10" / MARKER).write_text('{"step": "ten", "world_size": 2, "zero_stage": 2}')
+    assert latest_complete_checkpoint(tmp_path).step == 5

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from orchestrator.data.cursor import DataCursor
 from orchestrator.train import loop
 from orchestrator.train.early_stopping import EarlyStopping
 
@@ -30,7 +31,8 @@ def new_session(total_steps: int = 100) -> loop.Session:
     engine = SimpleNamespace(get_global_grad_norm=lambda: 1.5)
     return loop.Session(
         plan=plan, engine=engine, dataset=None, device=torch.device("cpu"), rank=0, world=1,
-        stopper=EarlyStopping(),
+        stopper=EarlyStopping(), cursor=DataCursor(seed=1, samples_per_epoch=10_000), feeder=None,
+        checkpoints=None, eval_ids=None,
     )  # fmt: skip
 
 
@@ -41,7 +43,7 @@ def test_tokens_per_second_leave_out_evaluation_and_checkpoint_time(one_rank):
     for _ in range(5):
         s.window.add(torch.tensor(2.0), 1024)
     s.window.paused_s = 6.0  # what evaluating and checkpointing took inside the window's 10 s
-    values = {e.name: e.value for e in loop.train_events(s, lr=1e-3)}
+    values = {e.name: e.value for e in loop.train_events(s, lr=1e-3, epoch=1)}
     assert values["train_loss"] == pytest.approx(2.0)
     assert values["tokens_per_second"] == pytest.approx(5 * 1024 / 4.0, rel=0.05)  # 4 s of training
     assert values["grad_norm"] == 1.5
@@ -66,24 +68,33 @@ def test_a_nan_loss_stops_the_run_at_the_next_logging_step_with_where_it_happene
     for value in (2.0, float("nan"), 2.0):
         s.window.add(torch.tensor(value), 512)
     with pytest.raises(loop.NonFiniteLossError, match="between steps 6 and 10; training stopped before"):
-        loop.train_events(s, lr=1e-3)
+        loop.train_events(s, lr=1e-3, epoch=1)
 
 
 def test_the_final_validation_counts_every_validation_sequence_once(one_rank, tmp_path):
     import numpy as np
 
-    from orchestrator.data.dataset import TokenDataset
     from orchestrator.train.evaluate import evaluate_whole_split, validation_totals
     from orchestrator.train.model import GPT
 
-    tokens = tmp_path / "tokens.u16.bin"
-    np.random.default_rng(0).integers(0, 50, 17 * 40, dtype=np.uint16).tofile(tokens)
-    dataset = TokenDataset(tokens, context_length=16, val_fraction=0.25, seed=1)  # 40 blocks, 10 val
+    dataset = _ValidationOnly(np.random.default_rng(0).integers(0, 50, (10, 17)))  # 10 sequences
     torch.manual_seed(0)  # an untrained model: about 2% of its guesses are right, so never none by chance
     model = GPT(vocab_size=50, context_length=16, d_model=16, n_layers=1, n_heads=2)
     plan = new_session().plan
     loss, accuracy, counted = evaluate_whole_split(plan, model, dataset, torch.device("cpu"))
     assert counted == 10 * 16, "3 batches of 4 rows: the 2 padding rows count for nothing"
     assert 0 < accuracy < 1 and abs(loss - math.log(50)) < 0.5
-    first_row = validation_totals(model, dataset, dataset.val_blocks[:1], 4, 1, torch.device("cpu"))
+    first_row = validation_totals(model, dataset, [0], 4, 1, torch.device("cpu"))
     assert first_row[2] == 16 and model.training, "one real row; the model is back in training mode"
+
+
+class _ValidationOnly:
+    """A dataset of validation sequences only (``rows`` as TokenDataset's)."""
+
+    def __init__(self, rows):
+        self._rows = rows
+        self.val_samples = len(rows)
+
+    def rows(self, split, indices):
+        assert split == "val"
+        return self._rows[list(indices)].astype("int64")
