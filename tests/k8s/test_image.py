@@ -117,3 +117,72 @@ def test_the_tags_the_readme_builds_are_the_ones_used():
 def test_the_tracking_server_image_runs_the_versions_the_project_is_tested_with(package):
     pins = " ".join(instruction("mlflow-server", "RUN"))
     assert re.search(rf'"{re.escape(package)}(\[auth\])?=={re.escape(version(package))}"', pins), package
+
+
+# --- what can be read without building: the stages, the user, torch's CUDA build -----------------
+
+
+def arg_default(name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert match, f"ARG {name} has no default"
+    return match.group(1).strip('"')
+
+
+def test_torch_and_its_cuda_build_are_pinned_together_with_the_base_images_toolkit():
+    """The CUDA image's torch is torch==<constraints' version>+cuXY, XY the toolkit of the CUDA base
+    images (DeepSpeed's compiled ops refuse a torch built for another CUDA)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import wheelhouse
+    finally:
+        sys.path.pop(0)
+    (python, label) = wheelhouse.TARGETS["cuda"]
+    major, minor = arg_default("CUDA_VERSION").split(".")[:2]
+    assert label == f"cu{major}{minor}"
+    assert wheelhouse.tested_pins(label).splitlines()[1] == f"torch=={version('torch').split('+')[0]}+{label}"
+    for base in ("CUDA_BUILD_BASE", "CUDA_RUNTIME_BASE"):
+        assert arg_default(base).startswith("nvidia/cuda:${CUDA_VERSION}-"), base
+    assert python == (3, 12)  # Ubuntu 24.04's, the CUDA images' distribution
+    assert wheelhouse.TARGETS["cpu"] == ((3, 11), "cpu")  # Debian bookworm's
+
+
+def test_the_build_installs_only_from_the_hashed_wheelhouse():
+    text = DOCKERFILE.read_text()
+    assert "TORCH_INDEX_URL" not in text and "EXTRA_INDEX" not in text
+    runs = " ".join(instruction("build", "RUN"))
+    envs = " ".join(instruction("build", "ENV"))
+    assert "PIP_NO_INDEX=1" in envs
+    for lock in ("requirements.lock", "sdists.lock"):
+        assert f"--require-hashes --no-deps" in runs and f"-r /wheelhouse/{lock}" in runs, lock
+    assert "pip check" in runs
+    assert instruction("build", "COPY") == ["wheelhouse /wheelhouse"]
+
+
+def test_the_cuda_toolkit_stays_in_the_build_stage():
+    assert "devel" in arg_default("CUDA_BUILD_BASE") and "devel" not in arg_default("CUDA_RUNTIME_BASE")
+    assert stages()["build-cuda"][0] == ("FROM", "${CUDA_BUILD_BASE} AS build-cuda")
+    assert stages()["runtime-cuda"][0] == ("FROM", "${CUDA_RUNTIME_BASE} AS runtime-cuda")
+    assert stages()["training"][0] == ("FROM", "runtime-${VARIANT} AS training")
+    assert instruction("training", "COPY") == ["--from=build /opt/venv /opt/venv"]  # the venv alone
+    runtime = " ".join(instruction("runtime-cuda", "RUN"))
+    assert "cuda-toolkit" not in runtime and "nvcc" not in runtime and "g++" not in runtime
+    # DeepSpeed's CUDA ops are compiled in the build stage, against the installed torch
+    assert "DS_BUILD_CPU_ADAM=1" in " ".join(instruction("build", "RUN"))
+
+
+def test_the_user_step_makes_way_for_a_user_1000_the_base_already_has():
+    """Ubuntu 24.04's images have user `ubuntu` with uid 1000: a plain useradd --uid 1000 fails there.
+    (scripts/image-test.sh builds on a base with such a user, so the image build shows it.)"""
+    runs = " ".join(instruction("training", "RUN"))
+    first_useradd = runs.index("useradd --uid 1000")
+    assert runs.index('getent passwd 1000') < runs.index("userdel") < first_useradd
+    assert runs.index("groupdel") < runs.index("groupadd --gid 1000")
+    script = (REPO / "scripts" / "image-test.sh").read_text()
+    assert "useradd --uid 1000" in script and "--build-arg CPU_BASE=" in script
+
+
+def test_the_image_test_is_its_own_ci_step_after_make_test():
+    steps = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert steps.index("make test") < steps.index("make image-test")
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^image-test: \$\(STAMP\)\n\tbash scripts/image-test.sh$", makefile, re.M)
