@@ -13,8 +13,8 @@ import json
 import pytest
 import yaml
 
-from launchers.kubernetes import render as r
 from launchers.kubernetes import quantities
+from launchers.kubernetes import render as r
 from launchers.kubernetes.validate import validate_manifest
 from orchestrator import cli
 from orchestrator.errors import PlanError
@@ -109,7 +109,10 @@ def test_the_head_and_the_submitter_see_no_gpu_and_stay_on_cpu_nodes(config, shi
         pod = templates(rayjob)[role]
         container = pod["containers"][0]
         assert "nvidia.com/gpu" not in container["resources"].get("limits", {}), role
-        assert env_of(container)["NVIDIA_VISIBLE_DEVICES"] == {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}
+        assert env_of(container)["NVIDIA_VISIBLE_DEVICES"] == {
+            "name": "NVIDIA_VISIBLE_DEVICES",
+            "value": "void",
+        }
         assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", [])), role
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         expressions = [e for term in terms["nodeSelectorTerms"] for e in term["matchExpressions"]]
@@ -230,7 +233,9 @@ def test_a_finished_job_deletes_its_workers_at_once_and_its_head_soon(config, sh
 
 
 def test_a_kueue_job_keeps_shutdown_after_job_finishes_which_kueue_requires():
-    spec = load_spec(CONFIGS[0].parent / "quickstart.yaml", ["cluster.backend=kubernetes", "kubernetes.queue=team-a"])
+    spec = load_spec(
+        CONFIGS[0].parent / "quickstart.yaml", ["cluster.backend=kubernetes", "kubernetes.queue=team-a"]
+    )
     job = r.render_job(spec, r.RunIdentity(RUN_ID, "quickstart-1", spec.resolved_text())).rayjob["spec"]
     assert job["shutdownAfterJobFinishes"] is True and 0 < job["ttlSecondsAfterFinished"] <= 600
     assert "deletionStrategy" not in job
@@ -241,7 +246,7 @@ def test_a_kueue_job_keeps_shutdown_after_job_finishes_which_kueue_requires():
 
 @pytest.mark.parametrize("config", NAMES)
 def test_checkpoints_and_prepared_data_are_where_every_pod_reaches_them(config, shipped):
-    _, rayjob, configmap, notes = shipped[config]
+    _, rayjob, configmap, _ = shipped[config]
     ticket, spec = ticket_spec(configmap)
     pods = [templates(rayjob)["head"], templates(rayjob)["workers"]]
     for location in (ticket["checkpoint_dir"], spec.checkpoint.dir, spec.data.prepared):

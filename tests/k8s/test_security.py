@@ -80,7 +80,9 @@ class Policy:
         activation = {"object": celpy.json_to_cel(obj), "params": celpy.json_to_cel(self.params)}
         variables = {}
         for variable in self.policy["spec"].get("variables", []):
-            activation["variables"] = celpy.json_to_cel(variables) if not variables else variables_map(variables)
+            activation["variables"] = (
+                celpy.json_to_cel(variables) if not variables else variables_map(variables)
+            )
             value = env.program(env.compile(variable["expression"])).evaluate(activation)
             variables[variable["name"]] = value
         activation["variables"] = variables_map(variables)
@@ -107,10 +109,21 @@ def admission(request, built_overlays):
     assert binding["spec"]["validationActions"] == ["Deny"]
     assert policy["spec"]["failurePolicy"] == "Fail"
     name = binding["spec"]["paramRef"]["name"]
-    (params,) = [o for o in objects(built, "ConfigMap", TRAINING[request.param]) if o["metadata"]["name"] == name]
-    (namespace,) = [o for o in objects(built, "Namespace") if o["metadata"]["name"] == TRAINING[request.param]]
-    image = next(o for o in objects(built, "ConfigMap", TRAINING[request.param]) if "training-image" in o["data"])
-    return Policy(policy, binding, params), namespace["metadata"]["labels"], image["data"]["training-image"], built
+    (params,) = [
+        o for o in objects(built, "ConfigMap", TRAINING[request.param]) if o["metadata"]["name"] == name
+    ]
+    (namespace,) = [
+        o for o in objects(built, "Namespace") if o["metadata"]["name"] == TRAINING[request.param]
+    ]
+    image = next(
+        o for o in objects(built, "ConfigMap", TRAINING[request.param]) if "training-image" in o["data"]
+    )
+    return (
+        Policy(policy, binding, params),
+        namespace["metadata"]["labels"],
+        image["data"]["training-image"],
+        built,
+    )
 
 
 def rendered_rayjob(image: str, config: str = "quickstart.yaml") -> dict:
@@ -136,22 +149,32 @@ def pod(rayjob: dict, where: str) -> dict:
 
 
 HOSTILE = {
-    "a hostPath volume": lambda j: pod(j, "workers")["volumes"].append({"name": "h", "hostPath": {"path": "/"}}),
-    "a Secret volume": lambda j: pod(j, "head")["volumes"].append({"name": "s", "secret": {"secretName": "x"}}),
-    "a projected token": lambda j: pod(j, "submitter").setdefault("volumes", []).append(
-        {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
+    "a hostPath volume": lambda j: pod(j, "workers")["volumes"].append(
+        {"name": "h", "hostPath": {"path": "/"}}
+    ),
+    "a Secret volume": lambda j: pod(j, "head")["volumes"].append(
+        {"name": "s", "secret": {"secretName": "x"}}
+    ),
+    "a projected token": lambda j: (
+        pod(j, "submitter")
+        .setdefault("volumes", [])
+        .append({"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}})
     ),
     "another image": lambda j: pod(j, "workers")["containers"][0].update(image="evil.example.com/miner:1"),
     "a look-alike image": lambda j: pod(j, "head")["containers"][0].update(
         image=pod(j, "head")["containers"][0]["image"].split(":")[0] + "-evil:1"
     ),
-    "an init container's image": lambda j: pod(j, "workers").setdefault("initContainers", []).append(
-        {"name": "i", "image": "busybox:1.37"}
+    "an init container's image": lambda j: (
+        pod(j, "workers").setdefault("initContainers", []).append({"name": "i", "image": "busybox:1.37"})
     ),
-    "the submitter's ServiceAccount": lambda j: pod(j, "head").update(serviceAccountName="gpt-orchestrator-submitter"),
+    "the submitter's ServiceAccount": lambda j: pod(j, "head").update(
+        serviceAccountName="gpt-orchestrator-submitter"
+    ),
     "a mounted API token": lambda j: pod(j, "workers").update(automountServiceAccountToken=True),
     "the host's network": lambda j: pod(j, "workers").update(hostNetwork=True),
-    "a privileged container": lambda j: pod(j, "workers")["containers"][0]["securityContext"].update(privileged=True),
+    "a privileged container": lambda j: pod(j, "workers")["containers"][0]["securityContext"].update(
+        privileged=True
+    ),
     "a runtime environment": lambda j: j["spec"].update(runtimeEnvYAML="pip: [evil]"),
 }
 
@@ -165,7 +188,7 @@ def test_a_hostile_rayjob_is_denied(admission, attack):
 
 
 def test_the_policy_binds_to_training_namespaces_only(admission):
-    policy, labels, image, _ = admission
+    policy, _, image, _ = admission
     rayjob = rendered_rayjob(image)
     HOSTILE["a hostPath volume"](rayjob)
     assert policy.denials(rayjob, {"kubernetes.io/metadata.name": "elsewhere"}) == []
@@ -234,9 +257,9 @@ def allowed(policies: list[dict], namespaces: dict, src: Peer, dst: Peer, port: 
         for p in selecting:
             for rule in p["spec"].get(kind.lower(), []) or []:
                 peers = rule.get(peers_key)
-                if (peers is None or any(_peer_matches(x, other, pod.namespace, namespaces) for x in peers)) and (
-                    _port_matches(rule.get("ports"), port, protocol)
-                ):
+                if (
+                    peers is None or any(_peer_matches(x, other, pod.namespace, namespaces) for x in peers)
+                ) and (_port_matches(rule.get("ports"), port, protocol)):
                     return True
         return False
 
@@ -295,7 +318,7 @@ def test_egress_and_ingress_are_denied_by_default_in_both_namespaces(network):
     ],
 )
 def test_what_the_policies_allow_connection_by_connection(network, src, dst, port, protocol, expected):
-    overlay, policies, namespaces, peers = network
+    _, policies, namespaces, peers = network
     assert allowed(policies, namespaces, peers[src], peers[dst], port, protocol) is expected
 
 
@@ -323,7 +346,9 @@ def test_no_overlay_commits_a_credential():
     for path in tracked:
         text = (REPO / path).read_text()
         assert "dev-only" not in text and "password=" not in text.replace(" ", ""), path
-        for generator in yaml.safe_load(text).get("secretGenerator", []) if path.endswith("kustomization.yaml") else []:
+        for generator in (
+            yaml.safe_load(text).get("secretGenerator", []) if path.endswith("kustomization.yaml") else []
+        ):
             for source in generator.get("envs", []) + [f.split("=")[-1] for f in generator.get("files", [])]:
                 assert source not in {p.split("/", 3)[-1] for p in tracked}, (path, source)
 
@@ -334,7 +359,9 @@ def test_every_ray_cluster_gets_a_token_of_its_own(overlay, built_overlays):
         assert cluster["spec"]["authOptions"] == {"mode": "token"}  # KubeRay makes the Secret per cluster
     _, rendered = render_config(CONFIGS[0].parent / "quickstart.yaml")
     assert rendered.rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
-    assert not any(o["metadata"]["name"] == "ray-auth-token" for o in objects(built_overlays[overlay], "Secret"))
+    assert not any(
+        o["metadata"]["name"] == "ray-auth-token" for o in objects(built_overlays[overlay], "Secret")
+    )
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
