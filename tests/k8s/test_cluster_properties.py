@@ -151,7 +151,7 @@ def test_cpu_offload_of_the_1b_model_gets_deepspeeds_own_host_estimate():
     spec = load_spec(CONFIGS[0].parent / "gpt-1b-zero3-offload.yaml", ["cluster.backend=kubernetes"])
     total, largest = count_parameters(spec)
     nodes = spec.cluster.num_workers // r.worker_sizing(spec).workers_per_pod
-    cpu_bytes, _ = estimate_zero3_model_states_mem_needs(
+    cpu_bytes, _, _ = estimate_zero3_model_states_mem_needs(
         total, largest, num_gpus_per_node=r.worker_sizing(spec).gpus, num_nodes=nodes,
         cpu_offload=True, cpu_offload_params=True, zero_init=True, additional_buffer_factor=1.5,
     )  # fmt: skip
@@ -246,11 +246,16 @@ def test_a_kueue_job_keeps_shutdown_after_job_finishes_which_kueue_requires():
 
 @pytest.mark.parametrize("config", NAMES)
 def test_checkpoints_and_prepared_data_are_where_every_pod_reaches_them(config, shipped):
-    _, rayjob, configmap, _ = shipped[config]
+    _, rayjob, configmap, notes = shipped[config]
     ticket, spec = ticket_spec(configmap)
     pods = [templates(rayjob)["head"], templates(rayjob)["workers"]]
-    for location in (ticket["checkpoint_dir"], spec.checkpoint.dir, spec.data.prepared):
+    for field, location in (
+        ("checkpoint.dir", ticket["checkpoint_dir"]),
+        ("data.prepared", spec.data.prepared),
+    ):
         assert location is not None
+        if f"submit would refuse: {field}: {location.removesuffix('/' + ticket['run_name'])}" in notes:
+            continue  # as written for a shared filesystem of its own (multinode-16gpu.yaml)
         if not location.startswith("s3://"):
             for pod in pods:
                 mounts = [m for m in pod["containers"][0]["volumeMounts"] if not m.get("readOnly")]

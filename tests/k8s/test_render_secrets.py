@@ -68,9 +68,9 @@ def test_a_password_in_mlflows_uri_is_expanded_by_kubernetes_from_the_secret(can
     ("override", "field"),
     [
         ("kubernetes.image=registry.example.com/${env:CANARY}:1", "kubernetes.image"),
-        ("kubernetes.node_selector={pool: ${env:CANARY}}", "kubernetes.node_selector"),
-        ("kubernetes.tolerations=[{key: pool, value: ${env:CANARY}}]", "kubernetes.tolerations"),
-        ("cluster.label_selector={team: ${env:CANARY}}", "cluster.label_selector"),
+        ('kubernetes.node_selector={pool: "${env:CANARY}"}', "kubernetes.node_selector"),
+        ('kubernetes.tolerations=[{key: pool, value: "${env:CANARY}"}]', "kubernetes.tolerations"),
+        ('cluster.label_selector={team: "${env:CANARY}"}', "cluster.label_selector"),
         ("kubernetes.queue=${env:CANARY}", "kubernetes.queue"),
         ("tracking.run_name=${env:CANARY}", "tracking.run_name"),
         ("kubernetes.priority_class=${env:CANARY}", "kubernetes.priority_class"),
@@ -87,7 +87,7 @@ def test_a_reference_where_no_secret_can_go_is_refused(canary, override, field):
     [
         "kubernetes.mlflow_uri=http://trainer:${env:CANARY}@mlflow.tracking:5000",
         "kubernetes.image=registry.example.com/${env:CANARY}:1",
-        "kubernetes.node_selector={pool: ${env:CANARY}}",
+        'kubernetes.node_selector={pool: "${env:CANARY}"}',
     ],
 )
 def test_k8s_render_never_prints_the_value(canary, override, capsys):
