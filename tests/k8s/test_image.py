@@ -83,9 +83,13 @@ def test_both_images_run_as_the_uid_the_manifests_use():
     for stage in ("training", "mlflow-server"):
         assert instruction(stage, "USER") == [f"{render.RUN_AS}:{render.RUN_AS}"], stage
     assert render.POD_SECURITY["runAsUser"] == render.RUN_AS
-    for manifest in ("mlflow.yaml", "raycluster.yaml"):
+    for manifest in ("tracking/mlflow.yaml", "training/raycluster.yaml"):
         docs = yaml.safe_load_all((REPO / "k8s" / "base" / manifest).read_text())
-        users = {json.dumps(d).count(f'"runAsUser": {render.RUN_AS}') for d in docs if d["kind"] != "Service"}
+        users = {
+            json.dumps(d).count(f'"runAsUser": {render.RUN_AS}')
+            for d in docs
+            if d["kind"] not in ("Service", "ServiceAccount")
+        }
         assert 0 not in users, manifest
 
 
@@ -104,11 +108,14 @@ def test_the_tags_the_readme_builds_are_the_ones_used():
         f"gpt-orchestrator-mlflow:{__version__}",
     ):
         assert f"-t {tag} ." in text, tag
-    base = yaml.safe_load((REPO / "k8s" / "base" / "kustomization.yaml").read_text())
-    assert {i["name"]: i["newTag"] for i in base["images"]} == {
-        "gpt-orchestrator": f"{__version__}-cpu",
-        "gpt-orchestrator-mlflow": __version__,
-    }
+    dev = REPO / "k8s" / "overlays" / "dev"
+    tags = {}
+    for part in ("training", "tracking"):
+        tags |= {
+            i["name"]: i["newTag"]
+            for i in yaml.safe_load((dev / part / "kustomization.yaml").read_text())["images"]
+        }
+    assert tags == {"gpt-orchestrator": f"{__version__}-cpu", "gpt-orchestrator-mlflow": __version__}
 
 
 @pytest.mark.parametrize("package", ["mlflow", "psycopg2-binary"])

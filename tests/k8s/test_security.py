@@ -271,7 +271,14 @@ def allowed(policies: list[dict], namespaces: dict, src: Peer, dst: Peer, port: 
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def network(request, built_overlays):
     built = built_overlays[request.param]
-    namespaces = {o["metadata"]["name"]: o["metadata"].get("labels", {}) for o in objects(built, "Namespace")}
+    # The API server labels every namespace with its name (kubernetes.io/metadata.name).
+    namespaces = {
+        o["metadata"]["name"]: {
+            **o["metadata"].get("labels", {}),
+            "kubernetes.io/metadata.name": o["metadata"]["name"],
+        }
+        for o in objects(built, "Namespace")
+    }
     namespaces["kube-system"] = {"kubernetes.io/metadata.name": "kube-system"}
     namespaces["kuberay-system"] = {"kubernetes.io/metadata.name": "kuberay-system"}
     training, tracking = TRAINING[request.param], TRACKING[request.param]
@@ -341,7 +348,11 @@ def test_the_object_store_is_reached_by_training_and_mlflow_only(network):
 
 def test_no_overlay_commits_a_credential():
     tracked = subprocess.run(
-        ["git", "ls-files", "k8s"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "k8s/base", "k8s/components", "k8s/overlays"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for path in tracked:
         text = (REPO / path).read_text()
@@ -392,11 +403,14 @@ def test_the_prod_overlay_pins_digests_when_given_them(tmp_path):
     import shutil
 
     shutil.copytree(REPO / "k8s", tmp_path / "k8s")
-    kustomization = tmp_path / "k8s" / "overlays" / "prod" / "kustomization.yaml"
-    text = kustomization.read_text()
-    assert "# digest: sha256:" in text
-    kustomization.write_text(text.replace("# digest: sha256:", "digest: sha256:"))
-    done = subprocess.run([kubectl(), "kustomize", str(kustomization.parent)], capture_output=True, text=True)
+    prod = tmp_path / "k8s" / "overlays" / "prod"
+    examples = 0
+    for kustomization in prod.rglob("kustomization.yaml"):
+        text = kustomization.read_text()
+        examples += text.count("# digest: sha256:")
+        kustomization.write_text(text.replace("# digest: sha256:", "digest: sha256:"))
+    assert examples == 3  # the training image, MLflow's, PostgreSQL's
+    done = subprocess.run([kubectl(), "kustomize", str(prod)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     built = list(yaml.safe_load_all(done.stdout))
     images = {c["image"] for o in built if o["kind"] in ("Deployment", "StatefulSet", "Job")

@@ -475,6 +475,8 @@ def access_of_every_launcher_call(directory) -> set[tuple[str, str]]:
     text = "name: rbac\ncluster: {backend: kubernetes}\nkubernetes: {namespace: ns, worker_memory: 2Gi}\n"
     spec = parse_spec(text)
     with FakeApiServer("ns") as server:
+        settings = {"metadata": {"name": "gpt-orchestrator-settings"}, "data": {"training-image": "i:1"}}
+        server.cluster.configmaps["gpt-orchestrator-settings"] = settings  # the overlay's
         launcher = KubernetesLauncher(
             "ns", kubeconfig=write_kubeconfig(directory / "config", server.url, "ns")
         )
