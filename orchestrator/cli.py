@@ -125,13 +125,15 @@ def cmd_plan(args) -> int:
 
 def cmd_k8s_render(args) -> int:
     """The RayJob and run-ticket ConfigMap `submit` would create for the kubernetes backend."""
+    from launchers.kubernetes import load_for_kubernetes
     from launchers.kubernetes.render import preview_identity, render_job
     from launchers.kubernetes.validate import check_manifests
-    from orchestrator.spec import load_spec
 
-    spec = load_spec(args.spec, [*args.overrides, "cluster.backend=kubernetes"])
-    rendered = render_job(spec, preview_identity(spec, spec.resolved_text()))
+    spec, notes = load_for_kubernetes(args.spec, args.overrides)
+    rendered = render_job(spec, preview_identity(spec, spec.resolved_text()), strict=False)
     check_manifests(rendered.documents())
+    for note in [*notes, *rendered.notes]:
+        print(spec.redact(f"note: {note}"), file=sys.stderr)
     print(rendered.to_yaml(), end="")
     return EXIT_OK
 

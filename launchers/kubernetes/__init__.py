@@ -20,23 +20,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from launchers.kubernetes.client import KubeClient
 from launchers.kubernetes.render import (
+    IMAGE_KEY,
     MANAGED_BY,
     QUEUE_LABEL,
     RUN_ID_LABEL,
     RUN_NAME_ANNOTATION,
+    SETTINGS_CONFIGMAP,
     RenderedJob,
     RunIdentity,
     render_job,
 )
-from orchestrator.errors import UsageError
+from orchestrator.errors import NotFoundError, PlanError, UsageError
 from orchestrator.spec import RunSpec
 from orchestrator.track.runs import ADDRESS_TAG, JOB_ID_TAG, JobHandle, JobState, RunRecord
 
-__all__ = ["JobDetail", "KubernetesLauncher", "RunIdentity", "job_detail", "job_state"]
+__all__ = ["JobDetail", "KubernetesLauncher", "RunIdentity", "job_detail", "job_state", "load_for_kubernetes"]
 
 log = logging.getLogger(__name__)
 BACKEND = "kubernetes"
@@ -114,7 +116,24 @@ class KubernetesLauncher:
                 f"the spec's kubernetes.namespace is {spec.kubernetes.namespace}, but this launcher works in "
                 f"{self.namespace}; hint: use one namespace for both"
             )
+        if not (spec.kubernetes.image or run.image):
+            run = replace(run, image=self.namespace_image())
         return self.submit_rendered(render_job(spec, run))
+
+    def namespace_image(self) -> str:
+        """The training image the namespace's overlay names (kustomize copies its images: entry)."""
+        try:
+            settings = self._client.get_configmap(SETTINGS_CONFIGMAP)
+        except NotFoundError:
+            settings = {}
+        image = (settings.get("data") or {}).get(IMAGE_KEY)
+        if not image:
+            raise PlanError(
+                f"the spec names no kubernetes.image and namespace {self.namespace} has no ConfigMap "
+                f"{SETTINGS_CONFIGMAP} with key {IMAGE_KEY}; hint: apply the namespace's overlay "
+                "(kubectl apply -k k8s/overlays/...), or set kubernetes.image"
+            )
+        return image
 
     def submit(self, plan) -> JobHandle:
         """The protocol's entry: the Plan's resolved spec and MLflow run (the cluster prepares the
@@ -174,7 +193,12 @@ class KubernetesLauncher:
         if delete or QUEUE_LABEL in (rayjob["metadata"].get("labels") or {}):
             self._client.delete_rayjob(job_id)
             return JobHandle(BACKEND, detail.run_id, JobState.STOPPED, job_id=job_id)
-        patch = {"metadata": {"annotations": {CANCELLED_ANNOTATION: "true"}}, "spec": {"suspend": True}}
+        # KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules
+        # exclude: the patch swaps them in one step (a merge patch's null removes the rules).
+        patch = {
+            "metadata": {"annotations": {CANCELLED_ANNOTATION: "true"}},
+            "spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None},
+        }
         return job_detail(self._client.patch_rayjob(job_id, patch)).handle()
 
     def list(self) -> list[JobHandle]:
@@ -191,6 +215,26 @@ class KubernetesLauncher:
             if heads:
                 return _newest(heads), "ray-head"
         return None
+
+
+def load_for_kubernetes(path, overrides: list[str]) -> tuple[RunSpec, list[str]]:
+    """A spec file as the kubernetes backend runs it, and notes on what that ignores: a spec written
+    for a running Ray cluster names ``cluster.address``, which a RayJob (its own cluster) has no use
+    for. Checks that need the data files stay with the cluster, as with ``validate``."""
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.spec import load_spec
+
+    notes, extra = [], ["cluster.backend=kubernetes"]
+    try:
+        as_written = load_spec(path, overrides)
+    except OrchestratorError:
+        as_written = None  # what is wrong is reported below, for the kubernetes backend
+    if as_written is not None and as_written.cluster.address is not None:
+        extra.append("cluster.address=null")
+        notes.append(
+            f"cluster.address ({as_written.cluster.address}) is ignored: a RayJob brings its own Ray cluster"
+        )
+    return load_spec(path, [*overrides, *extra]), notes
 
 
 def job_state(rayjob: dict) -> tuple[JobState, str]:

@@ -131,6 +131,17 @@ class KubeClient:
 
     # --- ConfigMaps, pods, logs -------------------------------------------------------------------
 
+    def get_configmap(self, name: str) -> dict:
+        found = self._call(
+            f"read ConfigMap {name}",
+            ("get", "configmaps"),
+            self._core.read_namespaced_config_map,
+            name,
+            self.namespace,
+            missing=name,
+        )
+        return self._api_client.sanitize_for_serialization(found)
+
     def create_configmap(self, body: dict) -> dict:
         created = self._call(
             f"create ConfigMap {body['metadata']['name']}",

@@ -13,6 +13,7 @@ feature gates at their v1.7.0 defaults. ``check(doc)`` returns ``(path, message)
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 MAX_RAYCLUSTER_NAME = 53  # KubeRay appends suffixes to names it derives from these
 MAX_RAYJOB_NAME = MAX_RAYCLUSTER_NAME - 6
@@ -83,19 +84,69 @@ def _rayjob_lifecycle(spec: dict) -> Problems:
 
 
 def _deletion_strategy(spec: dict) -> Problems:
+    """KubeRay 1.7's validateDeletionConfiguration (feature gate RayJobDeletionPolicy: beta, on by
+    default): deletionRules exclude shutdownAfterJobFinishes and the legacy onSuccess/onFailure; each
+    rule's TTLs must delete workers no later than the cluster, and the cluster no later than the RayJob."""
     strategy = spec.get("deletionStrategy")
     if strategy is None:
         return []
     rules, legacy = strategy.get("deletionRules") or [], ("onSuccess" in strategy or "onFailure" in strategy)
+    where = "spec.deletionStrategy"
     if rules and spec.get("shutdownAfterJobFinishes"):
-        return [("spec.deletionStrategy.deletionRules", "cannot be used with shutdownAfterJobFinishes")]
-    if legacy and not ("onSuccess" in strategy and "onFailure" in strategy):
-        return [("spec.deletionStrategy", "needs both onSuccess and onFailure")]
-    if legacy and spec.get("shutdownAfterJobFinishes"):
-        policies = [strategy[k].get("policy") for k in ("onSuccess", "onFailure")]
-        if "DeleteNone" in policies:
-            return [("spec.deletionStrategy", "DeleteNone contradicts shutdownAfterJobFinishes true")]
+        return [(f"{where}.deletionRules", "cannot be used with shutdownAfterJobFinishes")]
+    if rules and legacy:
+        return [(where, "deletionRules and onSuccess/onFailure cannot be used together")]
+    if rules:
+        return _deletion_rules(rules, spec)
+    if not (legacy and "onSuccess" in strategy and "onFailure" in strategy):
+        return [(where, "needs both onSuccess and onFailure, or deletionRules")]
+    policies = [(strategy[k] or {}).get("policy") for k in ("onSuccess", "onFailure")]
+    if None in policies:
+        return [(where, "onSuccess and onFailure each need a policy")]
+    if spec.get("shutdownAfterJobFinishes") and "DeleteNone" in policies:
+        return [(where, "DeleteNone contradicts shutdownAfterJobFinishes true")]
+    if "DeleteWorkers" in policies and (spec.get("rayClusterSpec") or {}).get("enableInTreeAutoscaling"):
+        return [(where, "DeleteWorkers is not supported with autoscaling")]
     return []
+
+
+_DELETION_ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+
+
+def _deletion_rules(rules: list[dict], spec: dict) -> Problems:
+    problems: Problems = []
+    ttls: dict[tuple[str, str], dict[str, int]] = {}
+    selector = bool(spec.get("clusterSelector"))
+    autoscaling = bool((spec.get("rayClusterSpec") or {}).get("enableInTreeAutoscaling"))
+    for index, rule in enumerate(rules):
+        where, condition, policy = (
+            f"spec.deletionStrategy.deletionRules[{index}]",
+            rule["condition"],
+            rule["policy"],
+        )
+        if selector and policy in ("DeleteCluster", "DeleteWorkers"):
+            problems.append((where, f"{policy} is not supported with a clusterSelector"))
+            continue
+        if autoscaling and policy == "DeleteWorkers":
+            problems.append((where, "DeleteWorkers is not supported with autoscaling"))
+            continue
+        kind = "jobStatus" if "jobStatus" in condition else "jobDeploymentStatus"
+        seen = ttls.setdefault((kind, condition.get(kind, "")), {})
+        if policy in seen:
+            problems.append((where, f"duplicate rule for {policy} and {kind} {condition.get(kind)}"))
+            continue
+        seen[policy] = condition.get("ttlSeconds", 0)
+    for (kind, status), by_policy in ttls.items():
+        ordered = [(p, by_policy[p]) for p in _DELETION_ORDER if p in by_policy]
+        for (before, early), (after, late) in pairwise(ordered):
+            if late < early:
+                problems.append(
+                    (
+                        "spec.deletionStrategy.deletionRules",
+                        f"{kind} {status}: {after} TTL ({late}) must be >= {before} TTL ({early})",
+                    )
+                )
+    return problems
 
 
 def _rayjob_submission(spec: dict) -> Problems:

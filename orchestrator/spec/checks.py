@@ -227,7 +227,7 @@ def kubernetes_brings_its_own_cluster(cluster) -> Iterator[Finding]:
 
 @check("kubernetes")
 def tolerations_are_complete(kubernetes) -> Iterator[Finding]:
-    for i, toleration in enumerate(kubernetes.tolerations):
+    for i, toleration in enumerate(kubernetes.tolerations or []):
         where = f"kubernetes.tolerations.{i}"
         if toleration.operator == "Exists" and toleration.value is not None:
             yield Finding(f"{where}.value", "operator Exists takes no value", "remove value, or use Equal")
@@ -256,7 +256,9 @@ def secret_env_names_secret_and_key(kubernetes) -> Iterator[Finding]:
 def mounts_do_not_overlap(kubernetes) -> Iterator[Finding]:
     from orchestrator.spec.kubernetes import RESERVED_MOUNTS, nested_paths
 
-    mounts = {"checkpoint_mount_path": kubernetes.checkpoint_mount_path}
+    mounts = {}
+    if kubernetes.checkpoint_claim:
+        mounts["checkpoint_mount_path"] = kubernetes.checkpoint_mount_path
     if kubernetes.data_claim:
         mounts["data_mount_path"] = kubernetes.data_mount_path
     for field, path in mounts.items():

@@ -1,7 +1,8 @@
 """The kustomize overlays, built by the real `kubectl kustomize`, checked as an API server would and
-for what they promise: locked-down pods, NetworkPolicies that select what they claim, namespace-only
-RBAC that covers what the launcher does, Secrets only from dev's documented example files, and an
-MLflow server whose host check admits the URI the rendered jobs use."""
+for what they promise: locked-down pods, NetworkPolicy ports that are the ports served, namespace-only
+RBAC that covers what the launcher does, Secrets only from files the user generates, and an MLflow
+server whose host check admits the URI the rendered jobs use. (tests/k8s/test_security.py evaluates
+the NetworkPolicies connection by connection, and the admission policy.)"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.launchers.kubernetes.fake_apiserver import access_of_every_launcher_c
 pytestmark = pytest.mark.k8s
 
 NAMESPACES = {"dev": "gpt-orchestrator", "prod": "gpt-orchestrator-prod"}
+TRACKING = {overlay: f"{namespace}-tracking" for overlay, namespace in NAMESPACES.items()}
 TRAINING = {"ray-head", "ray-workers", "job-head", "job-workers", "job-submitter"}
 SECRET_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|STORE_URI|ROOT_USER")
 
@@ -37,12 +39,20 @@ def one(docs: list[dict], kind: str, name: str) -> dict:
     return found
 
 
+def settings(docs: list[dict]) -> dict[str, str]:
+    return one(docs, "ConfigMap", "gpt-orchestrator-settings")["data"]
+
+
 @pytest.fixture(scope="module")
-def rendered_jobs():
-    """The RayJob a run would create in each overlay's namespace."""
+def rendered_jobs(built_overlays):
+    """The RayJob a run would create in each overlay's namespace, with the namespace's image."""
     config = REPO / "configs" / "quickstart.yaml"
     return {
-        overlay: render_config(config, f"kubernetes.namespace={namespace}")[1]
+        overlay: render_config(
+            config,
+            f"kubernetes.namespace={namespace}",
+            f"kubernetes.image={settings(built_overlays[overlay])['training-image']}",
+        )[1]
         for overlay, namespace in NAMESPACES.items()
     }
 
@@ -50,7 +60,7 @@ def rendered_jobs():
 def pod_templates(docs: list[dict], rayjob: dict | None = None) -> dict[str, dict]:
     """workload name -> pod template, for every pod the overlay (and a rendered RayJob) would run."""
     templates = {}
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in ("Deployment", "StatefulSet", "Job"):
         for workload in objects(docs, kind):
             templates[workload["metadata"]["name"]] = workload["spec"]["template"]
     for cluster in objects(docs, "RayCluster"):
@@ -68,7 +78,9 @@ def test_every_overlay_builds(built_overlays):
     for overlay, docs in built_overlays.items():
         kinds = {d["kind"] for d in docs}
         assert {"Namespace", "Deployment", "Service", "NetworkPolicy", "Role", "RayCluster"} <= kinds, overlay
-    assert build(REPO / "k8s" / "base")  # the base alone builds too
+        assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds, overlay
+    for part in ("training", "tracking", "admission"):
+        assert build(REPO / "k8s" / "base" / part)  # each part of the base alone builds too
 
 
 def test_every_builtin_object_passes_strict_validation(built_overlays):
@@ -78,12 +90,12 @@ def test_every_builtin_object_passes_strict_validation(built_overlays):
                 assert validate_builtin(doc) == [], f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
 
 
-def test_kubernetes_validate_accepts_the_overlays(tmp_path):
+def test_kubernetes_validate_accepts_the_overlays(tmp_path, k8s_tree):
     """The command-line tool too (it skips the RayCluster: a custom resource, checked below)."""
     tool = Path(sys.executable).with_name("kubernetes-validate")
     for overlay, directory in OVERLAYS.items():
         built = tmp_path / f"{overlay}.yaml"
-        built.write_text(build(directory))
+        built.write_text(build(k8s_tree / directory.relative_to(REPO / "k8s")))
         done = subprocess.run(
             [str(tool), "--strict", "-k", "1.32", str(built)], capture_output=True, text=True
         )
@@ -99,14 +111,34 @@ def test_every_custom_resource_passes_the_crd_and_the_operator(built_overlays, r
             assert validate_custom_resource(doc) == [], f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
 
 
-def test_one_namespace_with_pod_security_restricted(built_overlays):
+def test_two_namespaces_with_pod_security_restricted(built_overlays):
     for overlay, docs in built_overlays.items():
-        (namespace,) = objects(docs, "Namespace")
-        assert namespace["metadata"]["name"] == NAMESPACES[overlay]
-        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-        others = [d for d in docs if d["kind"] != "Namespace"]
-        assert {d["metadata"].get("namespace") for d in others} == {NAMESPACES[overlay]}
+        names = {n["metadata"]["name"]: n for n in objects(docs, "Namespace")}
+        assert set(names) == {NAMESPACES[overlay], TRACKING[overlay]}
+        for namespace in names.values():
+            assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert names[NAMESPACES[overlay]]["metadata"]["labels"]["gpt-orchestrator/training"] == "true"
+        cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+        others = [d for d in docs if d["kind"] not in cluster_scoped]
+        assert {d["metadata"].get("namespace") for d in others} == set(names)
+        assert settings(docs)["tracking-namespace"] == TRACKING[overlay]
     assert NAMESPACES["dev"] == "gpt-orchestrator"  # the spec's default: dev works without --set
+
+
+def test_the_image_is_one_setting_of_the_overlay(built_overlays, k8s_tree):
+    """The overlay's images: entry names the training image; kustomize copies it from the RayCluster
+    into the settings ConfigMap that submit and the admission policy read."""
+    import yaml
+
+    for overlay, docs in built_overlays.items():
+        (entry,) = yaml.safe_load(
+            (k8s_tree / "overlays" / overlay / "training" / "kustomization.yaml").read_text()
+        )["images"]
+        image = f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+        cluster = one(docs, "RayCluster", "ray")["spec"]
+        pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+        assert {g["template"]["spec"]["containers"][0]["image"] for g in pods} == {image}
+        assert settings(docs)["training-image"] == image
 
 
 def test_every_pod_is_locked_down_and_sized(built_overlays, rendered_jobs):
@@ -129,47 +161,13 @@ def test_every_pod_is_locked_down_and_sized(built_overlays, rendered_jobs):
                 assert {"cpu", "memory"} <= set(resources["requests"]) & set(resources["limits"]), where
 
 
-def _selects(selector: dict, labels: dict) -> bool:
-    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are used (and checked)"
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-
-
-def _policy_view(policy: dict, pods: dict[str, dict]) -> tuple[set, set, set]:
-    """(pods it selects, pods it admits from this namespace, namespaces it admits from)."""
-    selected = {name for name, labels in pods.items() if _selects(policy["spec"]["podSelector"], labels)}
-    sources, namespaces = set(), set()
-    for rule in policy["spec"].get("ingress", []):
-        for peer in rule["from"]:
-            if "namespaceSelector" in peer:
-                assert "podSelector" not in peer
-                namespaces.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
-            else:
-                sources |= {name for name, labels in pods.items() if _selects(peer["podSelector"], labels)}
-    return selected, sources, namespaces
-
-
-def test_network_policies_select_what_they_claim(built_overlays, rendered_jobs):
-    for overlay, docs in built_overlays.items():
-        templates = pod_templates(docs, rendered_jobs[overlay].rayjob)
-        pods = {name: template["metadata"]["labels"] for name, template in templates.items()}
-        policies = {p["metadata"]["name"]: _policy_view(p, pods) for p in objects(docs, "NetworkPolicy")}
-        stores = {"postgres", "minio"} if overlay == "dev" else {"postgres"}
-        assert policies["default-deny-ingress"] == (set(pods), set(), set())
-        ingress_controller = {"ingress-nginx"} if overlay == "prod" else set()
-        assert policies["mlflow"] == ({"mlflow"}, TRAINING, ingress_controller), overlay
-        assert policies["ray"] == (TRAINING, TRAINING, {"kuberay-system"}), overlay
-        for store in stores:
-            assert policies[store] == ({store}, {"mlflow"}, set()), f"{overlay}: {store}"
-        assert set(policies) == {"default-deny-ingress", "mlflow", "ray", *stores}
-
-
 def test_network_policy_ports_are_the_ports_served(built_overlays):
     docs = built_overlays["dev"]
     served = {
         name: {p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
         for name, template in pod_templates(docs).items()
     }
-    for name in ("mlflow", "postgres", "minio"):
+    for name in ("mlflow", "postgres", "seaweedfs"):
         ports = {
             p["port"] for rule in one(docs, "NetworkPolicy", name)["spec"]["ingress"] for p in rule["ports"]
         }
@@ -181,6 +179,7 @@ def test_rbac_is_namespaced_and_covers_what_the_launcher_does(built_overlays, tm
     assert ("patch", "rayjobs.ray.io") in used and ("get", "pods/log") in used
     for overlay, docs in built_overlays.items():
         assert not objects(docs, "ClusterRole") and not objects(docs, "ClusterRoleBinding"), overlay
+        assert {r["metadata"]["namespace"] for r in objects(docs, "Role")} == {NAMESPACES[overlay]}
         role = one(docs, "Role", "gpt-orchestrator-submitter")
         granted = set()
         for rule in role["rules"]:
@@ -209,22 +208,33 @@ def test_rbac_is_namespaced_and_covers_what_the_launcher_does(built_overlays, tm
         ]
 
 
-def test_secrets_come_only_from_devs_documented_example_files(built_overlays):
+def test_secrets_come_only_from_files_the_user_generates(built_overlays):
+    import yaml
+
     assert objects(built_overlays["prod"], "Secret") == []
     manifests = [p for p in (REPO / "k8s").rglob("*.yaml") if "crds" not in p.parts]
     assert not [p for p in manifests if re.search(r"^kind:\s*Secret\s*$", p.read_text(), re.M)]
-    generators = [p for p in (REPO / "k8s").rglob("kustomization.yaml") if "secretGenerator" in p.read_text()]
-    assert generators == [OVERLAYS["dev"] / "kustomization.yaml"]
-    import yaml
+    generators = sorted(
+        p for p in (REPO / "k8s").rglob("kustomization.yaml") if "secretGenerator" in p.read_text()
+    )
+    assert generators == [
+        OVERLAYS["dev"] / "tracking" / "kustomization.yaml",
+        OVERLAYS["dev"] / "training" / "kustomization.yaml",
+    ]
+    made = set()
+    for generator in generators:
+        for entry in yaml.safe_load(generator.read_text())["secretGenerator"]:
+            made.add(entry["name"])
+            for source in entry.get("envs", []) + [f.split("=")[-1] for f in entry.get("files", [])]:
+                path = generator.parent / source
+                assert source.startswith("secrets/"), source
+                assert _ignored(path), f"{path} would be committed"
+    assert made == {s["metadata"]["name"] for s in objects(built_overlays["dev"], "Secret")}
 
-    used = yaml.safe_load(generators[0].read_text())["secretGenerator"]
-    files = {f.split("=")[-1] for g in used for f in g.get("envs", []) + g.get("files", [])}
-    for name in files:
-        text = (OVERLAYS["dev"] / name).read_text()
-        assert ".example." in name and "EXAMPLE" in text and "throw-away dev cluster" in text, name
-    assert {g["name"] for g in used} == {
-        s["metadata"]["name"] for s in objects(built_overlays["dev"], "Secret")
-    }
+
+def _ignored(path: Path) -> bool:
+    done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
+    return done.returncode == 0
 
 
 def test_no_credential_is_written_into_a_pod(built_overlays, rendered_jobs):
@@ -246,27 +256,40 @@ def _decoded(secret: dict) -> dict[str, str]:
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
-def test_every_secret_a_pod_needs_exists_in_dev(built_overlays, rendered_jobs):
+def test_every_secret_a_pod_needs_exists_in_its_namespace(built_overlays, rendered_jobs):
     docs = built_overlays["dev"]
-    secrets = {s["metadata"]["name"]: _decoded(s) for s in objects(docs, "Secret")}
+    secrets = {
+        (s["metadata"]["namespace"], s["metadata"]["name"]): _decoded(s) for s in objects(docs, "Secret")
+    }
+    namespace_of = {}
+    for kind in ("Deployment", "StatefulSet", "Job", "RayCluster"):
+        for workload in objects(docs, kind):
+            namespace_of[workload["metadata"]["name"]] = workload["metadata"]["namespace"]
     for workload, template in pod_templates(docs, rendered_jobs["dev"].rayjob).items():
+        namespace = namespace_of.get(workload, "gpt-orchestrator")  # ray-*, job-*: the training namespace
         pod = template["spec"]
         for container in pod.get("initContainers", []) + pod["containers"]:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    assert ref["key"] in secrets.get(ref["name"], {}), f"{workload}: {ref}"
+                if ref and not ref.get("optional"):
+                    assert ref["key"] in secrets.get((namespace, ref["name"]), {}), f"{workload}: {ref}"
         for volume in pod["volumes"]:
             if "secret" in volume:
-                keys = [item["key"] for item in volume["secret"]["items"]]
-                assert set(keys) <= set(secrets[volume["secret"]["secretName"]]), workload
-    for cluster in [one(docs, "RayCluster", "ray"), rendered_jobs["dev"].rayjob["spec"]["rayClusterSpec"]]:
-        spec = cluster.get("spec", cluster)
-        assert "auth_token" in secrets[spec["authOptions"]["secretName"]]
+                items = volume["secret"].get("items")
+                keys = [item["key"] for item in items] if items else []
+                assert set(keys) <= set(secrets[(namespace, volume["secret"]["secretName"])]), workload
+    for cluster in [
+        one(docs, "RayCluster", "ray")["spec"],
+        rendered_jobs["dev"].rayjob["spec"]["rayClusterSpec"],
+    ]:
+        assert cluster["authOptions"] == {"mode": "token"}  # KubeRay makes each cluster's token
 
 
-def test_the_dev_example_secrets_work_together(built_overlays):
-    secrets = {s["metadata"]["name"]: _decoded(s) for s in objects(built_overlays["dev"], "Secret")}
+def test_the_dev_secrets_work_together(built_overlays):
+    import json
+
+    docs = built_overlays["dev"]
+    secrets = {s["metadata"]["name"]: _decoded(s) for s in objects(docs, "Secret")}
     db, auth = secrets["mlflow-db"], secrets["mlflow-auth"]
     uri = db["backend-store-uri"]
     assert (
@@ -278,6 +301,23 @@ def test_the_dev_example_secrets_work_together(built_overlays):
     assert ini["mlflow"]["database_uri"] == uri and "admin_password" not in ini["mlflow"]
     assert len(auth["admin-password"]) >= 12  # MLflow refuses shorter admin passwords
     assert secrets["mlflow-client"] == {"username": "admin", "password": auth["admin-password"]}
+    # SeaweedFS's identities: each Secret's keys, scoped to its own bucket
+    identities = {i["name"]: i for i in json.loads(secrets["s3-config"]["s3.json"])["identities"]}
+    for name, secret, bucket in (
+        ("mlflow", "mlflow-artifacts", "mlflow-artifacts"),
+        ("training", "object-store", "gpt-orchestrator"),
+    ):
+        keys = secrets[secret]
+        assert identities[name]["credentials"] == [
+            {"accessKey": keys["AWS_ACCESS_KEY_ID"], "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}
+        ]
+        assert {a.split(":")[1] for a in identities[name]["actions"]} == {bucket}
+    store = secrets["object-store"]["AWS_ENDPOINT_URL"]
+    assert store == "http://seaweedfs.gpt-orchestrator-tracking.svc.cluster.local:8333"
+    assert one(docs, "Service", "seaweedfs")["spec"]["ports"][0]["port"] == 8333
+    job = one(docs, "Job", "s3-buckets")["spec"]["template"]["spec"]["containers"][0]
+    buckets = next(e["value"] for e in job["env"] if e["name"] == "BUCKETS").split()
+    assert set(buckets) == {"mlflow-artifacts", "gpt-orchestrator"}
 
 
 def _expanded(arg: str, env: dict[str, str]) -> str:
@@ -289,7 +329,7 @@ def test_the_tracking_server_is_configured_as_documented(built_overlays):
         pod = one(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]
         (server,) = pod["containers"]
         env = {e["name"]: e.get("value") for e in server["env"]}
-        env["POD_NAMESPACE"] = NAMESPACES[overlay]  # what the downward API gives the pod
+        env["POD_NAMESPACE"] = TRACKING[overlay]  # what the downward API gives the pod
         args = [_expanded(a, env) for a in server["args"]]
         assert server["command"] == ["mlflow", "server"]
         assert {"--app-name=basic-auth", "--serve-artifacts"} <= set(args), overlay
@@ -307,7 +347,7 @@ def test_mlflows_host_check_admits_the_jobs_and_the_ingress(built_overlays):
     the pods, `kubectl port-forward` (localhost) and the ingress host must all be allowed."""
     for overlay, docs in built_overlays.items():
         (server,) = one(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e.get("value") for e in server["env"]} | {"POD_NAMESPACE": NAMESPACES[overlay]}
+        env = {e["name"]: e.get("value") for e in server["env"]} | {"POD_NAMESPACE": TRACKING[overlay]}
         flag = next(a for a in server["args"] if a.startswith("--allowed-hosts="))
         allowed = _expanded(flag, env).removeprefix("--allowed-hosts=").split(",")
         spec, _ = render_config(
@@ -327,18 +367,16 @@ def test_mlflows_host_check_admits_the_jobs_and_the_ingress(built_overlays):
     )
 
 
-def test_prod_has_gpu_workers_and_room_for_checkpoints(built_overlays):
+def test_prod_has_gpu_workers_with_node_local_disks(built_overlays):
     prod, dev = built_overlays["prod"], built_overlays["dev"]
     workers = one(prod, "RayCluster", "ray")["spec"]["workerGroupSpecs"][0]["template"]["spec"]
-    assert int(workers["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    assert workers["containers"][0]["image"].endswith("-cuda")
-    checkpoints = one(prod, "PersistentVolumeClaim", "gpt-orchestrator-checkpoints")["spec"]
-    assert (
-        checkpoints["accessModes"] == ["ReadWriteMany"]
-        and checkpoints["resources"]["requests"]["storage"] == "2Ti"
-    )
-    small = one(dev, "PersistentVolumeClaim", "gpt-orchestrator-checkpoints")["spec"]
-    assert small["accessModes"] == ["ReadWriteOnce"]
+    limits = workers["containers"][0]["resources"]["limits"]
+    assert int(limits["nvidia.com/gpu"]) >= 1 and workers["containers"][0]["image"].endswith("-cuda")
+    disks = {v["name"]: v["emptyDir"]["sizeLimit"] for v in workers["volumes"] if "emptyDir" in v}
+    assert disks["scratch"] == disks["cache"] == "500Gi"
+    assert limits["ephemeral-storage"] == "1101Gi"  # tmp 100Gi + scratch + cache + 1Gi of logs
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in workers["tolerations"]
+    assert not objects(prod, "PersistentVolumeClaim")  # checkpoints go to the object store
     dev_workers = one(dev, "RayCluster", "ray")["spec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert "nvidia.com/gpu" not in dev_workers["containers"][0]["resources"]["limits"]
 
@@ -351,8 +389,9 @@ def test_the_standing_ray_cluster_runs_the_images_ray(built_overlays):
 
 def test_what_a_rendered_job_refers_to_exists_in_each_overlay(built_overlays, rendered_jobs):
     for overlay, docs in built_overlays.items():
-        accounts = {a["metadata"]["name"] for a in objects(docs, "ServiceAccount")}
-        claims = {c["metadata"]["name"] for c in objects(docs, "PersistentVolumeClaim")}
+        here = [d for d in docs if d["metadata"].get("namespace") == NAMESPACES[overlay]]
+        accounts = {a["metadata"]["name"] for a in objects(here, "ServiceAccount")}
+        claims = {c["metadata"]["name"] for c in objects(here, "PersistentVolumeClaim")}
         for workload, template in pod_templates([], rendered_jobs[overlay].rayjob).items():
             pod = template["spec"]
             assert pod["serviceAccountName"] in accounts, f"{overlay}/{workload}"

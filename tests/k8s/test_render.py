@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from launchers.kubernetes import render as r
 from launchers.kubernetes.validate import validate_manifest
@@ -34,10 +35,10 @@ def test_every_shipped_spec_renders_to_valid_manifests(config, rendered_configs)
     job = rendered.rayjob["spec"]
     assert job["entrypoint"] == "python -m launchers.job_entry /etc/orchestrator/run.json"
     assert job["submissionMode"] == "K8sJobMode"
-    assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] == 3600
+    assert job["shutdownAfterJobFinishes"] is False and "deletionRules" in job["deletionStrategy"]
     assert job["activeDeadlineSeconds"] == 7 * 24 * 3600 and job["preRunningDeadlineSeconds"] == 1800
     assert job["backoffLimit"] == spec.cluster.max_failures
-    assert job["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": "ray-auth-token"}
+    assert job["rayClusterSpec"]["authOptions"] == {"mode": "token"}  # a token per cluster
     name = rendered.name
     assert len(name) <= 47 and DNS_1035.match(name) and name.endswith("-" + RUN_ID[:8])
 
@@ -46,13 +47,14 @@ def test_every_shipped_spec_renders_to_valid_manifests(config, rendered_configs)
 def test_the_worker_group_is_sized_from_the_cluster_section(config, rendered_configs):
     spec, rendered = rendered_configs[config]
     group = rendered.rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
-    n = spec.cluster.num_workers
+    per_pod = r.worker_sizing(spec).workers_per_pod  # a node's worth when gpus_per_node says so
+    n = spec.cluster.num_workers // per_pod
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == n
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
     requests = group["template"]["spec"]["containers"][0]["resources"]["requests"]
     assert limits == requests  # Guaranteed QoS
-    assert float(limits["cpu"]) == spec.cluster.cpus_per_worker
-    gpus = int(spec.cluster.gpus_per_worker)
+    assert float(limits["cpu"]) == spec.cluster.cpus_per_worker * per_pod
+    gpus = int(spec.cluster.gpus_per_worker) * per_pod
     assert limits.get("nvidia.com/gpu") == (str(gpus) if gpus else None)
     head = rendered.rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0"
@@ -73,14 +75,19 @@ def test_dev_shm_is_memory_sized_for_the_workers_and_counted_in_their_limit():
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     container = pod["containers"][0]
     assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    assert container["resources"]["limits"] == {"cpu": "16", "memory": "80Gi", "nvidia.com/gpu": "4"}
+    limits = container["resources"]["limits"]
+    assert {k: limits[k] for k in ("cpu", "memory", "nvidia.com/gpu")} == {
+        "cpu": "16",
+        "memory": "80Gi",
+        "nvidia.com/gpu": "4",
+    }
     assert group["rayStartParams"]["object-store-memory"] == str(8 * 2**30)  # half of /dev/shm
 
 
 def test_worker_memory_defaults_to_the_memory_plan_with_headroom(rendered_configs):
     _, rendered = rendered_configs["quickstart.yaml"]
     pod = rendered.rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
-    # the quickstart worker needs ~622 MiB: +25% rounds up to 1 GiB, raised to the 2 GiB floor, + 2Gi /dev/shm
+    # the quickstart worker needs ~622 MiB: x2 rounds up to 2 GiB (the floor), + 2Gi /dev/shm
     assert pod["containers"][0]["resources"]["limits"]["memory"] == "4Gi"
 
 
@@ -116,8 +123,9 @@ def test_mlflow_credentials_come_from_a_secret_never_inline(rendered_configs):
                 "name": name,
                 "valueFrom": {"secretKeyRef": {"name": "mlflow-client", "key": key}},
             }
-        assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.gpt-orchestrator.svc.cluster.local:5000"
-        assert env["ORCHESTRATOR_CACHE_DIR"]["value"] == "/checkpoints/.cache"
+        uri = "http://mlflow.gpt-orchestrator-tracking.svc.cluster.local:5000"  # MLflow's own namespace
+        assert env["MLFLOW_TRACKING_URI"]["value"] == uri
+        assert env["ORCHESTRATOR_CACHE_DIR"]["value"] == "/cache"
         assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == env["DO_NOT_TRACK"]["value"] == "true"
     assert "password" not in json.dumps(rendered.rayjob).replace('"key": "password"', "").replace(
         "PASSWORD", ""
@@ -127,15 +135,24 @@ def test_mlflow_credentials_come_from_a_secret_never_inline(rendered_configs):
 def test_the_ticket_is_mounted_where_the_entrypoint_reads_it(rendered_configs):
     _, rendered = rendered_configs["quickstart.yaml"]
     ticket = json.loads(rendered.configmap["data"]["run.json"])
+    as_run = yaml.safe_load(ticket.pop("spec"))
     assert ticket == {
-        "spec": (CONFIGS[0].parent / "quickstart.yaml").read_text(),
         "run_id": RUN_ID,
         "run_name": "quickstart-20250101-120000",
-        "checkpoint_dir": "/checkpoints/quickstart-20250101-120000",
-        "tracking_uri": "http://mlflow.gpt-orchestrator.svc.cluster.local:5000",
+        "checkpoint_dir": "s3://gpt-orchestrator/checkpoints/quickstart-20250101-120000",
+        "tracking_uri": "http://mlflow.gpt-orchestrator-tracking.svc.cluster.local:5000",
+    }
+    # the spec as written, with what the pods use instead of this machine's paths
+    written = yaml.safe_load((CONFIGS[0].parent / "quickstart.yaml").read_text())
+    assert as_run["checkpoint"] == {"dir": "s3://gpt-orchestrator/checkpoints", "local_dir": "/scratch/runs"}
+    assert as_run["data"]["prepared"] == "s3://gpt-orchestrator/datasets/quickstart-20250101-120000"
+    assert as_run["cluster"] == {**written["cluster"], "backend": "kubernetes", "address": None}
+    assert {k: v for k, v in as_run.items() if k not in ("checkpoint", "data", "cluster")} == {
+        k: v for k, v in written.items() if k not in ("checkpoint", "data", "cluster")
     }
     assert (
-        rendered.configmap["data"]["spec.yaml"] == ticket["spec"] and rendered.configmap["immutable"] is True
+        yaml.safe_load(rendered.configmap["data"]["spec.yaml"]) == as_run
+        and rendered.configmap["immutable"] is True
     )
     head = pod_templates(rendered.rayjob)["head"]["spec"]
     assert {"name": "run-ticket", "configMap": {"name": rendered.configmap["metadata"]["name"]}} in head[
@@ -166,7 +183,7 @@ def test_kubernetes_section_reaches_the_manifests():
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert "activeDeadlineSeconds" not in job["spec"]
     group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
-    assert group["resources"] == {"accelerator_a100": "1"} and group["labels"] == {
+    assert group["resources"] == {"accelerator_a100": "8"} and group["labels"] == {  # 8 workers a pod
         "ray.io/market-type": "on-demand"
     }
     workers, head = group["template"]["spec"], pod_templates(job)["head"]["spec"]
@@ -225,14 +242,16 @@ def test_secrets_the_spec_refers_to_must_reach_the_pods(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf-token-value")
     text = (
         "name: t\ncluster: {backend: kubernetes}\n"
-        "data: {corpus: files, files: ['/data/${env:HF_TOKEN}.txt']}\n"
+        "data: {corpus: files, files: ['/data/${env:HF_TOKEN}.txt']}\nkubernetes: {data_claim: corpus}\n"
     )
     run = r.RunIdentity(RUN_ID, "t-1", text)
     with pytest.raises(
         PlanError, match=r"\$\{env:HF_TOKEN\}, which the pods would not have; hint: kubernetes.secret_env"
     ):
         r.render_job(parse_spec(text), run)
-    spec = parse_spec(text.replace("cluster:", "kubernetes: {secret_env: {HF_TOKEN: hf/token}}\ncluster:"))
+    spec = parse_spec(
+        text.replace("{data_claim: corpus}", "{data_claim: corpus, secret_env: {HF_TOKEN: hf/token}}")
+    )
     env = r.render_job(spec, run).rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
         "containers"
     ][0]["env"]
@@ -251,7 +270,7 @@ def test_secrets_the_spec_refers_to_must_reach_the_pods(monkeypatch):
             "kubernetes.tolerations.0.value: operator Exists",
         ),
         (
-            "kubernetes: {checkpoint_mount_path: /tmp/ckpt}",
+            "kubernetes: {checkpoint_claim: shared, checkpoint_mount_path: /tmp/ckpt}",
             "kubernetes.checkpoint_mount_path: /tmp/ckpt overlaps /tmp",
         ),
         ("kubernetes: {namespace: ML}", "kubernetes.namespace: String should match pattern"),

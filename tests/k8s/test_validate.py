@@ -75,11 +75,52 @@ def test_a_container_without_a_name(good):
 
 
 def test_a_ttl_without_shutdown(good):
-    problems = broken(good, lambda job: job["spec"].update(shutdownAfterJobFinishes=False))
+    def ttl(job):
+        job["spec"].pop("deletionStrategy")
+        job["spec"].update(shutdownAfterJobFinishes=False, ttlSecondsAfterFinished=60)
+
+    problems = broken(good, ttl)
     assert problems == [
         "spec.ttlSecondsAfterFinished: a RayJob with shutdownAfterJobFinishes false cannot have a TTL "
         "(KubeRay)"
     ]
+
+
+def rules(job):
+    return job["spec"]["deletionStrategy"]["deletionRules"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            lambda job: job["spec"].update(shutdownAfterJobFinishes=True),
+            "spec.deletionStrategy.deletionRules: cannot be used with shutdownAfterJobFinishes (KubeRay)",
+        ),
+        (
+            lambda job: job["spec"]["deletionStrategy"].update(onSuccess={"policy": "DeleteCluster"}),
+            "spec.deletionStrategy: legacy policies (onSuccess/onFailure) and deletionRules cannot be used "
+            "together within the same deletionStrategy (CRD rule)",
+        ),
+        (
+            lambda job: rules(job)[0]["condition"].update(ttlSeconds=900),  # workers after the cluster
+            "spec.deletionStrategy.deletionRules: jobStatus SUCCEEDED: DeleteCluster TTL (300) must be >= "
+            "DeleteWorkers TTL (900) (KubeRay)",
+        ),
+        (
+            lambda job: rules(job).append(dict(rules(job)[0])),
+            "spec.deletionStrategy.deletionRules[6]: duplicate rule for DeleteWorkers and jobStatus "
+            "SUCCEEDED (KubeRay)",
+        ),
+        (
+            lambda job: rules(job)[0]["condition"].update(jobDeploymentStatus="Failed"),
+            "spec.deletionStrategy.deletionRules[0].condition: JobStatus and JobDeploymentStatus cannot be "
+            "used together within the same deletion condition. (CRD rule)",
+        ),
+    ],
+)
+def test_deletion_rules_as_the_operator_checks_them(good, change, problem):
+    assert problem in broken(good, change)
 
 
 def test_a_60_character_name(good):

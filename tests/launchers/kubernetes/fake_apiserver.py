@@ -315,6 +315,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.cluster.configmaps[body["metadata"]["name"]] = stored
         return self._json(201, stored)
 
+    def _get_configmaps(self, name, _body, _query, _extra):
+        if name not in self.cluster.configmaps:
+            return self._not_found("configmaps", name)
+        return self._json(200, self.cluster.configmaps[name])
+
     def _list_pods(self, _name, _body, query, _extra):
         items = [
             p
@@ -401,6 +406,8 @@ def _route(method: str, path: str, namespace: str) -> tuple[str, str, str | None
         return (verb, "rayjobs.ray.io", path.rsplit("/", 1)[1], None) if verb else None
     if path == f"{core}/configmaps" and method == "POST":
         return "create", "configmaps", None, None
+    if path.startswith(f"{core}/configmaps/") and path.count("/") == core.count("/") + 2 and method == "GET":
+        return "get", "configmaps", path.rsplit("/", 1)[1], None
     if path == f"{core}/pods" and method == "GET":
         return "list", "pods", None, None
     if path.startswith(f"{core}/pods/") and path.endswith("/log") and method == "GET":
@@ -468,6 +475,8 @@ def access_of_every_launcher_call(directory) -> set[tuple[str, str]]:
     text = "name: rbac\ncluster: {backend: kubernetes}\nkubernetes: {namespace: ns, worker_memory: 2Gi}\n"
     spec = parse_spec(text)
     with FakeApiServer("ns") as server:
+        settings = {"metadata": {"name": "gpt-orchestrator-settings"}, "data": {"training-image": "i:1"}}
+        server.cluster.configmaps["gpt-orchestrator-settings"] = settings  # the overlay's
         launcher = KubernetesLauncher(
             "ns", kubeconfig=write_kubeconfig(directory / "config", server.url, "ns")
         )

@@ -16,8 +16,8 @@ import pytest
 from launchers.base import JobState
 from launchers.kubernetes import KubernetesLauncher, RunIdentity, job_state
 from launchers.kubernetes.client import KubeClient
-from launchers.kubernetes.render import RUN_ID_LABEL, render_job
-from orchestrator.errors import LaunchError, NotFoundError
+from launchers.kubernetes.render import IMAGE_KEY, RUN_ID_LABEL, SETTINGS_CONFIGMAP, render_job
+from orchestrator.errors import LaunchError, NotFoundError, PlanError
 from orchestrator.spec import parse_spec
 from tests.launchers.kubernetes.fake_apiserver import PROGRESS, FakeApiServer, write_kubeconfig
 
@@ -43,9 +43,19 @@ def kubeconfig(server, tmp_path_factory):
     return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", server.url, NAMESPACE)
 
 
+IMAGE = "registry.example.com/ml/gpt-orchestrator:0.1.0-cpu"
+
+
 @pytest.fixture
 def fake(server):
     server.reset()
+    # What the namespace's overlay creates (tests/k8s/test_manifests.py checks the overlays make it).
+    server.cluster.configmaps[SETTINGS_CONFIGMAP] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": SETTINGS_CONFIGMAP, "namespace": NAMESPACE},
+        "data": {IMAGE_KEY: IMAGE},
+    }
     yield server.cluster
     assert server.cluster.refused == [], "the fake API server refused a manifest the launcher sent"
 
@@ -81,7 +91,7 @@ def test_submit_creates_a_valid_rayjob_and_its_ticket_owned_by_it(launcher, fake
     assert handle.state is JobState.PENDING and handle.backend == "kubernetes"
     assert handle.run_id == run().run_id
     (rayjob,) = fake.rayjobs.values()
-    (configmap,) = fake.configmaps.values()
+    (configmap,) = (c for n, c in fake.configmaps.items() if n != SETTINGS_CONFIGMAP)
     assert handle.job_id == rayjob["metadata"]["name"]
     assert configmap["metadata"]["ownerReferences"] == [
         {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": handle.job_id, "uid": rayjob["metadata"]["uid"]}
@@ -161,7 +171,7 @@ def test_cancel_suspends_the_rayjob_and_the_run_reads_stopped(launcher, fake, sp
 def test_cancel_with_delete_removes_the_rayjob_and_its_ticket(launcher, fake, spec):
     job = launcher.submit_run(spec, run()).job_id
     assert launcher.cancel(job, delete=True).state is JobState.STOPPED
-    assert fake.rayjobs == {} and fake.configmaps == {}
+    assert fake.rayjobs == {} and list(fake.configmaps) == [SETTINGS_CONFIGMAP]
     with pytest.raises(NotFoundError, match=f"no RayJob {job} in namespace gpt-orchestrator"):
         launcher.status(job)
 
@@ -372,3 +382,30 @@ def test_kuberay_statuses_map_to_job_states(status, annotations, expected):
         "status": status,
     }
     assert job_state(rayjob) == expected
+
+
+def test_the_image_is_the_one_the_namespaces_overlay_names(launcher, fake, spec):
+    handle = launcher.submit_run(spec, run())
+    pods = fake.rayjobs[handle.job_id]["spec"]["rayClusterSpec"]
+    images = {pods["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]}
+    images |= {g["template"]["spec"]["containers"][0]["image"] for g in pods["workerGroupSpecs"]}
+    images.add(fake.rayjobs[handle.job_id]["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"])
+    assert images == {IMAGE}
+
+
+def test_without_an_image_anywhere_submit_says_where_to_set_one(launcher, fake, spec):
+    fake.configmaps.pop(SETTINGS_CONFIGMAP)
+    with pytest.raises(PlanError, match=r"kubernetes\.image"):
+        launcher.submit_run(spec, run())
+    assert fake.rayjobs == {}
+
+
+def test_cancel_leaves_a_rayjob_kuberay_accepts(launcher, fake, spec):
+    """Suspending needs shutdownAfterJobFinishes, which deletionRules exclude: the patch swaps them
+    (the fake validates the patched RayJob as the operator would)."""
+    job = launcher.submit_run(spec, run()).job_id
+    launcher.status(job)
+    launcher.cancel(job)
+    stored = fake.rayjobs[job]["spec"]
+    assert stored["suspend"] is True and stored["shutdownAfterJobFinishes"] is True
+    assert "deletionStrategy" not in stored
