@@ -234,7 +234,10 @@ def run_ticket(spec: RunSpec, run: RunIdentity, where: PodLocations | None = Non
         "spec": cluster_spec_text(run.spec_text, where),
         "run_id": run.run_id,
         "run_name": run.run_name,
-        "checkpoint_dir": f"{where.checkpoint_dir.rstrip('/')}/{run.run_name}",
+        # the run's own files (journal, logs, status) on the pod's node-local disk; its checkpoints in
+        # the store every pod and every later attempt reaches
+        "checkpoint_dir": f"{where.local_dir.rstrip('/')}/{run.run_name}",
+        "checkpoint_uri": f"{where.checkpoint_dir.rstrip('/')}/{run.run_name}",
         # a secret in the URI stays a reference: the driver resolves it from the pod's environment
         "tracking_uri": spec.with_references(run.tracking_uri or tracking_uri_in_cluster(spec)),
     }

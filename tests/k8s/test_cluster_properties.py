@@ -250,7 +250,7 @@ def test_checkpoints_and_prepared_data_are_where_every_pod_reaches_them(config, 
     ticket, spec = ticket_spec(configmap)
     pods = [templates(rayjob)["head"], templates(rayjob)["workers"]]
     for field, location in (
-        ("checkpoint.dir", ticket["checkpoint_dir"]),
+        ("checkpoint.dir", ticket["checkpoint_uri"]),
         ("data.prepared", spec.data.prepared),
     ):
         assert location is not None
