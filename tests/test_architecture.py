@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import its own layer and the ones below, never above):
 
-    base helpers (errors, text, fsutil, jsonfloat, interrupts)
+    base helpers (errors, masking, text, fsutil, jsonfloat, interrupts)
     < spec < data < plan < track < report < train < generate/export
     < lifecycle < launchers < sweep < the command line (cli, cli_parser, progress, __main__)
 
@@ -21,8 +21,8 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [
-    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
-     "orchestrator.net", "orchestrator.interrupts", "orchestrator"],
+    ["orchestrator.errors", "orchestrator.masking", "orchestrator.text", "orchestrator.fsutil",
+     "orchestrator.jsonfloat", "orchestrator.net", "orchestrator.interrupts", "orchestrator"],
     ["orchestrator.spec"],
     ["orchestrator.data"],
     ["orchestrator.plan"],

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import UsageError
+from orchestrator.masking import has_literal_password
 from orchestrator.spec.checks import Finding, run_checks
 from orchestrator.spec.models import DEFER_CHECKS, RunSpec
 from orchestrator.text import first_line
@@ -333,7 +334,7 @@ class _Reader:
             if isinstance(value, (dict, list)):
                 secrets.update(self.resolve_env(value, (*path, key)))
                 continue
-            if isinstance(value, str) and _has_literal_password(value):
+            if isinstance(value, str) and has_literal_password(value):
                 self.problems.append(
                     self._at(
                         (*path, key),
@@ -413,14 +414,6 @@ def resolve_references(text: str) -> str:
             "stores the reference, never the value)"
         )
     return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
-
-
-def _has_literal_password(text: str) -> bool:
-    """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
-    return any(
-        _ENV_REF.sub("", match.group("password"))
-        for match in re.finditer(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s]*)@", text, re.IGNORECASE)
-    )
 
 
 def _flow_nesting_over_limit(text: str) -> int | None:

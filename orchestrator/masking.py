@@ -1,0 +1,100 @@
+r"""The one place that hides secrets in what is shown: passwords inside URIs.
+
+A URI's credentials are found by a scan, not a backtracking pattern, so a 256 KiB string costs one
+pass over it (a pattern like ``[a-z][a-z0-9+.-]*://[^\s:/@]*:[^\s]*@`` retries from every position
+and takes minutes on such a string).
+
+>>> mask_uri_passwords("postgresql://me:pw@db:5432/mlflow and http://u:p/q@h")
+'postgresql://me:***@db:5432/mlflow and http://u:***@h'
+>>> mask_uri_passwords("http://me:${env:MLFLOW_PASSWORD}@mlflow:5000")
+'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
+>>> has_literal_password("http://me:${env:PW}@host"), has_literal_password("http://me:pw@host")
+(False, True)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MASK = "***"
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_USER_END = frozenset(":/@")
+_TOKEN = re.compile(r"\S+")
+_ENV_REFERENCE = re.compile(r"\$\{env:[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+@dataclass(frozen=True)
+class UriCredentials:
+    """Where ``scheme://user:password@`` sits in a text: ``text[start:at + 1]``."""
+
+    start: int  # the scheme's first letter
+    user: int  # the user's first character (after `://`)
+    password: int  # the password's first character (after `user:`)
+    at: int  # the `@` that ends the password: the last one before whitespace
+
+    def password_of(self, text: str) -> str:
+        return text[self.password : self.at]
+
+
+def uri_credentials(text: str) -> Iterator[UriCredentials]:
+    """Every ``scheme://user:password@`` in ``text``, left to right. The password runs to the last
+    `@` before whitespace, so one holding `/`, `:` or `@` is still found whole (a URI would have to
+    percent-encode those; people do not). One pass: each character is looked at a bounded number of
+    times."""
+    for token in _TOKEN.finditer(text):
+        found = _in_token(text, token.start(), token.end())
+        if found is not None:
+            yield found
+
+
+def _in_token(text: str, begin: int, end: int) -> UriCredentials | None:
+    """The first credentials in ``text[begin:end]`` (no whitespace there). A password runs to the
+    token's last `@`, so a token holds at most one."""
+    last_at = text.rfind("@", begin, end)
+    if last_at < 0:
+        return None
+    pos = begin
+    while True:
+        sep = text.find("://", pos, end)
+        if sep < 0:
+            return None
+        pos = sep + 3  # `://` holds no scheme character: the next scheme starts after it
+        start = sep
+        while start > begin and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        while start < sep and not (text[start].isascii() and text[start].isalpha()):
+            start += 1
+        if start == sep:
+            continue
+        colon = pos
+        while colon < end and text[colon] not in _USER_END:
+            colon += 1
+        if colon >= end or text[colon] != ":":
+            continue
+        if last_at <= colon:
+            return None  # every later candidate's password starts further right still
+        return UriCredentials(start, pos, colon + 1, last_at)
+
+
+def is_reference_only(password: str) -> bool:
+    """A password written as `${env:NAME}` references only: no secret in the text itself."""
+    return bool(password) and not _ENV_REFERENCE.sub("", password)
+
+
+def mask_uri_passwords(text: str) -> str:
+    """Every `scheme://user:password@` in ``text`` with the password replaced by `***` (a password
+    written as `${env:NAME}` references is no secret and stays)."""
+    parts, done = [], 0
+    for found in uri_credentials(text):
+        if is_reference_only(found.password_of(text)):
+            continue
+        parts += [text[done : found.password], MASK]
+        done = found.at
+    return "".join(parts) + text[done:] if parts else text
+
+
+def has_literal_password(text: str) -> bool:
+    """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
+    return any(_ENV_REFERENCE.sub("", found.password_of(text)) for found in uri_credentials(text))
