@@ -25,7 +25,8 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
-from orchestrator.text import PrintableStream, mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
+from orchestrator.text import PrintableStream
 
 log = logging.getLogger("orchestrator")
 
@@ -264,6 +265,7 @@ def cmd_sweep(args) -> int:
 
 def _sweep_ended(outcome) -> int:
     from orchestrator.sweep import resume_command
+    from orchestrator.track.runs import FINISHED_STATUS
     from orchestrator.track.ui import ui_hint
 
     plan = outcome.plan
@@ -289,7 +291,7 @@ def _sweep_ended(outcome) -> int:
         *ui_hint(plan.tracking_uri, plan.run_id),
     ]
     print(plan.spec.redact("\n".join(lines)), flush=True)
-    return EXIT_OK if outcome.status == "FINISHED" else EXIT_FAILED
+    return EXIT_OK if outcome.status == FINISHED_STATUS else EXIT_FAILED
 
 
 def cmd_status(args) -> int:

@@ -1,4 +1,6 @@
-r"""The one place that hides secrets in what is shown: passwords inside URIs.
+r"""The one place that hides secrets in what is shown or stored: the values `${env:...}` references
+resolved to, passwords inside URIs, and params whose name says secret. Everything else calls it
+(``RunSpec.redact`` and friends delegate here).
 
 A URI's credentials are found by a scan, not a backtracking pattern, so a 256 KiB string costs one
 pass over it (a pattern like ``[a-z][a-z0-9+.-]*://[^\s:/@]*:[^\s]*@`` retries from every position
@@ -10,19 +12,28 @@ and takes minutes on such a string).
 'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
 >>> has_literal_password("http://me:${env:PW}@host"), has_literal_password("http://me:pw@host")
 (False, True)
+>>> mask_values("user s3cr3t-value in s3cr3t-value-2", ["s3cr3t-value", "s3cr3t-value-2"])
+'user *** in ***'
+>>> put_references("at s3cr3t-value", {"PW": "s3cr3t-value"})
+'at ${env:PW}'
+>>> loggable_params({"tracking.uri": "http://me:pw@h", "kubernetes.api_token": "x", "n": 1})
+{'tracking.uri': 'http://me:***@h', 'n': 1}
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 MASK = "***"
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _USER_END = frozenset(":/@")
 _TOKEN = re.compile(r"\S+")
 _ENV_REFERENCE = re.compile(r"\$\{env:[A-Za-z_][A-Za-z0-9_]*\}")
+# names of params and settings whose value is a secret whatever it looks like
+_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -98,3 +109,44 @@ def mask_uri_passwords(text: str) -> str:
 def has_literal_password(text: str) -> bool:
     """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
     return any(_ENV_REFERENCE.sub("", found.password_of(text)) for found in uri_credentials(text))
+
+
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """``text`` with every one of the secret ``values`` replaced by `***`, the longest first (a
+    secret that contains another is masked whole)."""
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def put_references(text: str, secrets: dict[str, str]) -> str:
+    """``text`` with each resolved secret (``{NAME: value}``) put back as its `${env:NAME}`
+    reference, the longest value first."""
+    for name, value in sorted(secrets.items(), key=lambda item: len(item[1]), reverse=True):
+        if value:
+            text = text.replace(value, f"${{env:{name}}}")
+    return text
+
+
+def mask_data(tree: Any, mask: Callable[[str], str]) -> Any:
+    """``mask`` applied to every string (keys too) of JSON-like data, before it is serialised: JSON
+    escapes quotes, backslashes and non-ASCII, so masking the serialised text could miss a secret."""
+    if isinstance(tree, dict):
+        return {mask(str(k)): mask_data(v, mask) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [mask_data(item, mask) for item in tree]
+    return mask(tree) if isinstance(tree, str) else tree
+
+
+def is_secret_name(name: str) -> bool:
+    """A setting or param whose name says its value is secret (password, token, api_key, ...)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def loggable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params fit to store: those whose name says secret dropped, passwords in URIs masked."""
+    return {
+        k: mask_uri_passwords(v) if isinstance(v, str) else v
+        for k, v in params.items()
+        if not is_secret_name(k)
+    }

@@ -21,12 +21,12 @@ from orchestrator.errors import NotFoundError, PlanError, ResumeError, Untrusted
 from orchestrator.interrupts import sigterm_as_interrupt
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
+from orchestrator.masking import mask_uri_passwords
 from orchestrator.plan import Plan, build_plan, tracking_uri_here
 from orchestrator.plan.plan import checkpoint_root
 from orchestrator.spec import RunSpec, parse_spec
 from orchestrator.spec.models import RUN_NAME_PATTERN
-from orchestrator.text import first_line, mask_uri_passwords
-from orchestrator.track.mlflow_run import redact_text
+from orchestrator.text import first_line
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
     RUNNING_STATUS,
@@ -272,8 +272,8 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
         log.warning(
             "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
             "run `orchestrator sync %s` when MLflow is reachable",
-            redact_text(plan.spec.with_references(plan.tracking_uri)),
-            redact_text(plan.spec.redact(first_line(exc))),
+            mask_uri_passwords(plan.spec.with_references(plan.tracking_uri)),
+            mask_uri_passwords(plan.spec.redact(first_line(exc))),
             plan.checkpoint_dir,
             plan.run_id,
         )
@@ -286,6 +286,6 @@ def resume_command(plan: Plan, command: str = "submit") -> str:
     secrets, which --tracking-uri resolves."""
     command = f"orchestrator {command} --resume {shlex.quote(plan.run_name)}"
     if plan.tracking_uri != tracking_uri_here():
-        shown = redact_text(plan.spec.with_references(plan.tracking_uri))
+        shown = mask_uri_passwords(plan.spec.with_references(plan.tracking_uri))
         command += f" --tracking-uri {shlex.quote(shown)}"
     return command

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import UsageError
-from orchestrator.masking import has_literal_password
+from orchestrator.masking import has_literal_password, mask_values
 from orchestrator.spec.checks import Finding, run_checks
 from orchestrator.spec.models import DEFER_CHECKS, RunSpec
 from orchestrator.text import first_line
@@ -155,10 +155,9 @@ class _Reader:
 
     def _masked(self, problem: Problem) -> Problem:
         """A problem that cannot show a resolved secret (a check may quote the value it read)."""
-        text = {"message": problem.message, "hint": problem.hint or ""}
-        for value in sorted(self.secret_env.values(), key=len, reverse=True):
-            text = {key: part.replace(value, "***") for key, part in text.items()}
-        return replace(problem, message=text["message"], hint=text["hint"] or problem.hint)
+        secrets = self.secret_env.values()
+        hint = mask_values(problem.hint, secrets) if problem.hint else problem.hint
+        return replace(problem, message=mask_values(problem.message, secrets), hint=hint)
 
     def document(self, raw: bytes | str) -> dict:
         if len(raw) > MAX_SPEC_BYTES:

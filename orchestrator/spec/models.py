@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
+from orchestrator.masking import mask_data, mask_values, put_references
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
 from orchestrator.spec.section import Section as _Section
@@ -272,29 +273,16 @@ class RunSpec(_Section):
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""
-        for _name, value in self._secrets_longest_first():
-            text = text.replace(value, "***")
-        return text
+        return mask_values(text, self._secret_env.values())
 
     def with_references(self, text: str) -> str:
         """Put the `${env:NAME}` reference back where a resolved secret appears (a tracking URI in a
         command to copy, a ticket a cluster resolves again in its own environment)."""
-        for name, value in self._secrets_longest_first():
-            text = text.replace(value, f"${{env:{name}}}")
-        return text
+        return put_references(text, self._secret_env)
 
     def redact_data(self, tree: Any) -> Any:
-        """``redact`` applied to every string of JSON-like data, before it is serialised (JSON escapes
-        quotes, backslashes and non-ASCII, so masking the serialised text could miss a secret)."""
-        if isinstance(tree, dict):
-            return {self.redact(str(k)): self.redact_data(v) for k, v in tree.items()}
-        if isinstance(tree, (list, tuple)):
-            return [self.redact_data(item) for item in tree]
-        return self.redact(tree) if isinstance(tree, str) else tree
-
-    def _secrets_longest_first(self) -> list[tuple[str, str]]:
-        # longest first: a secret that contains another is masked whole
-        return sorted(self._secret_env.items(), key=lambda item: len(item[1]), reverse=True)
+        """``redact`` applied to every string of JSON-like data, before it is serialised."""
+        return mask_data(tree, self.redact)
 
     def public_dump(self) -> dict:
         """The spec as plain data, with every value that came from `${env:...}` shown as its reference.

@@ -47,6 +47,9 @@ from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import (
     BEST_PARAMS_TAG,
     BEST_TRIAL_TAG,
+    FAILED_STATUS,
+    FINISHED_STATUS,
+    KILLED_STATUS,
     STOP_REASON_TAG,
     SWEEP_TAG,
     find_run,
@@ -151,7 +154,7 @@ def _drive_on_ray(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepO
     except Exception as exc:  # the cluster cannot place a trial, Tune itself failed, ...
         _shutdown_ray()
         settle_trials(plan, table, True, Path(context.cwd))
-        _finish_parent(plan, "FAILED", {STOP_REASON_TAG: first_line(exc)})
+        _finish_parent(plan, FAILED_STATUS, {STOP_REASON_TAG: first_line(exc)})
         raise
     _shutdown_ray()
     return _conclude(plan, table, interrupted, concurrency, context)
@@ -284,7 +287,7 @@ def _conclude(
     report, text = _report(plan, trials, best)
     if best is not None and report:
         client(plan.tracking_uri).log_artifact(plan.run_id, str(Path(plan.checkpoint_dir) / BEST_SPEC))
-    status = "KILLED" if interrupted else "FINISHED" if best is not None else "FAILED"
+    status = KILLED_STATUS if interrupted else FINISHED_STATUS if best is not None else FAILED_STATUS
     reason = {STOP_REASON_TAG: f"interrupted; continue with: {resume_command(plan)}"} if interrupted else {}
     _finish_parent(plan, status, reason)
     return SweepOutcome(plan, status, trials, best, text, report, interrupted, concurrency)

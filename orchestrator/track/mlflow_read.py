@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.errors import TrackingError
 from orchestrator.jsonfloat import decode_float
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
 
 # (step, timestamp, value): plain tuples, because a run can have millions of rows
 MetricRow = tuple[int, int, float]

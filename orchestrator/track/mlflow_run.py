@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import loggable_params
 from orchestrator.track.runs import (
     BACKEND_TAG,
     CHECKPOINT_DIR_TAG,
@@ -35,7 +35,6 @@ BOUNDED_HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
 
 
 def quiet_mlflow_env() -> dict[str, str]:
@@ -63,7 +62,9 @@ def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = N
     run_id = run.info.run_id
     from mlflow.entities import Param
 
-    params = redact(flatten(plan.spec.public_dump()))  # secrets: their ${env:...} reference, never the value
+    params = loggable_params(
+        flatten(plan.spec.public_dump())
+    )  # secrets: their ${env:...} reference, never the value
     params.update(
         {
             "plan.global_batch_size": plan.global_batch_size,
@@ -135,17 +136,3 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop params whose name says secret; strip passwords out of URIs in the others."""
-    return {k: redact_text(v) if isinstance(v, str) else v for k, v in params.items() if not is_secret(k)}
-
-
-def is_secret(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
-def redact_text(text: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    return mask_uri_passwords(text)

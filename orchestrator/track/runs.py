@@ -20,7 +20,8 @@ from pathlib import Path
 
 from orchestrator.errors import NotFoundError, OrchestratorError, TrackingError
 from orchestrator.fsutil import atomic_write
-from orchestrator.text import first_line, mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
+from orchestrator.text import first_line
 
 # Tags the orchestrator sets on every run it creates.
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"  # where the run's files are (absolute path)
@@ -49,8 +50,10 @@ TRIAL_PARAMS_TAG = "orchestrator.trial_params"  # on a trial's run: {dotted path
 BEST_TRIAL_TAG = "orchestrator.best_trial"  # on the parent: the best trial's run id
 BEST_PARAMS_TAG = "orchestrator.best_params"  # on the parent: its {dotted path: value} as JSON
 
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
-RUNNING_STATUS = "RUNNING"  # MLflow's status of a run in progress
+# MLflow's run statuses: the final ones, and those of a run in progress
+FINISHED_STATUS, FAILED_STATUS, KILLED_STATUS = "FINISHED", "FAILED", "KILLED"
+RUN_STATUSES = (FINISHED_STATUS, FAILED_STATUS, KILLED_STATUS)
+RUNNING_STATUS, SCHEDULED_STATUS = "RUNNING", "SCHEDULED"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -75,13 +78,17 @@ class JobState(enum.Enum):
         return _FROM_MLFLOW.get(status, cls.RUNNING)
 
 
-_TO_MLFLOW = {JobState.SUCCEEDED: "FINISHED", JobState.FAILED: "FAILED", JobState.STOPPED: "KILLED"}
+_TO_MLFLOW = {
+    JobState.SUCCEEDED: FINISHED_STATUS,
+    JobState.FAILED: FAILED_STATUS,
+    JobState.STOPPED: KILLED_STATUS,
+}
 _FROM_MLFLOW = {
     RUNNING_STATUS: JobState.RUNNING,
-    "SCHEDULED": JobState.PENDING,
-    "FINISHED": JobState.SUCCEEDED,
-    "FAILED": JobState.FAILED,
-    "KILLED": JobState.STOPPED,
+    SCHEDULED_STATUS: JobState.PENDING,
+    FINISHED_STATUS: JobState.SUCCEEDED,
+    FAILED_STATUS: JobState.FAILED,
+    KILLED_STATUS: JobState.STOPPED,
 }
 
 
@@ -330,6 +337,10 @@ def store_failure(exc: BaseException, tracking_uri: str | None = None) -> Tracki
 
 
 __all__ = [
+    "FAILED_STATUS",
+    "FINISHED_STATUS",
+    "KILLED_STATUS",
+    "RUNNING_STATUS",
     "RUN_STATUSES",
     "JobHandle",
     "JobState",

@@ -136,7 +136,7 @@ def test_a_long_set_value_is_validated_and_masked_in_linear_time(text, tmp_path,
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("text", LONG_SHAPES.values(), ids=LONG_SHAPES.keys())
 def test_masking_a_long_text_takes_linear_time(text):
-    from orchestrator.text import mask_uri_passwords
+    from orchestrator.masking import mask_uri_passwords
 
     masked = mask_uri_passwords(text + " http://me:pw-secret@host")
     assert masked.endswith("http://me:***@host")
