@@ -12,6 +12,8 @@ and takes minutes on such a string).
 'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
 >>> has_literal_password("http://me:${env:PW}@host"), has_literal_password("http://me:pw@host")
 (False, True)
+>>> split_uri_credentials("https://me:p%40ss@mlflow:5000/")
+('https://mlflow:5000/', 'me', 'p@ss')
 >>> mask_values("user s3cr3t-value in s3cr3t-value-2", ["s3cr3t-value", "s3cr3t-value-2"])
 'user *** in ***'
 >>> put_references("at s3cr3t-value", {"PW": "s3cr3t-value"})
@@ -26,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 MASK = "***"
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
@@ -87,6 +90,18 @@ def _in_token(text: str, begin: int, end: int) -> UriCredentials | None:
         if last_at <= colon:
             return None  # every later candidate's password starts further right still
         return UriCredentials(start, pos, colon + 1, last_at)
+
+
+def split_uri_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """An http(s) URI without its ``user:password@``, and the user and password (percent-decoded,
+    as HTTP clients read them); a URI without both is returned as it is, with ``None, None``."""
+    if not uri.lower().startswith(("http://", "https://")):
+        return uri, None, None
+    found = next(uri_credentials(uri), None)
+    if found is None or found.start != 0 or found.password == found.at:
+        return uri, None, None
+    user, password = uri[found.user : found.password - 1], found.password_of(uri)
+    return uri[: found.user] + uri[found.at + 1 :], unquote(user), unquote(password)
 
 
 def is_reference_only(password: str) -> bool:

@@ -144,15 +144,20 @@ class MlflowServer:
 
     def _auth_env(self) -> dict[str, str]:
         """The basic-auth app's settings: its own user store beside the log, the admin's password
-        (it only seeds the first admin), and the secret key of its CSRF protection."""
+        (in the environment: it only seeds the first admin), and the secret key of its CSRF
+        protection."""
         ini = self.log_path.parent / "basic_auth.ini"
         ini.write_text(
             "[mlflow]\ndefault_permission = READ\n"
             f"database_uri = sqlite:///{self.log_path.parent / 'basic_auth.db'}\n"
-            f"admin_username = admin\nadmin_password = {self.admin_password}\n"
+            "admin_username = admin\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
-        return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password or "",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
 
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

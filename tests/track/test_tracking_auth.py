@@ -50,7 +50,8 @@ def auth_server(tmp_path_factory):
 def no_credentials_in_env(monkeypatch):
     """This process starts without MLflow credentials (and gets them back as they were)."""
     for name in CREDENTIAL_ENV:
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that what the test sets is undone too
+        monkeypatch.delenv(name)
 
 
 def with_password(server: MlflowServer, password: str = PASSWORD) -> str:
@@ -67,7 +68,8 @@ def finished_job(auth_server, tmp_path_factory):
     run_dir.mkdir(parents=True)
     with pytest.MonkeyPatch.context() as patch:
         for name in CREDENTIAL_ENV:
-            patch.delenv(name, raising=False)
+            patch.setenv(name, "")
+            patch.delenv(name)
         mlflow = client(with_password(auth_server))
         experiment = training_experiment(mlflow, "auth")
         tags = {CHECKPOINT_DIR_TAG: str(run_dir), BACKEND_TAG: "ray-local"}
