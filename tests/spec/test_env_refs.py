@@ -147,3 +147,96 @@ def test_a_password_given_as_a_reference_is_stored_as_the_reference(secret_env):
     spec = parse_spec("name: x\ntracking:\n  uri: 'http://alice:${env:TEST_DB_PASSWORD}@h:5000'\n")
     assert spec.tracking.uri == f"http://alice:{SECRET}@h:5000"
     assert "${env:TEST_DB_PASSWORD}" in spec.resolved_text() and SECRET not in spec.resolved_text()
+
+
+# --- where a reference may stand ------------------------------------------------------------------
+
+# A credential, or a URI or path that may carry one: stored and shown with the reference, never the
+# value, and never used as a name. Everything else (names, directories, labels, numbers) refuses one.
+MAY_REFER = {"tracking.uri", "cluster.address", "kubernetes.mlflow_uri", "data.files", "deepspeed.raw_config"}
+
+
+def leaf_fields(model=None, prefix: str = "") -> dict[str, object]:
+    """{dotted path: annotation} of every field of the spec a user can write, nested sections and the
+    models inside lists and mappings (kubernetes.tolerations, sweep.parameters) included."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from orchestrator.spec.models import RunSpec
+
+    fields: dict[str, object] = {}
+    for name, field in (model or RunSpec).model_fields.items():
+        annotation, path = field.annotation, f"{prefix}{name}"
+        inner = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields.update(leaf_fields(annotation, f"{path}."))
+        elif inner:  # list[Model] or dict[str, Model]: one element of it
+            part = "0" if typing.get_origin(annotation) is list else "k"
+            fields.update(leaf_fields(inner[0], f"{path}.{part}."))
+        else:
+            fields[path] = annotation
+    return fields
+
+
+def reference_document(path: str, annotation) -> str:
+    """A spec whose field at `path` holds a reference, written as the field's shape wants it."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    value = "'${env:TEST_DB_PASSWORD}'"
+    if origin is list:
+        value = f"[{value}]"
+    elif origin is dict:
+        value = f"{{key: {value}}}"
+    *parents, leaf = path.split(".")
+    lines, indent = ["name: x"] if path != "name" else [], ""
+    for part in parents:
+        lines.append(f"{indent}- " if part == "0" else f"{indent}{'k' if part == 'k' else part}:")
+        if part == "0":  # a list item: its keys follow the dash
+            lines[-1] = lines[-1] + f"{leaf}: {value}"
+            return "\n".join(lines) + "\n"
+        indent += "  "
+    lines.append(f"{indent}{leaf}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+FIELDS = leaf_fields()
+
+
+def test_the_field_walk_sees_every_section():
+    assert {"name", "tracking.experiment", "checkpoint.dir", "kubernetes.node_selector"} <= set(FIELDS)
+    assert "kubernetes.tolerations.0.key" in FIELDS and "sweep.parameters.k.choice" in FIELDS
+    assert set(FIELDS) >= MAY_REFER
+
+
+@pytest.mark.parametrize("path", sorted(FIELDS))
+def test_a_reference_stands_only_where_a_credential_belongs(secret_env, path):
+    """Every field of the schema, given a `${env:...}` reference: accepted only where the value is a
+    credential or a URI or path that may carry one; refused everywhere else (a number's field too),
+    with the field's line, what is wrong and what to do, the secret never shown."""
+    document = reference_document(path, FIELDS[path])
+    try:
+        parse_spec(document, "s.yaml")
+        problems = []
+    except SpecError as exc:
+        problems = exc.problems
+        assert SECRET not in exc.render()
+    refused = [p for p in problems if "only for credentials" in p.message and p.path.startswith(path)]
+    if path in MAY_REFER:
+        assert not refused, [p.render("s.yaml") for p in refused]
+        return
+    assert len(refused) == 1, f"{path}: {[p.render('s.yaml') for p in problems]}"
+    (problem,) = refused
+    assert problem.line == document.count("\n"), problem.render("s.yaml")
+    assert "write the value" in problem.hint
+
+
+@pytest.mark.parametrize("field", ["tracking.experiment", "tracking.run_name", "checkpoint.dir", "name"])
+def test_a_reference_in_a_stored_name_is_refused_by_validate_with_exit_2(secret_env, tmp_path, capsys, field):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\n")
+    code = main(["validate", str(spec), "--set", f"{field}=${{env:TEST_DB_PASSWORD}}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--set {field}=" in err and "only for credentials" in err, err
+    assert SECRET not in err
