@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from orchestrator.spec.section import MAY_REFER
 from orchestrator.spec.section import Section as _Section
 
 # RFC 1123 label (namespaces, Secret and claim names used here); qualified label keys; quantities
@@ -125,7 +126,7 @@ class KubernetesSpec(_Section):
         description="The job fails if its Ray cluster is not ready and the job submitted by then "
         "(pods that never schedule, an image that never pulls).",
     )
-    mlflow_uri: str | None = Field(
+    mlflow_uri: Annotated[str | None, MAY_REFER] = Field(
         None,
         pattern=r"^https?://",
         description="MLflow as the pods reach it; default: the k8s/ tracking server's Service, "

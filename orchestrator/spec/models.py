@@ -11,7 +11,7 @@ everywhere else.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
@@ -19,6 +19,7 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationInfo, model_valida
 from orchestrator.masking import mask_data, mask_values, put_references
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
+from orchestrator.spec.section import MAY_REFER
 from orchestrator.spec.section import Section as _Section
 from orchestrator.spec.sweep import SweepSpec
 
@@ -46,7 +47,7 @@ class DataSpec(_Section):
         description="python-docs: the text of Python's bundled documentation (no download); "
         "files: the plain-text or JSONL files listed in `files`.",
     )
-    files: list[str] = Field(
+    files: Annotated[list[str], MAY_REFER] = Field(
         [], description="With corpus: files. Paths or glob patterns, relative to the working directory."
     )
     format: Literal["text", "jsonl"] = Field(
@@ -108,7 +109,7 @@ class DeepSpeedSpec(_Section):
         "none", description="Keep parameters on the CPU or NVMe between uses (ZeRO-3 only)."
     )
     nvme_path: str | None = Field(None, description="A fast local directory for NVMe offload.")
-    raw_config: dict[str, JsonValue] = Field(
+    raw_config: Annotated[dict[str, JsonValue], MAY_REFER] = Field(
         {},
         description="Escape hatch: raw DeepSpeed config keys merged last, e.g. "
         "{zero_optimization: {reduce_bucket_size: 500000000}}. Checked by DeepSpeed itself "
@@ -151,7 +152,7 @@ class ClusterSpec(_Section):
         "cluster whose dashboard is at `address`; kubernetes: a KubeRay RayJob that brings its own "
         "Ray cluster (see the kubernetes section).",
     )
-    address: str | None = Field(
+    address: Annotated[str | None, MAY_REFER] = Field(
         None,
         description="ray-local: `auto` (the cluster this machine belongs to), `ray://host:port` or "
         "`host:port` of a running cluster; none starts an embedded Ray. ray-job: the dashboard URL, "
@@ -195,7 +196,9 @@ class ClusterSpec(_Section):
 
 
 class TrackingSpec(_Section):
-    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///mlflow.db here.")
+    uri: Annotated[str | None, MAY_REFER] = Field(
+        None, description="MLflow tracking URI; default: sqlite:///mlflow.db here."
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
     run_name: str | None = Field(
         None,

@@ -20,18 +20,18 @@ def secret_env(monkeypatch):
 
 
 def test_reference_is_resolved_but_shown_as_written(secret_env):
-    spec = parse_spec("name: x\ntracking:\n  experiment: exp-${env:TEST_DB_PASSWORD}\n")
-    assert spec.tracking.experiment == f"exp-{SECRET}"
-    assert spec.public_dump()["tracking"]["experiment"] == "exp-${env:TEST_DB_PASSWORD}"
+    spec = parse_spec("name: x\ndata:\n  corpus: files\n  files: ['exp-${env:TEST_DB_PASSWORD}']\n")
+    assert spec.data.files == [f"exp-{SECRET}"]
+    assert spec.public_dump()["data"]["files"] == ["exp-${env:TEST_DB_PASSWORD}"]
     assert SECRET not in repr(spec.public_dump())
 
 
 def test_missing_variable_is_a_problem_with_its_line(monkeypatch):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     with pytest.raises(SpecError) as info:
-        parse_spec("name: x\ntracking:\n  run_name: ${env:NOT_SET_ANYWHERE}\n", "s.yaml")
+        parse_spec("name: x\ntracking:\n  uri: ${env:NOT_SET_ANYWHERE}\n", "s.yaml")
     (problem,) = info.value.problems
-    assert (problem.path, problem.line) == ("tracking.run_name", 3)
+    assert (problem.path, problem.line) == ("tracking.uri", 3)
     assert "NOT_SET_ANYWHERE is not set" in problem.message
     assert "export NOT_SET_ANYWHERE=" in problem.hint
 
@@ -53,12 +53,15 @@ def test_command_output_never_shows_the_secret(secret_env, tmp_path, capsys, mon
 
 
 def test_mlflow_params_hold_the_reference_not_the_value(secret_env, tmp_path):
-    text = f"name: x\ntracking:\n  uri: sqlite:///{tmp_path}/m.db\n  run_name: r-${{env:TEST_DB_PASSWORD}}\n"
+    text = (
+        f"name: x\ntracking:\n  uri: sqlite:///{tmp_path}/m.db\n"
+        "deepspeed:\n  raw_config: {wandb: {enabled: false, project: 'r-${env:TEST_DB_PASSWORD}'}}\n"
+    )
     spec = parse_spec(text)
     plan = build_plan(spec, cwd=tmp_path)
     run_id = create_run(plan)
     params = client(plan.tracking_uri).get_run(run_id).data.params
-    assert params["tracking.run_name"] == "r-${env:TEST_DB_PASSWORD}"
+    assert params["deepspeed.raw_config.wandb.project"] == "r-${env:TEST_DB_PASSWORD}"
     assert all(SECRET not in value for value in params.values())
 
 
@@ -76,7 +79,6 @@ def test_plan_json_masks_secrets_that_json_escapes(tmp_path, capsys, monkeypatch
     spec = tmp_path / "s.yaml"
     spec.write_text(
         "name: x\ntracking:\n  uri: 'http://alice:${env:HARD_SECRET}@127.0.0.1:5000'\n"
-        "  experiment: 'exp ${env:HARD_SECRET}'\n"
         "deepspeed:\n  raw_config: {wandb: {enabled: false, project: '${env:HARD_SECRET}'}}\n"
     )
     monkeypatch.chdir(tmp_path)
@@ -84,16 +86,16 @@ def test_plan_json_masks_secrets_that_json_escapes(tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert not leaked(HARD_SECRET, out)
     plan = json.loads(out)
-    assert plan["experiment_name"] == "exp ***"
+    assert plan["tracking_uri"] == "http://alice:***@127.0.0.1:5000"
     assert plan["deepspeed_config"]["wandb"]["project"] == "***"
-    assert plan["spec"]["tracking"]["experiment"] == "exp ${env:HARD_SECRET}"
+    assert plan["spec"]["deepspeed"]["raw_config"]["wandb"]["project"] == "${env:HARD_SECRET}"
     assert main(["plan", str(spec)]) == 0
     assert not leaked(HARD_SECRET, capsys.readouterr().out)
 
 
 def test_a_wrong_type_names_the_reference_not_the_value(secret_env):
     with pytest.raises(SpecError) as info:
-        parse_spec("name: x\ntrain:\n  epochs: '${env:TEST_DB_PASSWORD}'\n", "s.yaml")
+        parse_spec("name: x\ndata:\n  files: '${env:TEST_DB_PASSWORD}'\n", "s.yaml")
     (problem,) = info.value.problems
     assert "got str '${env:TEST_DB_PASSWORD}'" in problem.message
     assert SECRET not in info.value.render()
@@ -121,7 +123,7 @@ def test_a_secret_too_short_to_mask_is_refused(monkeypatch, value):
 
 def test_a_secret_is_masked_as_a_whole_value_only(monkeypatch):
     monkeypatch.setenv("LONG_SECRET", "abcdefgh")
-    spec = parse_spec("name: x\ntracking:\n  experiment: 'e-${env:LONG_SECRET}'\n")
+    spec = parse_spec("name: x\ndata: {corpus: files, files: ['e-${env:LONG_SECRET}']}\n")
     assert spec.redact("abc abcdefgh bcd") == "abc *** bcd"
     assert spec.with_references("at e-abcdefgh") == "at e-${env:LONG_SECRET}"
 
