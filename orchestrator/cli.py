@@ -78,11 +78,17 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _tracking_uri(explicit: str | None) -> str:
+    """The existing store a command reads: ``--tracking-uri`` (references resolved), else
+    MLFLOW_TRACKING_URI, else ./mlflow.db. A sqlite store that does not exist is an error: a
+    command that reads a store never creates one."""
     from orchestrator.plan import tracking_uri_here
     from orchestrator.spec import resolve_references
+    from orchestrator.track.runs import require_store
 
     # Commands this tool prints name a store with `${env:...}` references in place of its secrets.
-    return tracking_uri_here(resolve_references(explicit) if explicit else None)
+    uri = tracking_uri_here(resolve_references(explicit) if explicit else None)
+    require_store(uri)
+    return uri
 
 
 # --- specs -------------------------------------------------------------------------------------
@@ -482,6 +488,11 @@ def cmd_ui(args) -> int:
     if command is None:
         print(f"the tracking store is a server already: open {url}")
         return EXIT_OK
+    from orchestrator.net import port_in_use
+
+    if port_in_use(args.port):
+        print(f"error: 127.0.0.1:{args.port} is in use; hint: pass another --port", file=sys.stderr)
+        return EXIT_USAGE
     print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
     os.execve(command[0], command, {**os.environ, **quiet_mlflow_env(), **ui_environment(store)})
 

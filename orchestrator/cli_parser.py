@@ -274,7 +274,17 @@ def _tracking_commands(sub, c) -> None:
         run_id=False,
     )
     ui.add_argument("spec", nargs="?", help="a run spec whose tracking.uri to open (default: ./mlflow.db)")
-    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    ui.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default: 5000)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 1 to 65535, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -154,6 +154,7 @@ def find_run(tracking_uri: str, run_ref: str):
     """The MLflow run with this id, or the one run with this name."""
     from orchestrator.track.mlflow_run import client
 
+    require_store(tracking_uri)
     run = _run_by_id(tracking_uri, run_ref) if _RUN_ID.match(run_ref) else None
     if run is not None:
         return run  # else maybe a run *named* like an id
@@ -177,7 +178,7 @@ def _run_by_id(tracking_uri: str, run_id: str):
 
     from orchestrator.track.mlflow_run import client
 
-    _require_store(tracking_uri)
+    require_store(tracking_uri)
     try:
         with store_errors(tracking_uri, unless=MlflowException):
             return client(tracking_uri).get_run(run_id)
@@ -215,7 +216,7 @@ def list_records(tracking_uri: str) -> list[RunRecord]:
     """Every run this orchestrator started in the tracking store, newest first."""
     from orchestrator.track.mlflow_run import client
 
-    _require_store(tracking_uri)
+    require_store(tracking_uri)
     with store_errors(tracking_uri):
         runs = _search(client(tracking_uri), f"tags.`{BACKEND_TAG}` != ''")
     return [RunRecord.of(tracking_uri, run) for run in runs]
@@ -280,9 +281,10 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
         mlflow.set_tag(run_id, key, value)
 
 
-def _require_store(tracking_uri: str) -> None:
+def require_store(tracking_uri: str) -> None:
     """A sqlite store that does not exist is named, not created empty by MLflow; a file that is not
-    a SQLite database is named too, before SQLAlchemy fails on it."""
+    a SQLite database is named too, before SQLAlchemy fails on it. Every command that only reads a
+    store (or continues a run it holds) checks this first."""
     if not tracking_uri.startswith("sqlite:///"):
         return
     path = tracking_uri.removeprefix("sqlite:///")
@@ -352,5 +354,6 @@ __all__ = [
     "is_sweep_parent",
     "list_records",
     "read_stored_spec",
+    "require_store",
     "run_checkpoint_dir",
 ]
