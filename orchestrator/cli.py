@@ -49,6 +49,9 @@ def _run(argv: list[str] | None) -> int:
     except OrchestratorError as exc:
         print(mask_uri_passwords(exc.render()), file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) where no command handles it itself
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `orchestrator plan ... | head` closed the pipe early: not an error
         sys.stderr.close()
         return EXIT_OK
@@ -104,6 +107,10 @@ def cmd_validate(args) -> int:
     print(f"{args.spec}: valid")
     try:
         plan = plan_run(spec)
+        if spec.sweep.enabled:
+            from orchestrator.sweep import check_grace_period
+
+            check_grace_period(plan)
         print(plan.describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
@@ -392,6 +399,10 @@ def cmd_export(args) -> int:
     if args.format != "mlflow" and not args.out:
         print(f"error: --format {args.format} needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from orchestrator.fsutil import output_directory
+
+        output_directory(args.out)  # before any checkpoint is read: a place that cannot be written
     plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
     result = export_run(
         plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.format, args.out,
@@ -454,9 +465,10 @@ def cmd_sync(args) -> int:
         print(f"run {args.run_id}: no journal found; nothing to replay")
     else:
         r = result.replay
+        damaged = f", {r.damaged_lines} damaged lines skipped" if r.damaged_lines else ""
         print(
             f"run {args.run_id}: journal {r.journal_points} points, {r.already_in_mlflow} already in "
-            f"MLflow, {r.sent} sent"
+            f"MLflow, {r.sent} sent{damaged}"
         )
     print(f"status     {result.status}")
     return EXIT_OK

@@ -57,6 +57,20 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(_escape, _COLOUR.sub("", text))
 
 
+def encodable(text: str, encoding: str | None) -> str:
+    """``text`` with what ``encoding`` cannot hold written as escapes (``\\xe9``, ``\\U0001f3c3``):
+    an ASCII terminal (PYTHONIOENCODING=ascii, LANG=C) or a lone surrogate never ends a command."""
+    if not encoding:
+        return text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: leave it to the stream
+        return text
+    return text
+
+
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -71,7 +85,7 @@ class PrintableStream:
         self.unescaped = stream
 
     def write(self, text: str) -> int:
-        self.unescaped.write(printable(text))
+        self.unescaped.write(encodable(printable(text), getattr(self.unescaped, "encoding", None)))
         return len(text)
 
     def __getattr__(self, name: str):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.errors import ResumeError, UsageError
+from orchestrator.errors import PlanError, ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
 from orchestrator.lifecycle import existing_plan, plan_run, reopen_run, start_run
 from orchestrator.plan import Plan
@@ -81,6 +81,7 @@ def start_sweep(spec: RunSpec, spec_dir: str | Path = ".", cwd: Path | None = No
     directory and parent run, which stores the spec with its sweep section."""
     check_sweepable(spec)
     plan = plan_run(spec, cwd)
+    check_grace_period(plan)
     return start_run(plan, spec_dir, {SWEEP_TAG: str(spec.sweep.trial_count)})
 
 
@@ -98,6 +99,18 @@ def check_sweepable(spec: RunSpec) -> None:
         )
     if spec.sweep.search == "optuna":
         require_optuna()
+
+
+def check_grace_period(plan: Plan) -> None:
+    """ASHA's grace period within a trial's steps, also when those come from epochs (the spec's own
+    check covers train.max_steps): Ray Tune would fail on it with an assertion of its own."""
+    sweep, train = plan.spec.sweep, plan.spec.train
+    grace = sweep.asha.grace_period or train.eval_interval
+    if sweep.scheduler == "asha" and grace > plan.total_steps:
+        raise PlanError(
+            f"sweep.asha.grace_period: the grace period ({grace} steps) is longer than a trial "
+            f"({plan.total_steps} steps); hint: set sweep.asha.grace_period to at most {plan.total_steps}"
+        )
 
 
 def reopen_sweep(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan:

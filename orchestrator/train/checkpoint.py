@@ -89,9 +89,19 @@ def best_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
 def _read_marker(path: Path) -> CheckpointInfo | None:
     try:
         fields = json.loads((path / MARKER).read_text())
-        return CheckpointInfo(path=path, **fields)
+        info = CheckpointInfo(path=path, **fields)
     except (OSError, ValueError, TypeError):
         return None  # unreadable marker: treat as incomplete rather than guess
+    return info if _well_formed(info) else None  # an edited one ("5" for 5) too
+
+
+def _well_formed(info: CheckpointInfo) -> bool:
+    counts = (info.step, info.world_size, info.zero_stage)
+    if not all(type(n) is int and n >= 0 for n in counts):
+        return False
+    value = info.metric_value
+    numeric = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return numeric and isinstance(info.metric, (str, type(None))) and isinstance(info.higher_is_better, bool)
 
 
 def write_marker(info: CheckpointInfo) -> None:
