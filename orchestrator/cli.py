@@ -208,10 +208,20 @@ def _run_in_foreground(args, plan, launcher) -> int:
             f"run {plan.run_name} (MLflow run {plan.run_id}) was interrupted and marked KILLED",
             file=sys.stderr,
         )
-        print(f"continue   {resume_command(plan)}", file=sys.stderr, flush=True)
+        print(_how_to_continue(args, plan, resume_command(plan)), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     print(_where(plan, outcome.state.value), flush=True)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def _how_to_continue(args, plan, resume: str) -> str:
+    """The resume command, when the run saved a checkpoint to resume from; else how to start over."""
+    from orchestrator.train.checkpoint import latest_complete_checkpoint
+
+    if latest_complete_checkpoint(plan.checkpoint_dir) is not None:
+        return f"continue   {resume}"
+    again = f"orchestrator submit {args.spec}" if args.spec else resume
+    return f"no checkpoint was saved, so there is nothing to resume; start again: {again}"
 
 
 def _follow_job(args, plan, launcher, handle) -> int:

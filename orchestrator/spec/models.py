@@ -170,6 +170,13 @@ class ClusterSpec(_Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="How the workers' bundles spread over nodes (Ray placement groups)."
     )
+    connect_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="ray-local with an address: how long to keep trying to reach the cluster before "
+        "failing with what could not be reached.",
+    )
     placement_timeout_s: float = Field(
         120.0,
         gt=0.0,
