@@ -397,7 +397,13 @@ def cmd_generate(args) -> int:
         loaded = load_from_run(
             plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.checkpoint, args.trust_checkpoint
         )
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    sampling = Sampling(
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.seed,
+        stop_at_end_of_text=not args.past_end_of_text,
+    )
     write_generation(sys.stdout, loaded, args.prompt, sampling, use_cache=not args.no_cache)
     return EXIT_OK
 
@@ -439,7 +445,9 @@ def cmd_report(args) -> int:
     from orchestrator.track.runs import find_run, is_sweep_parent
 
     uri = _tracking_uri(args.tracking_uri)
-    if is_sweep_parent(find_run(uri, args.run_id)):
+    run = find_run(uri, args.run_id)  # by id or by name
+    args.run_id = run.info.run_id
+    if is_sweep_parent(run):
         return _sweep_report(args, uri)
     if args.watch:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C only stops watching
@@ -469,8 +477,11 @@ def _sweep_report(args, uri: str) -> int:
 
 def cmd_sync(args) -> int:
     from orchestrator.track.finish import sync_run
+    from orchestrator.track.runs import find_run
 
-    result = sync_run(_tracking_uri(args.tracking_uri), args.run_id)
+    uri = _tracking_uri(args.tracking_uri)
+    args.run_id = find_run(uri, args.run_id).info.run_id  # by id or by name
+    result = sync_run(uri, args.run_id)
     if result.replay is None:
         print(f"run {args.run_id}: no journal found; nothing to replay")
     else:
@@ -490,7 +501,11 @@ def cmd_compare(args) -> int:
     if len(args.run_ids) < 2:
         print("error: compare needs at least two run ids", file=sys.stderr)
         return EXIT_USAGE
-    paths, table = compare_runs(_tracking_uri(args.tracking_uri), args.run_ids, args.out)
+    from orchestrator.track.runs import find_run
+
+    uri = _tracking_uri(args.tracking_uri)
+    run_ids = [find_run(uri, ref).info.run_id for ref in args.run_ids]  # by id or by name
+    paths, table = compare_runs(uri, run_ids, args.out)
     print(table + "\n")
     print("\n".join(str(p) for p in paths))
     return EXIT_OK

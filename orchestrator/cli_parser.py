@@ -202,6 +202,11 @@ def _run_commands(sub, c) -> None:
     generate.add_argument("--top-k", type=_positive_int, default=50)
     generate.add_argument("--seed", type=_seed, default=None, help="same seed, same text (0 to 2^64-1)")
     generate.add_argument("--no-cache", action="store_true", help="recompute the context for every token")
+    generate.add_argument(
+        "--past-end-of-text",
+        action="store_true",
+        help="go on after <|endoftext|> (by default a row ends there, as in transformers)",
+    )
     _checkpoint_choice(generate)
     export = _command(
         sub,
@@ -264,7 +269,7 @@ def _tracking_commands(sub, c) -> None:
         ),
         run_id=False,
     )
-    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more MLflow run ids")
+    compare.add_argument("run_ids", nargs="+", metavar="RUN", help="two or more MLflow run ids or run names")
     compare.add_argument(
         "--out", default="comparison", help="directory to write into (default: ./comparison)"
     )

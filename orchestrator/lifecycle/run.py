@@ -71,6 +71,13 @@ class Resumed:
 def plan_run(spec: RunSpec, cwd: Path | None = None) -> Plan:
     """The plan of a new run, checked as far as it can be without starting anything."""
     plan = build_plan(spec, cwd)
+    if spec.schedule.warmup_steps >= plan.total_steps:  # the spec's check sees train.max_steps only
+        raise PlanError(
+            f"schedule.warmup_steps: warmup ({spec.schedule.warmup_steps} steps) must be shorter than "
+            f"the run, which the plan makes {plan.total_steps} steps ({plan.steps_per_epoch} per epoch "
+            f"x {spec.train.epochs} epoch(s), train.max_steps {spec.train.max_steps}); hint: warm up "
+            f"for about 5-10% of the run (schedule.warmup_steps: {max(1, plan.total_steps // 15)})"
+        )
     if spec.deepspeed.raw_config:
         from orchestrator.plan.deepspeed_config import check_with_deepspeed
 
