@@ -252,7 +252,20 @@ class _Reader:
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
         try:
-            return yaml.SafeLoader("").construct_object(node)
+            value = yaml.SafeLoader("").construct_object(node)
+            if isinstance(value, str):
+                value.encode("utf-8")  # an escaped lone surrogate ("\ud800") is no text
+            return value
+        except UnicodeEncodeError:
+            self.problems.append(
+                Problem(
+                    _dotted(path),
+                    "holds an escaped lone surrogate (\\ud800-\\udfff), which is not text",
+                    node.start_mark.line + 1,
+                    "write the character itself, or a pair of surrogates for one character",
+                )
+            )
+            return None
         except (ValueError, OverflowError, yaml.YAMLError) as exc:  # 5000 digits, month 13, ...
             shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
             self.problems.append(
