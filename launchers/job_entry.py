@@ -17,7 +17,7 @@ from pathlib import Path
 from launchers.ray_local import RayLocalLauncher
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
 from orchestrator.lifecycle import RunTicket, execute, plan_from_ticket
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
 
 
 def main(argv: list[str]) -> int:

@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 from orchestrator.errors import LaunchError
 from orchestrator.lifecycle import RunTicket
+from orchestrator.masking import mask_uri_passwords
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec, resolve_references
-from orchestrator.text import first_line, mask_uri_passwords
+from orchestrator.text import first_line
 from orchestrator.track.runs import ADDRESS_TAG, JOB_ID_TAG, JobHandle, JobState, RunRecord
 
 RUN_ID_KEY = "orchestrator_run_id"  # job metadata: which MLflow run a job belongs to

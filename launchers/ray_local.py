@@ -26,12 +26,15 @@ import logging
 import os
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.errors import LaunchError
-from orchestrator.interrupts import sigterm_like_sigint
+from orchestrator.interrupts import sigterm_as_interrupt, sigterm_like_sigint
 from orchestrator.net import free_port
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
@@ -104,6 +107,9 @@ class RayLocalLauncher:
     def for_spec(cls, spec: RunSpec) -> RayLocalLauncher:
         if not spec.cluster.address:
             embedded_ray_auth(spec.cluster)  # refused before the run exists
+        else:  # an unreachable cluster too: no run is created for it
+            with sigterm_as_interrupt():
+                reach_cluster(spec.cluster.address, spec.cluster.connect_timeout_s, spec.with_references)
         return cls()
 
     @classmethod
@@ -233,9 +239,39 @@ class TuneTrialLauncher(RayLocalLauncher):
         return self._fit(plan, not plan.spec.cluster.address, [TuneReportCallback()])
 
 
+def reach_cluster(address: str, timeout_s: float, as_written=lambda text: text) -> None:
+    """Wait until something answers at a cluster's ``host:port`` (or ``ray://host:port``), at most
+    ``timeout_s``; then a LaunchError saying what could not be reached and what to do. Ray's own
+    client would retry for minutes and hold SIGTERM off meanwhile. ``auto`` is left to Ray, which
+    fails at once when this machine belongs to no cluster. ``as_written``: the address as the spec
+    wrote it (its `${env:...}` references in place of secrets)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    shown = as_written(address)
+    print(f"connecting to the Ray cluster at {shown} (for up to {timeout_s:g}s)", file=sys.stderr, flush=True)
+    deadline, reason = time.monotonic() + timeout_s, "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(2.0, left))):
+                return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if left <= 0:
+            raise LaunchError(
+                f"cannot reach the Ray cluster at {shown} within {timeout_s:g}s ({reason}); hint: "
+                "start it (`ray start --head`), check cluster.address (host:6379 for the GCS, "
+                "ray://host:10001 for a Ray client server), or raise cluster.connect_timeout_s"
+            )
+        time.sleep(min(0.5, max(0.0, left)))
+
+
 def connect(plan: Plan, address: str | None, log_to_driver: bool = True) -> None:
     """Start an embedded Ray for the plan (no address) or join the cluster at ``address``; the
     workers get ``worker_env(plan)``. ``log_to_driver``: print the workers' output here too."""
+    if address:
+        reach_cluster(address, plan.spec.cluster.connect_timeout_s, plan.spec.with_references)
     os.environ.update(LOOPBACK_ENV)
     if not address:
         os.environ[RAY_AUTH_MODE] = embedded_ray_auth(plan.spec.cluster)

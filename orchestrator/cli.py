@@ -25,7 +25,8 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
-from orchestrator.text import PrintableStream, mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
+from orchestrator.text import PrintableStream
 
 log = logging.getLogger("orchestrator")
 
@@ -48,6 +49,9 @@ def _run(argv: list[str] | None) -> int:
     except OrchestratorError as exc:
         print(mask_uri_passwords(exc.render()), file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) where no command handles it itself
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `orchestrator plan ... | head` closed the pipe early: not an error
         sys.stderr.close()
         return EXIT_OK
@@ -77,11 +81,17 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _tracking_uri(explicit: str | None) -> str:
+    """The existing store a command reads: ``--tracking-uri`` (references resolved), else
+    MLFLOW_TRACKING_URI, else ./mlflow.db. A sqlite store that does not exist is an error: a
+    command that reads a store never creates one."""
     from orchestrator.plan import tracking_uri_here
     from orchestrator.spec import resolve_references
+    from orchestrator.track.runs import require_store
 
     # Commands this tool prints name a store with `${env:...}` references in place of its secrets.
-    return tracking_uri_here(resolve_references(explicit) if explicit else None)
+    uri = tracking_uri_here(resolve_references(explicit) if explicit else None)
+    require_store(uri)
+    return uri
 
 
 # --- specs -------------------------------------------------------------------------------------
@@ -97,6 +107,10 @@ def cmd_validate(args) -> int:
     print(f"{args.spec}: valid")
     try:
         plan = plan_run(spec)
+        if spec.sweep.enabled:
+            from orchestrator.sweep import check_grace_period
+
+            check_grace_period(plan)
         print(plan.describe())
     except NotRunnableHere as exc:  # a valid spec written for other machines
         print(spec.redact(describe_spec(spec)))
@@ -230,10 +244,20 @@ def _run_in_foreground(args, plan, launcher) -> int:
             f"run {plan.run_name} (MLflow run {plan.run_id}) was interrupted and marked KILLED",
             file=sys.stderr,
         )
-        print(f"continue   {resume_command(plan)}", file=sys.stderr, flush=True)
+        print(_how_to_continue(args, plan, resume_command(plan)), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     print(_where(plan, outcome.state.value), flush=True)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def _how_to_continue(args, plan, resume: str) -> str:
+    """The resume command, when the run saved a checkpoint to resume from; else how to start over."""
+    from orchestrator.train.checkpoint import latest_complete_checkpoint
+
+    if latest_complete_checkpoint(plan.checkpoint_dir) is not None:
+        return f"continue   {resume}"
+    again = f"orchestrator submit {args.spec}" if args.spec else resume
+    return f"no checkpoint was saved, so there is nothing to resume; start again: {again}"
 
 
 def _follow_job(args, plan, launcher, handle) -> int:
@@ -300,6 +324,7 @@ def cmd_sweep(args) -> int:
 
 def _sweep_ended(outcome) -> int:
     from orchestrator.sweep import resume_command
+    from orchestrator.track.runs import FINISHED_STATUS
     from orchestrator.track.ui import ui_hint
 
     plan = outcome.plan
@@ -325,7 +350,7 @@ def _sweep_ended(outcome) -> int:
         *ui_hint(plan.tracking_uri, plan.run_id),
     ]
     print(plan.spec.redact("\n".join(lines)), flush=True)
-    return EXIT_OK if outcome.status == "FINISHED" else EXIT_FAILED
+    return EXIT_OK if outcome.status == FINISHED_STATUS else EXIT_FAILED
 
 
 def cmd_status(args) -> int:
@@ -408,7 +433,13 @@ def cmd_generate(args) -> int:
         loaded = load_from_run(
             plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.checkpoint, args.trust_checkpoint
         )
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    sampling = Sampling(
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.seed,
+        stop_at_end_of_text=not args.past_end_of_text,
+    )
     write_generation(sys.stdout, loaded, args.prompt, sampling, use_cache=not args.no_cache)
     return EXIT_OK
 
@@ -420,6 +451,10 @@ def cmd_export(args) -> int:
     if args.format != "mlflow" and not args.out:
         print(f"error: --format {args.format} needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from orchestrator.fsutil import output_directory
+
+        output_directory(args.out)  # before any checkpoint is read: a place that cannot be written
     plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
     result = export_run(
         plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.format, args.out,
@@ -446,7 +481,9 @@ def cmd_report(args) -> int:
     from orchestrator.track.runs import find_run, is_sweep_parent
 
     uri = _tracking_uri(args.tracking_uri)
-    if is_sweep_parent(find_run(uri, args.run_id)):
+    run = find_run(uri, args.run_id)  # by id or by name
+    args.run_id = run.info.run_id
+    if is_sweep_parent(run):
         return _sweep_report(args, uri)
     if args.watch:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C only stops watching
@@ -476,15 +513,19 @@ def _sweep_report(args, uri: str) -> int:
 
 def cmd_sync(args) -> int:
     from orchestrator.track.finish import sync_run
+    from orchestrator.track.runs import find_run
 
-    result = sync_run(_tracking_uri(args.tracking_uri), args.run_id)
+    uri = _tracking_uri(args.tracking_uri)
+    args.run_id = find_run(uri, args.run_id).info.run_id  # by id or by name
+    result = sync_run(uri, args.run_id)
     if result.replay is None:
         print(f"run {args.run_id}: no journal found; nothing to replay")
     else:
         r = result.replay
+        damaged = f", {r.damaged_lines} damaged lines skipped" if r.damaged_lines else ""
         print(
             f"run {args.run_id}: journal {r.journal_points} points, {r.already_in_mlflow} already in "
-            f"MLflow, {r.sent} sent"
+            f"MLflow, {r.sent} sent{damaged}"
         )
     print(f"status     {result.status}")
     return EXIT_OK
@@ -496,7 +537,11 @@ def cmd_compare(args) -> int:
     if len(args.run_ids) < 2:
         print("error: compare needs at least two run ids", file=sys.stderr)
         return EXIT_USAGE
-    paths, table = compare_runs(_tracking_uri(args.tracking_uri), args.run_ids, args.out)
+    from orchestrator.track.runs import find_run
+
+    uri = _tracking_uri(args.tracking_uri)
+    run_ids = [find_run(uri, ref).info.run_id for ref in args.run_ids]  # by id or by name
+    paths, table = compare_runs(uri, run_ids, args.out)
     print(table + "\n")
     print("\n".join(str(p) for p in paths))
     return EXIT_OK
@@ -516,6 +561,11 @@ def cmd_ui(args) -> int:
     if command is None:
         print(f"the tracking store is a server already: open {url}")
         return EXIT_OK
+    from orchestrator.net import port_in_use
+
+    if port_in_use(args.port):
+        print(f"error: 127.0.0.1:{args.port} is in use; hint: pass another --port", file=sys.stderr)
+        return EXIT_USAGE
     print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
     os.execve(command[0], command, {**os.environ, **quiet_mlflow_env(), **ui_environment(store)})
 

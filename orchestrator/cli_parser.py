@@ -7,6 +7,7 @@ commands stay apart and neither imports the other's internals.
 from __future__ import annotations
 
 import argparse
+import math
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
 
@@ -188,7 +189,9 @@ def _run_commands(sub, c) -> None:
         ),
         run_id=False,
     )
-    runs.add_argument("--address", help="a Ray dashboard URL: list the jobs there instead")
+    runs.add_argument(
+        "--address", type=_dashboard_url, help="a Ray dashboard URL: list the jobs there instead"
+    )
     generate = _command(
         sub,
         "generate",
@@ -201,13 +204,18 @@ def _run_commands(sub, c) -> None:
         "--from-hf", metavar="DIR", help="an exported directory (hf or safetensors) instead"
     )
     generate.add_argument(
-        "--prompt", action="append", required=True, help="repeatable: several are one batch"
+        "--prompt", action="append", required=True, type=_text, help="repeatable: several are one batch"
     )
     generate.add_argument("--max-new-tokens", type=_positive_int, default=100)
     generate.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 means greedy")
     generate.add_argument("--top-k", type=_positive_int, default=50)
-    generate.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    generate.add_argument("--seed", type=_seed, default=None, help="same seed, same text (0 to 2^64-1)")
     generate.add_argument("--no-cache", action="store_true", help="recompute the context for every token")
+    generate.add_argument(
+        "--past-end-of-text",
+        action="store_true",
+        help="go on after <|endoftext|> (by default a row ends there, as in transformers)",
+    )
     _checkpoint_choice(generate)
     export = _command(
         sub,
@@ -248,7 +256,9 @@ def _tracking_commands(sub, c) -> None:
     report.add_argument(
         "--watch", action="store_true", help="keep refreshing until the run ends (Ctrl-C stops)"
     )
-    report.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
+    report.add_argument(
+        "--interval", type=_positive_float, default=5.0, help="seconds between refreshes with --watch"
+    )
     _with_run(
         _command(
             sub,
@@ -268,7 +278,7 @@ def _tracking_commands(sub, c) -> None:
         ),
         run_id=False,
     )
-    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more MLflow run ids")
+    compare.add_argument("run_ids", nargs="+", metavar="RUN", help="two or more MLflow run ids or run names")
     compare.add_argument(
         "--out", default="comparison", help="directory to write into (default: ./comparison)"
     )
@@ -283,7 +293,62 @@ def _tracking_commands(sub, c) -> None:
         run_id=False,
     )
     ui.add_argument("spec", nargs="?", help="a run spec whose tracking.uri to open (default: ./mlflow.db)")
-    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    ui.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default: 5000)")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^64-1, got {text!r}")
+    return value
+
+
+def _text(text: str) -> str:
+    """Text as the command line gave it; bytes that are not UTF-8 arrive as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("is not UTF-8 text; check the terminal's encoding") from None
+    return text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _dashboard_url(text: str) -> str:
+    """http(s)://host[:port] of a Ray dashboard; `${env:...}` references in it are resolved later."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(_text(text))
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range or not a number
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"must be a Ray dashboard URL such as http://127.0.0.1:8265, got {text!r}"
+        )
+    return text
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 1 to 65535, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

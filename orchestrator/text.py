@@ -3,10 +3,6 @@ to show (passwords in URIs masked, control characters escaped).
 
 >>> format_duration(3725), format_number(None), format_number(0.123456)
 ('1h02m', 'n/a', '0.1235')
->>> mask_uri_passwords("postgresql://me:pw@db:5432/mlflow and http://u:p/q@h")
-'postgresql://me:***@db:5432/mlflow and http://u:***@h'
->>> mask_uri_passwords("http://me:${env:MLFLOW_PASSWORD}@mlflow:5000")
-'http://me:${env:MLFLOW_PASSWORD}@mlflow:5000'
 >>> print(printable("run \x1b[2J\x1b]0;owned\x07 \x1b[31mred\x1b[0m \u202etxt.exe"))
 run \x1b[2J\x1b]0;owned\x07 red \u202etxt.exe
 """
@@ -16,12 +12,8 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-# scheme://user:password@ - the password runs to the last "@" before whitespace, so one holding "/"
-# or ":" is still masked whole (a URL would have to percent-encode those, people do not).
-_URI_PASSWORD = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<password>[^\s]*)@", re.IGNORECASE
-)
-_ENV_REFERENCES = re.compile(r"^(\$\{env:[A-Za-z_][A-Za-z0-9_]*\})+$")
+from orchestrator.masking import mask_uri_passwords
+
 # Colours (SGR) only change how text looks: dropped. Every other control character (escape
 # sequences that move the cursor, clear the screen, set the title or the clipboard; carriage returns
 # that overwrite a line) and the invisible bidirectional marks that reorder text are escaped.
@@ -49,22 +41,34 @@ def format_number(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def mask_uri_passwords(text: str) -> str:
-    """Every `scheme://user:password@` in ``text`` with the password replaced by `***` (a password
-    written as `${env:NAME}` references is no secret and stays)."""
-
-    def mask(match: re.Match) -> str:
-        if _ENV_REFERENCES.match(match.group("password")):
-            return match.group()
-        return f"{match.group('scheme')}{match.group('user')}:***@"
-
-    return _URI_PASSWORD.sub(mask, text)
+__all__ = [
+    "PrintableStream",
+    "first_line",
+    "format_duration",
+    "format_number",
+    "mask_uri_passwords",
+    "printable",
+]
 
 
 def printable(text: str) -> str:
     """``text`` safe to show on a terminal: newlines and tabs kept, colours dropped, every other
     control or bidirectional character written as an escape (``\\x1b``, ``\\u202e``)."""
     return _UNSAFE.sub(_escape, _COLOUR.sub("", text))
+
+
+def encodable(text: str, encoding: str | None) -> str:
+    """``text`` with what ``encoding`` cannot hold written as escapes (``\\xe9``, ``\\U0001f3c3``):
+    an ASCII terminal (PYTHONIOENCODING=ascii, LANG=C) or a lone surrogate never ends a command."""
+    if not encoding:
+        return text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: leave it to the stream
+        return text
+    return text
 
 
 def _escape(match: re.Match) -> str:
@@ -81,7 +85,7 @@ class PrintableStream:
         self.unescaped = stream
 
     def write(self, text: str) -> int:
-        self.unescaped.write(printable(text))
+        self.unescaped.write(encodable(printable(text), getattr(self.unescaped, "encoding", None)))
         return len(text)
 
     def __getattr__(self, name: str):

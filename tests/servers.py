@@ -103,12 +103,19 @@ class Postgres:
 class MlflowServer:
     """`mlflow server` in its own process group, restartable on the same port and stores."""
 
-    def __init__(self, backend_store_uri: str, artifacts_dir: Path, log_path: Path):
+    def __init__(
+        self,
+        backend_store_uri: str,
+        artifacts_dir: Path,
+        log_path: Path,
+        admin_password: str | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.backend_store_uri = backend_store_uri
         self.artifacts_dir = artifacts_dir
         self.log_path = log_path
+        self.admin_password = admin_password  # set: MLflow's basic-auth app, user `admin`
         self._process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 180, workers: int = 1) -> MlflowServer:
@@ -118,17 +125,39 @@ class MlflowServer:
             "--artifacts-destination", str(self.artifacts_dir),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
         ]  # fmt: skip
+        env = {**os.environ, **QUIET_ENV}
+        if self.admin_password:
+            command += ["--app-name", "basic-auth"]
+            env.update(self._auth_env())
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self._process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **QUIET_ENV},
+            env=env,
+            cwd=self.log_path.parent,
         )
         log.close()
         self._wait_healthy(timeout_s)
         return self
+
+    def _auth_env(self) -> dict[str, str]:
+        """The basic-auth app's settings: its own user store beside the log, the admin's password
+        (in the environment: it only seeds the first admin), and the secret key of its CSRF
+        protection."""
+        ini = self.log_path.parent / "basic_auth.ini"
+        ini.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{self.log_path.parent / 'basic_auth.db'}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password or "",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
 
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

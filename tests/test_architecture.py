@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import its own layer and the ones below, never above):
 
-    base helpers (errors, text, fsutil, jsonfloat, interrupts, storage)
+    base helpers (errors, text, fsutil, jsonfloat, interrupts, masking, storage)
     < spec < data < plan < the documented artifacts (report.artifacts, report.summary: pure writers)
     < track < report < train < generate/export
     < lifecycle < launchers < sweep < the command line (cli, cli_parser, progress, __main__)
@@ -13,6 +13,7 @@ Imports inside functions count too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,9 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [
-    ["orchestrator.errors", "orchestrator.text", "orchestrator.fsutil", "orchestrator.jsonfloat",
-     "orchestrator.net", "orchestrator.interrupts", "orchestrator", "orchestrator.storage"],
+    ["orchestrator.errors", "orchestrator.masking", "orchestrator.text", "orchestrator.fsutil",
+     "orchestrator.jsonfloat", "orchestrator.net", "orchestrator.interrupts", "orchestrator",
+     "orchestrator.storage"],
     ["orchestrator.spec"],
     ["orchestrator.data"],
     ["orchestrator.plan"],
@@ -123,3 +125,84 @@ def test_every_module_imports_first_on_its_own():
         [sys.executable, "-c", PROBE, *modules], cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert result.stdout.strip() == "OK", result.stdout[-5000:] + result.stderr[-3000:]
+
+
+# --- one module for each vocabulary that must not drift ------------------------------------------
+
+MASKING_MODULE = "orchestrator.masking"
+STATUS_MODULE = "orchestrator.track.runs"
+MLFLOW_STATUSES = {"FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"}
+# KubeRay's own job statuses (a RayJob's `jobStatus`), another vocabulary that happens to share words
+OTHER_STATUS_VOCABULARIES = {"launchers.kubernetes"}
+_SECRET_PATTERN_WORDS = re.compile(r"://|password|passwd|secret|token|credential|api_?key", re.IGNORECASE)
+
+
+def string_constants(module: str) -> list[tuple[str, int]]:
+    """(text, line) of every string constant of a module except docstrings."""
+    path = REPO / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.value, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def regex_patterns(module: str) -> list[tuple[str, int]]:
+    """(pattern, line) of every literal pattern handed to the `re` module."""
+    path = REPO / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "re"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.args[0].value, node.lineno))
+    return found
+
+
+def test_secrets_are_masked_by_one_module():
+    """The mask (`***`) and every pattern that finds a secret (a password in a URI, a secret's name)
+    live in orchestrator/masking.py; everything else calls it."""
+    elsewhere = []
+    for module in project_modules():
+        if module == MASKING_MODULE:
+            continue
+        elsewhere += [
+            f"{module}:{line} masks with {text!r}" for text, line in string_constants(module) if "***" in text
+        ]
+        elsewhere += [
+            f"{module}:{line} finds secrets with the pattern {pattern!r}"
+            for pattern, line in regex_patterns(module)
+            if _SECRET_PATTERN_WORDS.search(pattern)
+        ]
+    assert not elsewhere, "\n".join(elsewhere)
+
+
+def test_run_statuses_are_spelled_in_one_module():
+    """MLflow's run statuses are named in orchestrator/track/runs.py; everything else imports them."""
+    elsewhere = []
+    for module in project_modules():
+        if module == STATUS_MODULE or any(module.startswith(other) for other in OTHER_STATUS_VOCABULARIES):
+            continue
+        elsewhere += [
+            f"{module}:{line} spells the status {text!r}"
+            for text, line in string_constants(module)
+            if text in MLFLOW_STATUSES
+        ]
+    assert not elsewhere, "\n".join(elsewhere)

@@ -114,3 +114,39 @@ def test_run_arguments_never_crash_a_command(workdir, monkeypatch, run_ref, comm
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run_main([run_ref if part == "RUN" else part for part in command])
+
+
+# --- edited run files: what a run leaves in its directory, damaged in generated ways ------------------
+
+RUN_FILES = [
+    "step-5/COMPLETE.json",
+    "tracking-status.json",
+    ".orchestrator-run.json",
+    "metrics.journal.jsonl",
+]
+damage = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from(
+        [b"", b"{}", b"[]", b"null", b'{"step": "5"}', b'{"run_id": 5, "status": "FINISHED"}',
+         b'{"key": "\\ud800", "value": 1, "step": 1, "timestamp": 1}\n', b"\xff\xfe\n{}\n", b"x" * 100_000]
+    ),
+    st.lists(st.sampled_from([b'{"key": "loss", "value": 1.0, "step": 1, "timestamp": 1}', b"{", b"\xc3"]),
+             max_size=20).map(lambda lines: b"\n".join(lines) + b"\n"),
+)  # fmt: skip
+FILE_COMMANDS = [
+    ["sync", "RUN"], ["status", "RUN"], ["report", "RUN"], ["generate", "RUN", "--prompt", "x"],
+    ["export", "RUN", "--format", "safetensors", "--out", "exported"], ["submit", "--resume", "RUN"],
+]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=fuzz_examples(30), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(RUN_FILES), damage, min_size=1), st.sampled_from(FILE_COMMANDS))
+def test_edited_run_files_never_crash_a_command(workdir, monkeypatch, files, command):
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = workdir / "checkpoints" / "fuzz-run"
+    for name, payload in files.items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_bytes(payload)
+    run_main(["fuzz-run" if part == "RUN" else part for part in command])

@@ -133,8 +133,10 @@ def using_tracking_uri(uri: str):
     that is put back as it was too, or every later command would default to this store."""
     import mlflow
 
+    from orchestrator.track.mlflow_run import mlflow_uri
+
     previous, in_environment = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(mlflow_uri(uri))  # its credentials, if any, in the environment
     try:
         yield
     finally:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.fsutil import atomic_write
+from orchestrator.masking import mask_uri_passwords
 from orchestrator.plan import Plan
-from orchestrator.text import mask_uri_passwords
 from orchestrator.track.status import read_status
 from orchestrator.track.worker_logs import LOG_DIR, tail_lines
 from orchestrator.train.checkpoint import latest_complete_checkpoint

@@ -43,6 +43,7 @@ SAFE_ON_RESUME = (
     "cluster.label_selector",
     "cluster.placement_strategy",
     "cluster.placement_timeout_s",
+    "cluster.connect_timeout_s",
     "cluster.max_failures",
     "cluster.host",
     "cluster.gpus_per_worker",

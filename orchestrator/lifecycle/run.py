@@ -22,13 +22,13 @@ from orchestrator.interrupts import sigterm_as_interrupt
 from orchestrator.lifecycle.data import known_data, recorded_data
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
+from orchestrator.masking import mask_uri_passwords
 from orchestrator.plan import Plan, build_plan, tracking_uri_here
 from orchestrator.plan.data import DataPlan
 from orchestrator.plan.identity import checkpoint_root, identity_of_record, runs_root
 from orchestrator.spec import RunSpec, parse_spec
 from orchestrator.spec.models import RUN_NAME_PATTERN
-from orchestrator.text import first_line, mask_uri_passwords
-from orchestrator.track.mlflow_run import redact_text
+from orchestrator.text import first_line
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
     RUNNING_STATUS,
@@ -74,6 +74,14 @@ def plan_run(spec: RunSpec, cwd: Path | None = None, data: DataPlan | None = Non
     """The plan of a new run, checked as far as it can be without starting anything. ``data``: the
     prepared dataset (``prepare_data``); without it, what is known (``validate``: maybe an estimate)."""
     plan = build_plan(spec, data or known_data(spec, cwd), None, cwd)
+    if spec.schedule.warmup_steps >= plan.total_steps:  # the spec's check sees train.max_steps only
+        estimated = " (an estimate: the data is not prepared yet)" if plan.data.estimated else ""
+        raise PlanError(
+            f"schedule.warmup_steps: warmup ({spec.schedule.warmup_steps} steps) must be shorter than "
+            f"the run, which the plan makes {plan.total_steps} steps{estimated} ({plan.steps_per_epoch} "
+            f"per epoch x {spec.train.epochs} epoch(s), train.max_steps {spec.train.max_steps}); hint: "
+            f"warm up for about 5-10% of the run (schedule.warmup_steps: {max(1, plan.total_steps // 15)})"
+        )
     if spec.deepspeed.raw_config:
         from orchestrator.plan.deepspeed_config import check_with_deepspeed
 
@@ -285,8 +293,8 @@ def _finish_tracking(plan: Plan, status: str) -> bool:
         log.warning(
             "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
             "run `orchestrator sync %s` when MLflow is reachable",
-            redact_text(plan.spec.with_references(plan.tracking_uri)),
-            redact_text(plan.spec.redact(first_line(exc))),
+            mask_uri_passwords(plan.spec.with_references(plan.tracking_uri)),
+            mask_uri_passwords(plan.spec.redact(first_line(exc))),
             plan.checkpoint_dir,
             plan.run_id,
         )
@@ -299,6 +307,6 @@ def resume_command(plan: Plan, command: str = "submit") -> str:
     secrets, which --tracking-uri resolves."""
     command = f"orchestrator {command} --resume {shlex.quote(plan.run_name)}"
     if plan.tracking_uri != tracking_uri_here():
-        shown = redact_text(plan.spec.with_references(plan.tracking_uri))
+        shown = mask_uri_passwords(plan.spec.with_references(plan.tracking_uri))
         command += f" --tracking-uri {shlex.quote(shown)}"
     return command

@@ -9,8 +9,8 @@ import ipaddress
 import json
 from typing import TYPE_CHECKING
 
+from orchestrator.masking import mask_uri_passwords
 from orchestrator.plan.memory import estimate_memory
-from orchestrator.text import mask_uri_passwords
 
 if TYPE_CHECKING:
     from orchestrator.plan.plan import Plan

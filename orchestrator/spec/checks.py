@@ -206,6 +206,13 @@ def host_is_loopback_unless_exposed(cluster) -> Iterator[Finding]:
             "with expose: true",
         )
         return
+    if address.version == 6:
+        yield Finding(
+            "cluster.host",
+            f"{cluster.host} is an IPv6 address; an embedded Ray listens on an IPv4 address",
+            "host: 127.0.0.1 (this machine only), or an IPv4 address of this machine with expose: true",
+        )
+        return
     if not address.is_loopback and not cluster.expose:
         yield Finding(
             "cluster.host",
@@ -321,6 +328,21 @@ def warmup_shorter_than_run(schedule, train) -> Iterator[Finding]:
             f"warmup_steps ({schedule.warmup_steps}) must be shorter than train.max_steps "
             f"({train.max_steps})",
             "warm up for about 5-10% of the run",
+        )
+
+
+@check("sweep", "train")
+def asha_grace_within_the_trials(sweep, train) -> Iterator[Finding]:
+    """ASHA compares trials after `grace_period` steps; a trial that stops before that has no rung."""
+    if sweep.scheduler != "asha" or train.max_steps is None:
+        return
+    grace = sweep.asha.grace_period or train.eval_interval
+    if grace > train.max_steps:
+        yield Finding(
+            "sweep.asha.grace_period",
+            f"the grace period ({grace} steps{'' if sweep.asha.grace_period else ', train.eval_interval'}) "
+            f"is longer than a trial (train.max_steps {train.max_steps})",
+            f"set sweep.asha.grace_period to at most {train.max_steps} (a quarter of the run is usual)",
         )
 
 

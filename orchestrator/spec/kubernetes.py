@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from orchestrator.spec.section import MAY_REFER
 from orchestrator.spec.section import Section as _Section
 
 # RFC 1123 label (namespaces, Secret and claim names used here); qualified label keys; quantities
@@ -159,7 +160,7 @@ class KubernetesSpec(_Section):
         description="Namespace of the MLflow server and its stores (k8s/ keeps them out of the "
         "training namespace). Default: <namespace>-tracking.",
     )
-    mlflow_uri: str | None = Field(
+    mlflow_uri: Annotated[str | None, MAY_REFER] = Field(
         None,
         pattern=r"^https?://",
         description="MLflow as the pods reach it; default: the k8s/ tracking server's Service, "

@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 import stat
+import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import UsageError
+from orchestrator.masking import has_literal_password, mask_values
 from orchestrator.spec.checks import Finding, run_checks
 from orchestrator.spec.models import DEFER_CHECKS, RunSpec
+from orchestrator.spec.section import MayHoldReferences
 from orchestrator.text import first_line
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -157,10 +160,9 @@ class _Reader:
 
     def _masked(self, problem: Problem) -> Problem:
         """A problem that cannot show a resolved secret (a check may quote the value it read)."""
-        text = {"message": problem.message, "hint": problem.hint or ""}
-        for value in sorted(self.secret_env.values(), key=len, reverse=True):
-            text = {key: part.replace(value, "***") for key, part in text.items()}
-        return replace(problem, message=text["message"], hint=text["hint"] or problem.hint)
+        secrets = self.secret_env.values()
+        hint = mask_values(problem.hint, secrets) if problem.hint else problem.hint
+        return replace(problem, message=mask_values(problem.message, secrets), hint=hint)
 
     def document(self, raw: bytes | str) -> dict:
         if len(raw) > MAX_SPEC_BYTES:
@@ -253,7 +255,20 @@ class _Reader:
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
         try:
-            return yaml.SafeLoader("").construct_object(node)
+            value = yaml.SafeLoader("").construct_object(node)
+            if isinstance(value, str):
+                value.encode("utf-8")  # an escaped lone surrogate ("\ud800") is no text
+            return value
+        except UnicodeEncodeError:
+            self.problems.append(
+                Problem(
+                    _dotted(path),
+                    "holds an escaped lone surrogate (\\ud800-\\udfff), which is not text",
+                    node.start_mark.line + 1,
+                    "write the character itself, or a pair of surrogates for one character",
+                )
+            )
+            return None
         except (ValueError, OverflowError, yaml.YAMLError) as exc:  # 5000 digits, month 13, ...
             shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
             self.problems.append(
@@ -356,7 +371,7 @@ class _Reader:
             if isinstance(value, (dict, list)):
                 secrets.update(self.resolve_env(value, (*path, key)))
                 continue
-            if isinstance(value, str) and _has_literal_password(value):
+            if isinstance(value, str) and has_literal_password(value):
                 self.problems.append(
                     self._at(
                         (*path, key),
@@ -366,6 +381,9 @@ class _Reader:
                     )
                 )
             if isinstance(value, str) and _ENV_REF.search(value):
+                if not may_hold_references((*path, key)):
+                    self.problems.append(self._at((*path, key), *_REFERENCE_REFUSED))
+                    continue
                 data[key] = self._substitute(value, (*path, key))
                 secrets[_dotted((*path, key))] = value
         return secrets
@@ -438,12 +456,49 @@ def resolve_references(text: str) -> str:
     return _ENV_REF.sub(lambda match: os.environ[match.group(1)], text)
 
 
-def _has_literal_password(text: str) -> bool:
-    """`scheme://user:password@host` where the password is not made of `${env:...}` references."""
-    return any(
-        _ENV_REF.sub("", match.group("password"))
-        for match in re.finditer(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s]*)@", text, re.IGNORECASE)
-    )
+def may_hold_references(loc: tuple) -> bool:
+    """Whether a `${env:...}` reference may stand at ``loc``: its field, or a field above it, is
+    marked MAY_REFER (a credential, or a URI or path that may carry one). A path the spec does not
+    know is left to the model, which names it as an unknown key."""
+    model, parts = RunSpec, [str(p) for p in loc]
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
+        if field is None:
+            return True
+        if any(isinstance(meta, MayHoldReferences) for meta in field.metadata):
+            return True
+        inner = [a for a in typing.get_args(field.annotation) if _is_section(a)]
+        if _is_section(field.annotation):
+            model = field.annotation
+        elif inner and typing.get_origin(field.annotation) in (list, dict) and parts:
+            parts.pop(0)  # the item's index or key
+            model = inner[0]
+        else:
+            return False
+    return False
+
+
+def referable_fields(model: type[BaseModel] = RunSpec, prefix: str = "") -> list[str]:
+    """The dotted paths of the fields marked MAY_REFER."""
+    found = []
+    for name, field in model.model_fields.items():
+        if any(isinstance(meta, MayHoldReferences) for meta in field.metadata):
+            found.append(prefix + name)
+        elif _is_section(field.annotation):
+            found += referable_fields(field.annotation, f"{prefix}{name}.")
+    return found
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+_REFERENCE_REFUSED = (
+    "holds a `${env:...}` reference, but references are only for credentials and the URIs and paths "
+    f"that carry them ({', '.join(referable_fields())}): what this field holds is stored or shown as "
+    "it is (a name, a directory, a tag, a label), so the secret would be too",
+    "write the value itself here (or with --set), not a reference",
+)
 
 
 def _flow_nesting_over_limit(text: str) -> int | None:

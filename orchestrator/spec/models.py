@@ -11,13 +11,15 @@ everywhere else.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, JsonValue, PrivateAttr, ValidationInfo, model_validator
 
+from orchestrator.masking import mask_data, mask_values, put_references
 from orchestrator.spec.export import ExportSpec
 from orchestrator.spec.kubernetes import KubernetesSpec
+from orchestrator.spec.section import MAY_REFER
 from orchestrator.spec.section import Section as _Section
 from orchestrator.spec.sweep import SweepSpec
 
@@ -64,7 +66,7 @@ class DataSpec(_Section):
         description="python-docs: the text of Python's bundled documentation (no download); "
         "files: the files listed in `files`.",
     )
-    files: list[str] = Field(
+    files: Annotated[list[str], MAY_REFER] = Field(
         [],
         description="With corpus: files. Paths or glob patterns (relative to the working directory) of "
         ".txt, .jsonl, .parquet files, their .gz/.zst forms, or directories written by "
@@ -170,7 +172,7 @@ class DeepSpeedSpec(_Section):
         "none", description="Keep parameters on the CPU or NVMe between uses (ZeRO-3 only)."
     )
     nvme_path: str | None = Field(None, description="A fast local directory for NVMe offload.")
-    raw_config: dict[str, JsonValue] = Field(
+    raw_config: Annotated[dict[str, JsonValue], MAY_REFER] = Field(
         {},
         description="Escape hatch: raw DeepSpeed config keys merged last, e.g. "
         "{zero_optimization: {reduce_bucket_size: 500000000}}. Checked by DeepSpeed itself "
@@ -213,7 +215,7 @@ class ClusterSpec(_Section):
         "cluster whose dashboard is at `address`; kubernetes: a KubeRay RayJob that brings its own "
         "Ray cluster (see the kubernetes section).",
     )
-    address: str | None = Field(
+    address: Annotated[str | None, MAY_REFER] = Field(
         None,
         description="ray-local: `auto` (the cluster this machine belongs to), `ray://host:port` or "
         "`host:port` of a running cluster; none starts an embedded Ray. ray-job: the dashboard URL, "
@@ -230,6 +232,13 @@ class ClusterSpec(_Section):
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="How the workers' bundles spread over nodes (Ray placement groups)."
+    )
+    connect_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="ray-local with an address: how long to keep trying to reach the cluster before "
+        "failing with what could not be reached.",
     )
     placement_timeout_s: float = Field(
         120.0,
@@ -257,7 +266,9 @@ class ClusterSpec(_Section):
 
 
 class TrackingSpec(_Section):
-    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///mlflow.db here.")
+    uri: Annotated[str | None, MAY_REFER] = Field(
+        None, description="MLflow tracking URI; default: sqlite:///mlflow.db here."
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
     run_name: str | None = Field(
         None,
@@ -319,8 +330,12 @@ class StorageSpec(_Section):
         description="The store's S3 endpoint, e.g. http://minio.storage:9000; default: AWS_ENDPOINT_URL.",
     )
     region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$", description="Default: AWS_REGION.")
-    access_key_id: str | None = Field(None, min_length=1, description="A ${env:NAME} reference.")
-    secret_access_key: str | None = Field(None, min_length=1, description="A ${env:NAME} reference.")
+    access_key_id: Annotated[str | None, MAY_REFER] = Field(
+        None, min_length=1, description="A ${env:NAME} reference."
+    )
+    secret_access_key: Annotated[str | None, MAY_REFER] = Field(
+        None, min_length=1, description="A ${env:NAME} reference."
+    )
     retry_deadline_s: float = Field(
         300.0,
         gt=0.0,
@@ -368,29 +383,16 @@ class RunSpec(_Section):
 
     def redact(self, text: str) -> str:
         """Mask every resolved secret value inside text that is about to be shown."""
-        for _name, value in self._secrets_longest_first():
-            text = text.replace(value, "***")
-        return text
+        return mask_values(text, self._secret_env.values())
 
     def with_references(self, text: str) -> str:
         """Put the `${env:NAME}` reference back where a resolved secret appears (a tracking URI in a
         command to copy, a ticket a cluster resolves again in its own environment)."""
-        for name, value in self._secrets_longest_first():
-            text = text.replace(value, f"${{env:{name}}}")
-        return text
+        return put_references(text, self._secret_env)
 
     def redact_data(self, tree: Any) -> Any:
-        """``redact`` applied to every string of JSON-like data, before it is serialised (JSON escapes
-        quotes, backslashes and non-ASCII, so masking the serialised text could miss a secret)."""
-        if isinstance(tree, dict):
-            return {self.redact(str(k)): self.redact_data(v) for k, v in tree.items()}
-        if isinstance(tree, (list, tuple)):
-            return [self.redact_data(item) for item in tree]
-        return self.redact(tree) if isinstance(tree, str) else tree
-
-    def _secrets_longest_first(self) -> list[tuple[str, str]]:
-        # longest first: a secret that contains another is masked whole
-        return sorted(self._secret_env.items(), key=lambda item: len(item[1]), reverse=True)
+        """``redact`` applied to every string of JSON-like data, before it is serialised."""
+        return mask_data(tree, self.redact)
 
     def public_dump(self) -> dict:
         """The spec as plain data, with every value that came from `${env:...}` shown as its reference.

@@ -216,11 +216,17 @@ def path_problem(path: str) -> tuple[str, str] | None:
 
 def probe_values(space: SearchSpace) -> list[tuple[str, Any]]:
     """(label, value) for every value a trial may get that can be checked: each choice or grid value,
-    both bounds of a range."""
+    every whole number of an integer range (up to MAX_PROBED of them), both bounds of the others."""
     if space.kind in ("choice", "grid"):
         return [(f"{space.kind} value", value) for value in space.values]
     low, high = space.bounds
+    if space.kind == "randint" and high - low <= MAX_PROBED:
+        return [(f"{space.kind} value", value) for value in range(int(low), int(high) + 1)]
     return [(f"{space.kind} low bound", low), (f"{space.kind} high bound", high)]
+
+
+# Whole-number ranges up to this size are checked value by value (each check validates the spec).
+MAX_PROBED = 256
 
 
 def problems_with_values(sections: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ line imports it.
 
 from orchestrator.sweep.driver import (
     SweepOutcome,
+    check_grace_period,
     describe_sweep,
     reopen_sweep,
     resume_command,
@@ -26,6 +27,7 @@ __all__ = [
     "SweepOutcome",
     "SweepTable",
     "build_sweep_report",
+    "check_grace_period",
     "describe_sweep",
     "reopen_sweep",
     "resume_command",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.errors import ResumeError, UsageError
+from orchestrator.errors import PlanError, ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
 from orchestrator.lifecycle import existing_plan, plan_run, reopen_run, start_run
 from orchestrator.plan import Plan
@@ -47,6 +47,9 @@ from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import (
     BEST_PARAMS_TAG,
     BEST_TRIAL_TAG,
+    FAILED_STATUS,
+    FINISHED_STATUS,
+    KILLED_STATUS,
     STOP_REASON_TAG,
     SWEEP_TAG,
     find_run,
@@ -78,6 +81,7 @@ def start_sweep(spec: RunSpec, spec_dir: str | Path = ".", cwd: Path | None = No
     directory and parent run, which stores the spec with its sweep section."""
     check_sweepable(spec)
     plan = plan_run(spec, cwd)
+    check_grace_period(plan)
     return start_run(plan, spec_dir, {SWEEP_TAG: str(spec.sweep.trial_count)})
 
 
@@ -95,6 +99,18 @@ def check_sweepable(spec: RunSpec) -> None:
         )
     if spec.sweep.search == "optuna":
         require_optuna()
+
+
+def check_grace_period(plan: Plan) -> None:
+    """ASHA's grace period within a trial's steps, also when those come from epochs (the spec's own
+    check covers train.max_steps): Ray Tune would fail on it with an assertion of its own."""
+    sweep, train = plan.spec.sweep, plan.spec.train
+    grace = sweep.asha.grace_period or train.eval_interval
+    if sweep.scheduler == "asha" and grace > plan.total_steps:
+        raise PlanError(
+            f"sweep.asha.grace_period: the grace period ({grace} steps) is longer than a trial "
+            f"({plan.total_steps} steps); hint: set sweep.asha.grace_period to at most {plan.total_steps}"
+        )
 
 
 def reopen_sweep(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan:
@@ -151,7 +167,7 @@ def _drive_on_ray(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepO
     except Exception as exc:  # the cluster cannot place a trial, Tune itself failed, ...
         _shutdown_ray()
         settle_trials(plan, table, True, Path(context.cwd))
-        _finish_parent(plan, "FAILED", {STOP_REASON_TAG: first_line(exc)})
+        _finish_parent(plan, FAILED_STATUS, {STOP_REASON_TAG: first_line(exc)})
         raise
     _shutdown_ray()
     return _conclude(plan, table, interrupted, concurrency, context)
@@ -284,7 +300,7 @@ def _conclude(
     report, text = _report(plan, trials, best)
     if best is not None and report:
         client(plan.tracking_uri).log_artifact(plan.run_id, str(Path(plan.checkpoint_dir) / BEST_SPEC))
-    status = "KILLED" if interrupted else "FINISHED" if best is not None else "FAILED"
+    status = KILLED_STATUS if interrupted else FINISHED_STATUS if best is not None else FAILED_STATUS
     reason = {STOP_REASON_TAG: f"interrupted; continue with: {resume_command(plan)}"} if interrupted else {}
     _finish_parent(plan, status, reason)
     return SweepOutcome(plan, status, trials, best, text, report, interrupted, concurrency)

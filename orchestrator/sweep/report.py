@@ -28,7 +28,7 @@ from orchestrator.sweep.results import (
 )
 from orchestrator.sweep.space import describe_params
 from orchestrator.text import format_number
-from orchestrator.track.runs import get_run, run_checkpoint_dir
+from orchestrator.track.runs import FINISHED_STATUS, get_run, run_checkpoint_dir
 
 TRIALS_JSON = "sweep_trials.json"
 CURVES_PNG = "sweep_curves.png"
@@ -109,7 +109,7 @@ def _plot_curves(record: SweepRecord, trials: list[TrialResult], target: Path) -
     for trial in trials:
         points = [(s, v) for s, v in trial.curve if math.isfinite(v)]
         if points:
-            style = "-" if trial.status == "FINISHED" else "--"
+            style = "-" if trial.status == FINISHED_STATUS else "--"
             ax.plot(*zip(*points, strict=True), style, marker="o", ms=3, label=describe_params(trial.params))
     metric = record.sweep.metric
     ax.set(xlabel="step", ylabel=metric, title=f"{metric} of every trial (dashed: stopped before its end)")

@@ -17,6 +17,7 @@ import yaml
 from orchestrator.errors import UsageError
 from orchestrator.spec.sweep import SweepSpec
 from orchestrator.track.runs import (
+    FINISHED_STATUS,
     STOP_REASON_TAG,
     TRIAL_ID_TAG,
     TRIAL_PARAMS_TAG,
@@ -105,7 +106,7 @@ def ranked(trials: list[TrialResult], mode: str) -> list[TrialResult]:
 def best_trial(trials: list[TrialResult], mode: str) -> TrialResult | None:
     """The best final metric among trials that trained to their end (a trial stopped early was
     stopped for trailing), or among all trials with a metric when none did."""
-    finished = [t for t in trials if t.status == "FINISHED" and t.has_metric]
+    finished = [t for t in trials if t.status == FINISHED_STATUS and t.has_metric]
     candidates = finished or [t for t in trials if t.has_metric]
     return ranked(candidates, mode)[0] if candidates else None
 

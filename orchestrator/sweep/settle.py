@@ -16,7 +16,15 @@ from orchestrator.lifecycle import existing_plan, finish
 from orchestrator.lifecycle import resume_command as lifecycle_resume_command
 from orchestrator.plan import Plan
 from orchestrator.sweep.table import ENDED, FAILED, SweepTable, TrialRow
-from orchestrator.track.runs import STOP_REASON_TAG, TRIAL_ID_TAG, JobHandle, JobState, child_runs, set_tags
+from orchestrator.track.runs import (
+    RUNNING_STATUS,
+    STOP_REASON_TAG,
+    TRIAL_ID_TAG,
+    JobHandle,
+    JobState,
+    child_runs,
+    set_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +33,7 @@ def settle_trials(plan: Plan, table: SweepTable, interrupted: bool, cwd: Path) -
     """Finish every trial run Tune left RUNNING, saying why it ended (see the module docstring)."""
     rows = table.rows
     for run in child_runs(plan.tracking_uri, plan.run_id):
-        if run.info.status != "RUNNING":
+        if run.info.status != RUNNING_STATUS:
             continue
         state, error, reason = how_it_ended(rows.get(run.data.tags.get(TRIAL_ID_TAG, "")), plan, interrupted)
         trial = existing_plan(run.info.run_id, plan.tracking_uri, (), cwd)

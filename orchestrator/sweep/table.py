@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep.space import PARAMS_KEY, describe_params, plain
+from orchestrator.track.runs import FAILED_STATUS, FINISHED_STATUS, KILLED_STATUS, RUNNING_STATUS, JobState
 
-PENDING, RUNNING, ENDED, FAILED = "PENDING", "RUNNING", "ENDED", "FAILED"
+PENDING, RUNNING, ENDED, FAILED = JobState.PENDING.value, RUNNING_STATUS, "ENDED", FAILED_STATUS
 # after the driver settled each trial's run: its MLflow status, or why it stopped
-FINISHED, STOPPED_EARLY, KILLED = "FINISHED", "STOPPED EARLY", "KILLED"
+FINISHED, STOPPED_EARLY, KILLED = FINISHED_STATUS, "STOPPED EARLY", KILLED_STATUS
 STATUS_POLL_S = 1.0
 
 

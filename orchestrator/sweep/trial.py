@@ -24,6 +24,7 @@ from orchestrator.spec import parse_spec
 from orchestrator.sweep.space import PARAMS_KEY, override, plain
 from orchestrator.sweep.table import run_dir_name
 from orchestrator.track.runs import (
+    FINISHED_STATUS,
     PARENT_RUN_TAG,
     TRIAL_ID_TAG,
     TRIAL_PARAMS_TAG,
@@ -85,7 +86,7 @@ def trial_plan(context: SweepContext, trial_id: str, params: dict[str, Any]) -> 
             TRIAL_PARAMS_TAG: json.dumps(params),
         }
         return start_run(plan, context.spec_dir, tags)
-    if existing.info.status == "FINISHED":  # it ended after the sweep's last saved state
+    if existing.info.status == FINISHED_STATUS:  # it ended after the sweep's last saved state
         _report_last_evaluation(existing)
         return None
     return replace(reopen_run(existing.info.run_id, context.tracking_uri, cwd), report_to_ray=True)

@@ -63,11 +63,39 @@ class MetricJournal:
 
 
 def read_journal(path: str | Path) -> Iterator[MetricPoint]:
-    """Every complete line of a journal; a torn last line (a crash mid-write) is skipped."""
-    with open(path, encoding="utf-8") as handle:
+    """Every complete line of a journal; a torn last line (a crash mid-write) and damaged lines are
+    skipped (``load_journal`` counts them)."""
+    yield from load_journal(path)[0]
+
+
+def load_journal(path: str | Path) -> tuple[list[MetricPoint], int]:
+    """The points of a journal and the number of damaged lines skipped: lines that are not UTF-8,
+    not JSON, or not a point (a key that is text, a number or NaN/Infinity, whole-number step and
+    timestamp). A torn last line is not counted: a crash mid-write leaves one."""
+    points, damaged = [], 0
+    with open(path, "rb") as handle:
         for line in handle:
-            if line.endswith("\n"):
-                yield MetricPoint.from_json(line)
+            if not line.endswith(b"\n"):
+                continue
+            point = _point(line)
+            if point is None:
+                damaged += 1
+            else:
+                points.append(point)
+    return points, damaged
+
+
+def _point(line: bytes) -> MetricPoint | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+        key, step, stamp = record["key"], record["step"], record["timestamp"]
+        value = decode_float(record["value"])
+        key.encode("utf-8")  # a lone surrogate (`\\ud800`) cannot be sent
+    except (ValueError, KeyError, TypeError, AttributeError):  # UnicodeError is a ValueError
+        return None
+    if type(step) is not int or type(stamp) is not int or not isinstance(value, float):
+        return None
+    return MetricPoint(key, value, step, stamp)
 
 
 def journaled_per_step(path: str | Path, keys) -> dict[str, dict[int, float]]:

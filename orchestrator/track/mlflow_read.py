@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.errors import TrackingError
 from orchestrator.jsonfloat import decode_float
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
+from orchestrator.track.mlflow_run import mlflow_uri
 
 # (step, timestamp, value): plain tuples, because a run can have millions of rows
 MetricRow = tuple[int, int, float]
@@ -105,7 +106,7 @@ def _read_rest(tracking_uri: str, run_id: str, key: str) -> list[MetricRow]:
     """GET metrics/get-history, 25k rows a page (a page per request keeps each under the timeout)."""
     import requests
 
-    url = tracking_uri.rstrip("/") + "/api/2.0/mlflow/metrics/get-history"
+    url = mlflow_uri(tracking_uri).rstrip("/") + "/api/2.0/mlflow/metrics/get-history"
     rows: list[MetricRow] = []
     params = {"run_id": run_id, "metric_key": key, "max_results": 25_000}
     with requests.Session() as session:
@@ -139,7 +140,7 @@ def _timeout() -> float:
 def _read_store(tracking_uri: str, run_id: str, key: str) -> list[MetricRow]:
     from mlflow.tracking._tracking_service.utils import _get_store
 
-    store, rows, token = _get_store(tracking_uri), [], None
+    store, rows, token = _get_store(mlflow_uri(tracking_uri)), [], None
     while True:
         page = store.get_metric_history(run_id, key, max_results=25_000, page_token=token)
         rows += [(m.step, m.timestamp, unclamp(m.value)) for m in page]

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import loggable_params, split_uri_credentials
 from orchestrator.track.runs import (
     BACKEND_TAG,
     CHECKPOINT_DIR_TAG,
@@ -37,21 +37,40 @@ BOUNDED_HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
+
+
+# Where MLflow's HTTP clients read a tracking server's basic-auth credentials.
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def quiet_mlflow_env() -> dict[str, str]:
-    """Environment for every process that talks to MLflow: no telemetry, no long blocking retries."""
+    """Environment for every process that talks to MLflow: no telemetry, no long blocking retries,
+    and no "View run ... at:" lines of MLflow's own (this tool prints where to see a run)."""
     env = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     env.update({k: os.environ.get(k, v) for k, v in BOUNDED_HTTP_ENV.items()})
+    env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = os.environ.get(
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"
+    )
     return env
 
 
-def client(tracking_uri: str):
+def mlflow_uri(tracking_uri: str) -> str:
+    """The URI to hand MLflow for a store. An http(s) URI's ``user:password@`` is taken out: the
+    credentials go into this process's environment (MLFLOW_TRACKING_USERNAME/PASSWORD, which
+    MLflow's clients read and every process started from here inherits), so no URL MLflow prints,
+    logs or puts in an error holds the password. Every MlflowClient, store and
+    ``mlflow.set_tracking_uri`` of this project gets its URI from here."""
     os.environ.update(quiet_mlflow_env())
+    uri, user, password = split_uri_credentials(tracking_uri)
+    if password is not None:
+        os.environ.update(dict(zip(CREDENTIAL_ENV, (user or "", password), strict=True)))
+    return uri
+
+
+def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=mlflow_uri(tracking_uri))
 
 
 def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = None) -> str:
@@ -65,7 +84,9 @@ def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = N
     run_id = run.info.run_id
     from mlflow.entities import Param
 
-    params = redact(flatten(plan.spec.public_dump()))  # secrets: their ${env:...} reference, never the value
+    params = loggable_params(
+        flatten(plan.spec.public_dump())
+    )  # secrets: their ${env:...} reference, never the value
     params.update(
         {
             "plan.global_batch_size": plan.global_batch_size,
@@ -142,17 +163,3 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop params whose name says secret; strip passwords out of URIs in the others."""
-    return {k: redact_text(v) if isinstance(v, str) else v for k, v in params.items() if not is_secret(k)}
-
-
-def is_secret(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
-def redact_text(text: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    return mask_uri_passwords(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.track.journal import MetricPoint, read_journal
+from orchestrator.track.journal import MetricPoint, load_journal
 from orchestrator.track.mlflow_read import read_metric_rows
 from orchestrator.track.mlflow_run import MAX_METRICS_PER_BATCH, client, log_points
 
@@ -20,16 +20,17 @@ class ReplayResult:
     journal_points: int
     already_in_mlflow: int
     sent: int
+    damaged_lines: int = 0  # journal lines that were not a point (edited, or a disk error): skipped
 
 
 def replay_journal(tracking_uri: str, run_id: str, journal: str | Path) -> ReplayResult:
-    points = list(read_journal(journal))
+    points, damaged = load_journal(journal)
     missing = missing_points(tracking_uri, run_id, points)
     if missing:
         mlflow = client(tracking_uri)
         for start in range(0, len(missing), MAX_METRICS_PER_BATCH):
             log_points(mlflow, run_id, missing[start : start + MAX_METRICS_PER_BATCH])
-    return ReplayResult(len(points), len(points) - len(missing), len(missing))
+    return ReplayResult(len(points), len(points) - len(missing), len(missing), damaged)
 
 
 def missing_points(tracking_uri: str, run_id: str, points: list[MetricPoint]) -> list[MetricPoint]:

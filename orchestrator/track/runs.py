@@ -20,7 +20,8 @@ from pathlib import Path
 
 from orchestrator.errors import NotFoundError, OrchestratorError, TrackingError
 from orchestrator.fsutil import atomic_write
-from orchestrator.text import first_line, mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
+from orchestrator.text import first_line
 
 # Tags the orchestrator sets on every run it creates.
 CHECKPOINT_DIR_TAG = "orchestrator.checkpoint_dir"  # where the run's files are (absolute path)
@@ -51,8 +52,10 @@ TRIAL_PARAMS_TAG = "orchestrator.trial_params"  # on a trial's run: {dotted path
 BEST_TRIAL_TAG = "orchestrator.best_trial"  # on the parent: the best trial's run id
 BEST_PARAMS_TAG = "orchestrator.best_params"  # on the parent: its {dotted path: value} as JSON
 
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # MLflow's final statuses
-RUNNING_STATUS = "RUNNING"  # MLflow's status of a run in progress
+# MLflow's run statuses: the final ones, and those of a run in progress
+FINISHED_STATUS, FAILED_STATUS, KILLED_STATUS = "FINISHED", "FAILED", "KILLED"
+RUN_STATUSES = (FINISHED_STATUS, FAILED_STATUS, KILLED_STATUS)
+RUNNING_STATUS, SCHEDULED_STATUS = "RUNNING", "SCHEDULED"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -77,13 +80,17 @@ class JobState(enum.Enum):
         return _FROM_MLFLOW.get(status, cls.RUNNING)
 
 
-_TO_MLFLOW = {JobState.SUCCEEDED: "FINISHED", JobState.FAILED: "FAILED", JobState.STOPPED: "KILLED"}
+_TO_MLFLOW = {
+    JobState.SUCCEEDED: FINISHED_STATUS,
+    JobState.FAILED: FAILED_STATUS,
+    JobState.STOPPED: KILLED_STATUS,
+}
 _FROM_MLFLOW = {
     RUNNING_STATUS: JobState.RUNNING,
-    "SCHEDULED": JobState.PENDING,
-    "FINISHED": JobState.SUCCEEDED,
-    "FAILED": JobState.FAILED,
-    "KILLED": JobState.STOPPED,
+    SCHEDULED_STATUS: JobState.PENDING,
+    FINISHED_STATUS: JobState.SUCCEEDED,
+    FAILED_STATUS: JobState.FAILED,
+    KILLED_STATUS: JobState.STOPPED,
 }
 
 
@@ -151,6 +158,7 @@ def find_run(tracking_uri: str, run_ref: str):
     """The MLflow run with this id, or the one run with this name."""
     from orchestrator.track.mlflow_run import client
 
+    require_store(tracking_uri)
     run = _run_by_id(tracking_uri, run_ref) if _RUN_ID.match(run_ref) else None
     if run is not None:
         return run  # else maybe a run *named* like an id
@@ -174,7 +182,7 @@ def _run_by_id(tracking_uri: str, run_id: str):
 
     from orchestrator.track.mlflow_run import client
 
-    _require_store(tracking_uri)
+    require_store(tracking_uri)
     try:
         with store_errors(tracking_uri, unless=MlflowException):
             return client(tracking_uri).get_run(run_id)
@@ -212,7 +220,7 @@ def list_records(tracking_uri: str) -> list[RunRecord]:
     """Every run this orchestrator started in the tracking store, newest first."""
     from orchestrator.track.mlflow_run import client
 
-    _require_store(tracking_uri)
+    require_store(tracking_uri)
     with store_errors(tracking_uri):
         runs = _search(client(tracking_uri), f"tags.`{BACKEND_TAG}` != ''")
     return [RunRecord.of(tracking_uri, run) for run in runs]
@@ -277,9 +285,10 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
         mlflow.set_tag(run_id, key, value)
 
 
-def _require_store(tracking_uri: str) -> None:
+def require_store(tracking_uri: str) -> None:
     """A sqlite store that does not exist is named, not created empty by MLflow; a file that is not
-    a SQLite database is named too, before SQLAlchemy fails on it."""
+    a SQLite database is named too, before SQLAlchemy fails on it. Every command that only reads a
+    store (or continues a run it holds) checks this first."""
     if not tracking_uri.startswith("sqlite:///"):
         return
     path = tracking_uri.removeprefix("sqlite:///")
@@ -334,6 +343,10 @@ def store_failure(exc: BaseException, tracking_uri: str | None = None) -> Tracki
 
 
 __all__ = [
+    "FAILED_STATUS",
+    "FINISHED_STATUS",
+    "KILLED_STATUS",
+    "RUNNING_STATUS",
     "RUN_STATUSES",
     "JobHandle",
     "JobState",
@@ -345,5 +358,6 @@ __all__ = [
     "is_sweep_parent",
     "list_records",
     "read_stored_spec",
+    "require_store",
     "run_checkpoint_dir",
 ]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from orchestrator.text import mask_uri_passwords
+from orchestrator.masking import mask_uri_passwords
 
 DEFAULT_UI_PORT = 5000
 # MLflow 3's UI picks its GenAI or model-training view from this URL parameter (else from the

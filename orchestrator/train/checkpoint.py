@@ -107,12 +107,23 @@ def _read_marker(store, tag: str) -> CheckpointInfo | None:
     try:
         fields = json.loads(store.read_bytes(f"{tag}/{MARKER}"))
         info = CheckpointInfo(location=store.child(tag).uri, **fields)
-        int(info.step), int(info.world_size), int(info.zero_stage)
-        if info.metric_value is not None:
-            float(info.metric_value)
-        return info
     except (OSError, ValueError, TypeError):
-        return None  # unreadable or hand-edited marker: treat as incomplete rather than guess
+        return None  # unreadable marker: treat as incomplete rather than guess
+    return info if _well_formed(info) else None  # an edited one ("5" for 5) too
+
+
+def _well_formed(info: CheckpointInfo) -> bool:
+    counts = (info.step, info.world_size, info.zero_stage)
+    if not all(type(n) is int and n >= 0 for n in counts):
+        return False
+    value = info.metric_value
+    numeric = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return (
+        numeric
+        and isinstance(info.metric, (str, type(None)))
+        and isinstance(info.higher_is_better, bool)
+        and isinstance(info.files, dict)
+    )
 
 
 def marker_payload(info: CheckpointInfo) -> bytes:

@@ -37,6 +37,7 @@ def canary(tmp_path_factory) -> Canary:
         "ORCH_CANARY_STORE": str(store),
         "ORCH_CANARY_DATA": str(corpus),
         "ORCH_CANARY_PROXY_PASSWORD": f"{CANARY}-proxy",
+        "ORCH_CANARY_MLFLOW_PASSWORD": f"{CANARY}-mlflow",
     }
     return Canary(CANARY, store, env)
 

@@ -1,14 +1,17 @@
 """No secret in any output, file or MLflow entry, and nothing listening beyond loopback.
 
 A canary value is part of every secret of a tiny run, each given as `${env:...}`: the tracking store
-(``sqlite:///${env:ORCH_CANARY_STORE}/mlflow.db``), the data file and, for ray-job, the password of
-a basic-auth proxy in front of the dashboard (``http://orch:${env:...}@127.0.0.1:<port>``). Each
-backend runs once, through validate, plan, plan --json, submit, status, logs and report (ray-job
-also cancel and list: this run is also the ray-job backend's test of submit, follow, status, logs
-and list). The embedded run loses a worker (SIGKILL), so it fails and writes a post-mortem. Then
-every output, every file written (the work directory, the store, the MLflow artifacts, Ray's session
-directories with the ray-job bundle) and every MLflow param and tag is searched for the canary:
-zero hits.
+(``sqlite:///${env:ORCH_CANARY_STORE}/mlflow.db``), the data file, for ray-job the password of a
+basic-auth proxy in front of the dashboard (``http://orch:${env:...}@127.0.0.1:<port>``), and for
+the embedded run the password of a real `mlflow server --app-name basic-auth` it tracks to
+(``http://admin:${env:ORCH_CANARY_MLFLOW_PASSWORD}@127.0.0.1:<port>``, the server's store being the
+same sqlite file). Each backend runs once, through validate, plan, plan --json, submit, status, logs
+and report (ray-job also cancel and list: this run is also the ray-job backend's test of submit,
+follow, status, logs and list). The embedded run loses a worker (SIGKILL), so it fails and writes a
+post-mortem. Then every output (MLflow's own console output among it: the submit's whole stdout and
+stderr), every file written (the work directory, the store, the tracking server's log, user store
+and artifacts, Ray's session directories with the ray-job bundle) and every MLflow param and tag is
+searched for the canary: zero hits.
 
 While the embedded run trains, every listening socket its processes open is recorded: all are on
 loopback, torch's rendezvous store and gloo included.
@@ -49,21 +52,25 @@ schedule: {{warmup_steps: 2, min_lr: 3.0e-4}}
 train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 5, eval_interval: 5,
         eval_batches: 1}}
 data: {{corpus: files, files: ['${{env:ORCH_CANARY_DATA}}']}}
-tracking: {{uri: 'sqlite:///${{env:ORCH_CANARY_STORE}}/mlflow.db'}}
+tracking: {{uri: '{store}'}}
 cluster: {cluster}
 """
 STORE_URI = "sqlite:///${env:ORCH_CANARY_STORE}/mlflow.db"  # as the printed commands name it
 
 
 def in_process(env: dict[str, str], cwd: Path, *argv: str) -> str:
-    """One command through the real command line in this process (stdout and stderr together)."""
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(cwd)
-        for key, value in env.items():
-            patch.setenv(key, value)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = main(list(argv))
+    """One command through the real command line in this process (stdout and stderr together); the
+    environment is put back as it was afterwards (a command puts a server's credentials there)."""
+    out, saved = io.StringIO(), dict(os.environ)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(cwd)
+            os.environ.update(env)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                code = main(list(argv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return f"$ orchestrator {' '.join(argv)} -> {code}\n{out.getvalue()}"
 
 
@@ -110,15 +117,41 @@ class ListenerWatch(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def embedded(canary, tmp_path_factory):
-    """The ray-local run, started as `orchestrator submit` in its own process; rank 1 is killed
-    once step 5 is logged, so the run fails and writes its post-mortem."""
+def auth_server(canary, tmp_path_factory):
+    """`mlflow server --app-name basic-auth` on the canary's sqlite store; the admin's password is a
+    secret. Its log, user store and artifacts are in its own directory, searched with the rest."""
+    from tests.servers import MlflowServer
+
+    work = tmp_path_factory.mktemp("auth-server")
+    password = canary.env["ORCH_CANARY_MLFLOW_PASSWORD"]
+    server = MlflowServer(
+        f"sqlite:///{canary.store_dir / 'mlflow.db'}", work / "artifacts", work / "log", password
+    )
+    try:
+        yield server.start(), work
+    finally:
+        server.stop()
+
+
+def server_reference(server) -> str:
+    """The server's URI as a spec and the printed commands name it."""
+    return server.url.replace("http://", "http://admin:${env:ORCH_CANARY_MLFLOW_PASSWORD}@")
+
+
+@pytest.fixture(scope="module")
+def embedded(canary, auth_server, tmp_path_factory):
+    """The ray-local run, started as `orchestrator submit` in its own process and tracked to the
+    basic-auth server; rank 1 is killed once step 5 is logged, so the run fails and writes its
+    post-mortem."""
     work = tmp_path_factory.mktemp("embedded")
-    (work / "spec.yaml").write_text(SPEC.format(steps=400, cluster="{backend: ray-local, num_workers: 2}"))
+    store = server_reference(auth_server[0])
+    cluster = "{backend: ray-local, num_workers: 2}"
+    (work / "spec.yaml").write_text(SPEC.format(steps=400, cluster=cluster, store=store))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))  # short: Ray's socket paths
     (ray_tmp / "ray").mkdir()
     env = {**os.environ, **canary.env, "RAY_TMPDIR": str(ray_tmp)}
-    env.pop("RAY_AUTH_MODE", None)
+    for name in ("RAY_AUTH_MODE", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
     with open(work / "submit.out", "w") as out:
         submit = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "submit", "spec.yaml", "--progress", "off"],
@@ -134,7 +167,13 @@ def embedded(canary, tmp_path_factory):
         if submit.poll() is None:
             os.killpg(submit.pid, signal.SIGKILL)
     watch.join(timeout=10)
-    yield {"work": work, "returncode": returncode, "listeners": watch.seen, "ray_tmp": ray_tmp}
+    yield {
+        "work": work,
+        "returncode": returncode,
+        "listeners": watch.seen,
+        "ray_tmp": ray_tmp,
+        "store": store,
+    }
     subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
 
 
@@ -167,7 +206,7 @@ def test_listening_beyond_loopback_must_be_asked_for_and_is_announced(tmp_path, 
     assert "warning    an embedded Ray will listen on 0.0.0.0" in capsys.readouterr().out
 
 
-def test_no_secret_leaves_an_embedded_run(embedded, canary):
+def test_no_secret_leaves_an_embedded_run(embedded, canary, auth_server):
     work = embedded["work"]
     assert embedded["returncode"] == 1, (work / "submit.out").read_text()[-3000:]
     run_dir = next((work / "checkpoints").glob("canary-*"))
@@ -177,13 +216,18 @@ def test_no_secret_leaves_an_embedded_run(embedded, canary):
     outputs = [(work / "submit.out").read_text()]
     for argv in (["validate", "spec.yaml"], ["plan", "spec.yaml"], ["plan", "spec.yaml", "--json"]):
         outputs.append(in_process(canary.env, work, *argv))
-    for argv in (["status", run_id], ["logs", run_id], ["report", run_id]):
-        outputs.append(in_process(canary.env, work, *argv, "--tracking-uri", STORE_URI))
+    for argv in (["status", run_id], ["logs", run_id], ["report", run_id], ["sync", run_id]):
+        outputs.append(in_process(canary.env, work, *argv, "--tracking-uri", embedded["store"]))
     text = "\n".join(outputs)
     assert "state      FAILED" in text and "[train] step 5/" in text and "training_metrics.json" in text
+    assert "status     FAILED" in text, "sync reached the server with the password"
     assert canary.value not in text, [o for o in outputs if canary.value in o]
     assert canary.value not in mlflow_entries(canary.store_dir)
-    assert files_holding(canary.value, work, canary.store_dir / "mlflow.db", embedded["ray_tmp"]) == []
+    server_files = auth_server[1]
+    found = files_holding(
+        canary.value, work, canary.store_dir / "mlflow.db", embedded["ray_tmp"], server_files
+    )
+    assert found == []
 
 
 # --- the ray-job run: through a proxy whose password is a secret ----------------------------------
@@ -204,7 +248,8 @@ def job(canary, head, tmp_path_factory):
     password = canary.env["ORCH_CANARY_PROXY_PASSWORD"]
     with basic_auth_proxy(head.dashboard_url, "orch", password) as (proxy_url, refused):
         address = proxy_url.replace("http://", "http://orch:${env:ORCH_CANARY_PROXY_PASSWORD}@")
-        spec = SPEC.format(steps=10, cluster=f"{{backend: ray-job, address: '{address}', num_workers: 1}}")
+        cluster = f"{{backend: ray-job, address: '{address}', num_workers: 1}}"
+        spec = SPEC.format(steps=10, cluster=cluster, store="sqlite:///${env:ORCH_CANARY_STORE}/mlflow.db")
         (work / "spec.yaml").write_text(spec)
         submitted = run_cli("submit", "spec.yaml", cwd=work, env=head.env, timeout=600)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]

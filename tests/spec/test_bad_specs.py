@@ -175,6 +175,6 @@ def test_listening_beyond_loopback_needs_expose_and_prints_a_warning(capsys, tmp
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "warning    an embedded Ray will listen on 0.0.0.0, beyond loopback" in out
-    spec.write_text("name: demo\ncluster: {host: '::1'}\n")
+    spec.write_text("name: demo\ncluster: {host: 127.0.0.2}\n")  # loopback too
     assert main(["validate", str(spec)]) == 0
     assert "warning" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,3 +99,44 @@ def test_any_bytes_are_a_spec_or_problems(raw):
 @given(st.integers(min_value=1, max_value=3000), st.sampled_from(["[", "{a: ", "- ", "  a:\n"]))
 def test_nesting_of_any_depth_is_a_spec_or_problems(depth, opener):
     _parse_or_spec_error("name: x\nmodel:\n  " + opener * depth + "1\n")
+
+
+# --- a seeded hostile corpus: long strings and bad bytes in every shape a spec can take -------------
+
+LONG = ["c" * 100_000, "a://b:" * 16_000, "a://" * 25_000, "http://u:" + "p" * 100_000 + "@h", "[" * 60]
+BAD_TEXT = ['"\\ud800"', '"\\udfff x"', '"a\\x00b"', "'\x7f'", '"\\U0010ffff"']
+hostile_scalars = st.sampled_from(LONG).map(lambda s: f"'{s}'") | st.sampled_from(BAD_TEXT)
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=fuzz_examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(PATHS), hostile_scalars, st.booleans())
+def test_long_strings_and_bad_text_in_any_field_are_a_spec_or_problems(path, scalar, as_key):
+    """Every field (or a key beside it) given a 100,000-character string, a URI-shaped long string or
+    an escaped lone surrogate: a spec or problems, within the test's timeout, never a crash. A
+    string that is not text (a lone surrogate) is never accepted."""
+    *parents, leaf = path
+    text = "name: x\n" if path != ("name",) else ""
+    indent = ""
+    for part in parents:
+        text += f"{indent}{part}:\n"
+        indent += "  "
+    text += f"{indent}{scalar if as_key else leaf}: {'1' if as_key else scalar}\n"
+    try:
+        spec = parse_spec(text, "fuzz.yaml")
+    except SpecError as exc:
+        assert exc.problems and all(p.message for p in exc.problems)
+        return
+    assert all(text.encode("utf-8") for text in _strings(spec.model_dump())), "a string that is not text"
+
+
+def _strings(tree):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _strings(item)
+    elif isinstance(tree, str):
+        yield tree

@@ -94,3 +94,49 @@ def test_a_utf16_spec_is_read_once_and_planned(tmp_path, capsys, monkeypatch):
 def test_a_missing_file_is_a_problem(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read the file (No such file or directory)" in capsys.readouterr().err
+
+
+# Long strings shaped to make a backtracking URI pattern retry at every position: a scheme-like run
+# with no `://`, `://` repeated, `user:` repeated, and a password with no `@`.
+LONG_SHAPES = {
+    "letters": "c" * 200_000,
+    "schemes": "a://" * 50_000,
+    "users": "a://b:" * 33_000,
+    "password-without-at": "a://b:" + "c" * 200_000,
+    "at-signs": "a://b:c@" * 25_000,
+}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", LONG_SHAPES.values(), ids=LONG_SHAPES.keys())
+def test_a_maximal_document_of_one_long_string_is_checked_in_linear_time(text):
+    """A spec at the loader's size limit whose one string is long: every check (the literal-password
+    check among them) runs once over it, in linear time. The timeout only stops a hang."""
+    from orchestrator.spec.loader import MAX_SPEC_BYTES
+
+    head = "name: x\ntracking: {experiment: '"
+    document = head + text[: MAX_SPEC_BYTES - len(head) - 3] + "'}\n"
+    assert len(document.encode()) <= MAX_SPEC_BYTES
+    try:
+        parse_spec(document, "long.yaml")
+    except SpecError as exc:  # a literal password is a problem with its line, not a hang
+        assert all(p.line == 2 for p in exc.problems), exc.render()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", LONG_SHAPES.values(), ids=LONG_SHAPES.keys())
+def test_a_long_set_value_is_validated_and_masked_in_linear_time(text, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\n")
+    code = main(["validate", str(spec), "--set", f"tracking.experiment='{text}'"])
+    captured = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in captured.err
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", LONG_SHAPES.values(), ids=LONG_SHAPES.keys())
+def test_masking_a_long_text_takes_linear_time(text):
+    from orchestrator.masking import mask_uri_passwords
+
+    masked = mask_uri_passwords(text + " http://me:pw-secret@host")
+    assert masked.endswith("http://me:***@host")

@@ -62,7 +62,8 @@ def test_the_direction_follows_the_metric_unless_given():
 
 def test_the_resolved_spec_loads_again_to_the_same_spec():
     """A run stores its resolved spec; a resume and a sweep trial load it again."""
-    for text in ("name: demo\n", sweep("optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}", "scheduler: asha")):
+    asha = "scheduler: asha\nasha: {grace_period: 10}"  # within the trials' 20 steps
+    for text in ("name: demo\n", sweep("optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}", asha)):
         spec = parse_spec(text)
         assert parse_spec(spec.resolved_text()) == spec
     assert "loguniform" in parse_spec(sweep("optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}")).resolved_text()

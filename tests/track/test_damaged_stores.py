@@ -73,7 +73,7 @@ def test_a_damaged_store_is_named_not_a_traceback(store, tmp_path, capsys, damag
 
 def test_sync_of_a_run_that_does_not_exist(store, capsys):
     assert main(["sync", "fedcba9876543210fedcba9876543210"]) == 1
-    assert "no MLflow run fedcba9876543210fedcba9876543210 in" in capsys.readouterr().err
+    assert "no MLflow run with id or name 'fedcba9876543210fedcba9876543210' in" in capsys.readouterr().err
 
 
 MALFORMED_STATUS = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.track.mlflow_run import flatten, git_commit, redact, redact_text
+from orchestrator.masking import loggable_params, mask_uri_passwords
+from orchestrator.track.mlflow_run import flatten, git_commit
 from tests.conftest import REPO
 
 
@@ -14,14 +15,14 @@ def test_params_are_the_flattened_spec_without_secrets():
         "tracking": {"uri": "postgresql+psycopg2://mlflow:s3cr3t@db:5432/mlflow", "api_key": "abc"},
         "storage": {"password": "hunter2", "access_token": "t"},
     }
-    params = redact(flatten(spec))
+    params = loggable_params(flatten(spec))
     assert params == {"model.d_model": 64, "tracking.uri": "postgresql+psycopg2://mlflow:***@db:5432/mlflow"}
     assert "s3cr3t" not in str(params) and "hunter2" not in str(params)
 
 
 def test_spec_text_is_logged_with_uri_passwords_masked():
     text = "tracking: {uri: http://alice:pw@127.0.0.1:5000}\n"
-    assert redact_text(text) == "tracking: {uri: http://alice:***@127.0.0.1:5000}\n"
+    assert mask_uri_passwords(text) == "tracking: {uri: http://alice:***@127.0.0.1:5000}\n"
 
 
 def test_git_commit_of_a_work_tree_and_none_outside(tmp_path):

@@ -1,0 +1,71 @@
+"""Commands that answered wrongly: a warmup longer than the planned run called valid, a sweep range
+checked only at its bounds, runs not found by the name the help promises, generation going on past
+<|endoftext|>."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.cli import main
+from tests.conftest import REPO
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_warmup_longer_than_the_planned_run_is_refused(capsys):
+    """quickstart plans 415 steps from its epochs (no train.max_steps for the spec's own check)."""
+    argv = ["validate", str(REPO / "configs" / "quickstart.yaml"), "--set", "schedule.warmup_steps=100000"]
+    code, output = run_main(argv, capsys)
+    assert code == 2 and "schedule.warmup_steps" in output and "415" in output, output
+
+
+def test_every_value_of_a_finite_sweep_range_is_checked(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: x\nmodel: {d_model: 128}\ntrain: {max_steps: 40}\n"
+        "sweep:\n  parameters:\n    model.n_heads: {randint: [1, 8]}\n"
+    )
+    code, output = run_main(["validate", str(spec)], capsys)
+    assert code == 2 and "sweep.parameters.model.n_heads" in output and " 3 " in output, output
+
+
+@pytest.fixture
+def named_run(sqlite_run):
+    from orchestrator.track.mlflow_run import client
+
+    uri, run_id, out = sqlite_run
+    mlflow = client(uri)
+    mlflow.set_tag(run_id, "mlflow.runName", "named-run")
+    for key, value in {"train_loss": 5.0, "learning_rate": 1e-3, "epoch": 1.0}.items():
+        mlflow.log_metric(run_id, key, value, step=5)
+    return uri, run_id, out
+
+
+@pytest.mark.parametrize("command", [["report", "RUN"], ["sync", "RUN"], ["compare", "RUN", "RUN"]])
+def test_commands_whose_help_says_run_name_find_runs_by_name(named_run, tmp_path, capsys, command):
+    uri = named_run[0]
+    argv = ["named-run" if part == "RUN" else part for part in command]
+    if command[0] == "compare":
+        argv += ["--out", str(tmp_path / "cmp")]
+    code, output = run_main([*argv, "--tracking-uri", uri], capsys)
+    assert code == 0, output
+
+
+def test_generate_stops_at_end_of_text_by_default_and_a_flag_goes_on(monkeypatch, capsys, tmp_path):
+    import orchestrator.generate as generate
+
+    seen = []
+    monkeypatch.setattr(generate, "load_from_directory", lambda path: object())
+    monkeypatch.setattr(
+        generate, "write_generation", lambda out, loaded, prompts, sampling, **kw: seen.append(sampling)
+    )
+    assert main(["generate", "--from-hf", str(tmp_path), "--prompt", "x"]) == 0
+    assert main(["generate", "--from-hf", str(tmp_path), "--prompt", "x", "--past-end-of-text"]) == 0
+    assert [s.stop_at_end_of_text for s in seen] == [True, False]
