@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import NotRunnableHere, PlanError
-from orchestrator.plan.data import DataPlan
 from orchestrator.masking import mask_uri_passwords
+from orchestrator.plan.data import DataPlan
 from orchestrator.plan.deepspeed_config import build_deepspeed_config
 from orchestrator.plan.identity import RunIdentity, new_identity
 from orchestrator.plan.memory import MemoryPlan, estimate_memory, gpu_memory_bytes, host_memory_per_worker
