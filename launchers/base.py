@@ -58,6 +58,10 @@ class Launcher(Protocol):
         """MLflow tags that let ``for_record`` find the job again (nothing secret)."""
         ...
 
+    def prepares_here(self, spec: RunSpec) -> bool:
+        """Whether ``submit`` prepares the data before the job starts (else the job's driver does)."""
+        ...
+
     def piece_runner(self, spec: RunSpec):
         """A context manager giving the runner (``orchestrator.data.prepare.Runner``) that prepares
         the spec's data: Ray tasks where the run's Ray is, or on this machine for a detached job."""

@@ -78,6 +78,9 @@ class RayJobLauncher:
             raise LaunchError(f"run {record.run_id} has no {ADDRESS_TAG} tag: it was not submitted as a job")
         return cls(resolve_references(record.address), address_as_written=record.address)
 
+    def prepares_here(self, spec: RunSpec) -> bool:
+        return True
+
     def piece_runner(self, spec: RunSpec):
         """The job reads prepared data: it is prepared here first, on an embedded Ray, into
         data.prepared (which the cluster must reach)."""

@@ -164,6 +164,9 @@ class RayLocalLauncher:
     def job_tags(self, handle: JobHandle) -> dict[str, str]:
         return {}
 
+    def prepares_here(self, spec: RunSpec) -> bool:
+        return True
+
     def piece_runner(self, spec: RunSpec):
         """The data is prepared by tasks on the Ray the run trains on (embedded, or the cluster)."""
         from launchers.ray_tasks import task_runner

@@ -203,6 +203,8 @@ def _prepared(spec, launcher):
     from orchestrator import lifecycle
     from orchestrator.lifecycle.data import require_reachable_data
 
+    if not launcher.prepares_here(spec):
+        return lifecycle.known_data(spec)  # prepared where the job runs: here an estimate, said so
     require_reachable_data(spec)
     with launcher.piece_runner(spec) as runner:
         return lifecycle.prepare_data(spec, runner=runner, say=_say)
@@ -316,7 +318,10 @@ def cmd_sweep(args) -> int:
         outcome = sweep.resume_sweep(plan, SweepTablePrinter(sys.stdout, args.table))
     else:
         spec = load_spec(args.spec, args.overrides)
-        plan = sweep.start_sweep(spec, Path(args.spec).resolve().parent)
+        from launchers import launcher_for_spec
+
+        with launcher_for_spec(spec).piece_runner(spec) as runner:
+            plan = sweep.start_sweep(spec, Path(args.spec).resolve().parent, runner=runner)
         print(sweep.describe_sweep(plan) + "\n", flush=True)
         outcome = sweep.run_sweep(plan, SweepTablePrinter(sys.stdout, args.table))
     return _sweep_ended(outcome)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.data.dataset import prepare_dataset
 from orchestrator.generate import LoadedModel, Sampling, generate_ids, generate_texts, write_generation
 from orchestrator.train.model import GPT
+from tests.export.helpers import prepared_tokenizer
 
 GREEDY = Sampling(max_new_tokens=30, temperature=0)
 
@@ -30,8 +30,7 @@ def loaded(model, tmp_path_factory) -> LoadedModel:
     text = "\n\n".join(
         f"The for statement {i} loops; a while loop {i * 7} waits. Ünïcode ✓." for i in range(200)
     )
-    data = prepare_dataset("files", 300, cache_dir=corpus, text=text)
-    return LoadedModel(model, data.tokenizer_path, "test")
+    return LoadedModel(model, prepared_tokenizer(corpus, text), "test")
 
 
 PROMPTS = [[5, 17, 260, 99], [42], list(range(100, 118)), list(range(150, 180))]  # the last: over the context

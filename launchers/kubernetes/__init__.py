@@ -91,11 +91,16 @@ class KubernetesLauncher:
         return cls.from_address(record.address or "gpt-orchestrator")
 
     def piece_runner(self, spec: RunSpec):
-        """The job reads prepared data: it is prepared here first, on an embedded Ray, into
-        data.prepared (which the cluster must reach)."""
+        """Data named in data.prepared whose sources are here is prepared here first, on an embedded
+        Ray, into that store; otherwise the job's driver prepares it on the cluster."""
         from launchers.ray_tasks import task_runner
 
         return task_runner(spec)
+
+    def prepares_here(self, spec: RunSpec) -> bool:
+        from orchestrator.lifecycle.data import sources_here
+
+        return spec.data.prepared is not None and sources_here(spec)
 
     def job_tags(self, handle: JobHandle) -> dict[str, str]:
         return {JOB_ID_TAG: handle.job_id, ADDRESS_TAG: self.address}

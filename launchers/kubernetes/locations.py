@@ -6,7 +6,8 @@ mounts. With the kubernetes backend both default to the object store, so no shar
 
 - ``checkpoint.dir``: ``<kubernetes.object_store>/checkpoints`` unless the spec names an absolute
   path or an ``s3://`` URI (a relative one, such as the default, is the submitting machine's);
-- ``data.prepared``: ``<kubernetes.object_store>/datasets/<run name>`` unless the spec names one;
+- ``data.prepared``: ``<kubernetes.object_store>/datasets`` unless the spec names one (each dataset
+  in a folder of its recipe's key, so runs of the same data share it);
   without a named one the driver prepares ``data.files`` on the cluster, so they must lie under a
   mounted path (``kubernetes.data_claim``);
 - ``checkpoint.local_dir``: the pod's node-local scratch disk (``/scratch/runs``).
@@ -17,7 +18,7 @@ and ``k8s render`` note.
 >>> from orchestrator.spec import parse_spec
 >>> where = pod_locations(parse_spec("name: x\\ncluster: {backend: kubernetes}"), "x-1")
 >>> where.checkpoint_dir, where.prepared, where.problems
-('s3://gpt-orchestrator/checkpoints', 's3://gpt-orchestrator/datasets/x-1', ())
+('s3://gpt-orchestrator/checkpoints', 's3://gpt-orchestrator/datasets', ())
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def pod_locations(spec: RunSpec, run_name: str) -> PodLocations:
     checkpoint_dir = spec.checkpoint.dir if own else f"{store}/checkpoints"
     problems += _reachable("checkpoint.dir", checkpoint_dir, spec, writable=True)
     named = spec.data.prepared is not None
-    prepared = spec.data.prepared if named else f"{store}/datasets/{run_name}"
+    prepared = spec.data.prepared if named else f"{store}/datasets"
     problems += _reachable("data.prepared", prepared, spec, writable=not named)
     if not named and spec.data.corpus == "files":
         problems += _files_mounted(spec)

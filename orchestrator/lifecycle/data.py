@@ -57,6 +57,18 @@ def recorded_data(spec, cwd: Path | None = None) -> DataPlan:
     return data_plan(manifest, uri, spec.model.context_length, local_tokenizer(store, manifest, cache_root()))
 
 
+def sources_here(spec, cwd: Path | None = None) -> bool:
+    """Whether this machine has the corpus's sources (or the corpus is built in)."""
+    from orchestrator.data.prepare import source_bytes
+    from orchestrator.errors import NotRunnableHere
+
+    try:
+        source_bytes(spec, (cwd or Path.cwd()).resolve())
+        return True
+    except NotRunnableHere:
+        return False
+
+
 def require_reachable_data(spec) -> None:
     """Workers on other nodes cannot read this machine's cache: a cluster run names where its data is."""
     cluster = spec.cluster

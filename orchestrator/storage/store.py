@@ -230,10 +230,9 @@ def retry_until(what: str, operation: Callable[[], T], settings: StoreSettings, 
 
 
 def _reason(exc: OSError, settings: StoreSettings) -> str:
-    text = " ".join(str(exc).split())[:400]
-    for secret in settings.secrets():
-        text = text.replace(secret, "***")
-    return text
+    from orchestrator.masking import mask_values
+
+    return mask_values(" ".join(str(exc).split())[:400], settings.secrets())
 
 
 def _permanent(reason: str) -> bool:

@@ -32,7 +32,7 @@ import yaml
 
 from orchestrator.errors import PlanError, ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
-from orchestrator.lifecycle import existing_plan, plan_run, reopen_run, start_run
+from orchestrator.lifecycle import existing_plan, plan_run, prepare_data, reopen_run, start_run
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
 from orchestrator.sweep.report import BEST_SPEC, build_sweep_report, trials_table
@@ -76,11 +76,13 @@ class SweepOutcome:
     concurrency: int
 
 
-def start_sweep(spec: RunSpec, spec_dir: str | Path = ".", cwd: Path | None = None) -> Plan:
-    """Check that the spec can be swept here, plan it (data prepared once) and create the sweep's
-    directory and parent run, which stores the spec with its sweep section."""
+def start_sweep(spec: RunSpec, spec_dir: str | Path = ".", cwd: Path | None = None, runner=None) -> Plan:
+    """Check that the spec can be swept here, plan it (data prepared once, with ``runner``: the
+    trials whose values leave the data as it is read it) and create the sweep's directory and
+    parent run, which stores the spec with its sweep section."""
     check_sweepable(spec)
-    plan = plan_run(spec, cwd)
+    plan_run(spec, cwd)  # every check before the data is prepared
+    plan = plan_run(spec, cwd, prepare_data(spec, cwd, runner))
     check_grace_period(plan)
     return start_run(plan, spec_dir, {SWEEP_TAG: str(spec.sweep.trial_count)})
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import NotFoundError, OrchestratorError
-from orchestrator.lifecycle import finish, plan_run, reopen_run, start_run
+from orchestrator.lifecycle import finish, plan_run, prepare_data, reopen_run, start_run
 from orchestrator.plan import Plan
 from orchestrator.spec import parse_spec
 from orchestrator.sweep.space import PARAMS_KEY, override, plain
@@ -79,7 +79,8 @@ def trial_plan(context: SweepContext, trial_id: str, params: dict[str, Any]) -> 
         spec = parse_spec(
             context.spec_text, f"trial {trial_id} of {context.source}", trial_overrides(context, name, params)
         )
-        plan = replace(plan_run(spec, cwd), report_to_ray=True)
+        # the sweep prepared its spec's data; a trial whose values change the data prepares its own
+        plan = replace(plan_run(spec, cwd, prepare_data(spec, cwd)), report_to_ray=True)
         tags = {
             PARENT_RUN_TAG: context.parent_run_id,
             TRIAL_ID_TAG: trial_id,

@@ -60,6 +60,13 @@ def _setup(plan: Plan):
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     startup.mark("process_group")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if world != plan.world_size:
+        from orchestrator.errors import LaunchError
+
+        raise LaunchError(
+            f"{world} workers started, but the plan is for {plan.world_size} (cluster.num_workers): its "
+            "DeepSpeed config and data split are made for that many"
+        )
     dataset = _open_dataset(plan)
     startup.mark("data")
     checkpoints = CheckpointManager(plan, rank, world)

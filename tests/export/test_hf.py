@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from orchestrator.data.corpus import load_corpus
-from orchestrator.data.dataset import SPECIAL_TOKENS, TokenDataset, _paragraphs
+from orchestrator.data.dataset import TokenDataset
+from orchestrator.data.tokenizer import END_OF_TEXT
 from orchestrator.errors import UsageError
 from orchestrator.export import export_run
 from orchestrator.export.hf import check_gpt2_compatible, to_gpt2_state_dict, write_hf_directory
@@ -31,8 +31,8 @@ def hf_model(directory):
 
 
 def validation_batch(plan, rows: int = 8) -> torch.Tensor:
-    data = TokenDataset(plan.data.tokens_path, plan.spec.model.context_length, 0.2, plan.spec.data.seed)
-    return torch.stack([torch.from_numpy(data.block_tokens(i)[:-1]) for i in data.val_blocks[:rows]])
+    data = TokenDataset.open(plan.data.dataset_uri, plan.data.manifest_digest, plan.spec.model.context_length)
+    return torch.from_numpy(data.rows("val", range(rows))[:, :-1])
 
 
 def random_model(tie: bool):
@@ -155,13 +155,16 @@ def test_transformers_matches_the_trained_model_at_every_zero_stage(exported, st
 def test_the_hf_tokenizer_encodes_the_corpus_exactly_as_training_did(exported):
     plan, directory = exported[2]
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-    assert tokenizer.eos_token == tokenizer.bos_token == tokenizer.pad_token == SPECIAL_TOKENS[0]
+    assert tokenizer.eos_token == tokenizer.bos_token == tokenizer.pad_token == END_OF_TEXT
     assert tokenizer.model_max_length == plan.spec.model.context_length
-    encoded = tokenizer(list(_paragraphs(load_corpus("python-docs"))))["input_ids"]
+    paragraphs = [p for p in load_corpus("python-docs").split("\n\n") if p.strip()]
+    encoded = tokenizer(paragraphs)["input_ids"]
+    data = TokenDataset.open(plan.data.dataset_uri, plan.data.manifest_digest, plan.spec.model.context_length)
+    trained = [_documents(data.manifest, split, data, tokenizer.eos_token_id) for split in ("train", "val")]
+    assert sum(map(len, trained)) == len(encoded) > 2000
+    # every document of either split is the exported tokenizer's encoding of the next paragraph it holds
+    assert _in_order(trained[0], encoded) and _in_order(trained[1], encoded)
     ids = [i for paragraph in encoded for i in (*paragraph, tokenizer.eos_token_id)]
-    training_tokens = np.fromfile(plan.data.tokens_path, dtype=np.uint16)
-    assert len(ids) == len(training_tokens) > 100_000
-    assert np.array_equal(np.asarray(ids, dtype=np.uint16), training_tokens)
     assert tokenizer.decode(ids[:500], skip_special_tokens=True) == tokenizer.backend_tokenizer.decode(
         ids[:500]
     )
@@ -220,3 +223,30 @@ def test_a_pickle_payload_planted_in_the_model_states_never_runs(trained_run, tm
     with pytest.raises(UsageError, match="refusing to load"):
         load_from_run(plan.spec, run_dir, plan.data.tokenizer_path)
     assert not marker.exists(), "the planted payload ran"
+
+
+def _documents(manifest, split: str, data, eot: int) -> list[list[int]]:
+    """The documents of a split's shards (each ends with the end-of-text id)."""
+    from orchestrator.data.shards import open_tokens
+
+    documents: list[list[int]] = []
+    for path in [p for p in data.opened_files if f"/{split}-" in p]:
+        tokens = open_tokens(path).tolist()
+        start = 0
+        for index, token in enumerate(tokens):
+            if token == eot:
+                documents.append(tokens[start:index])
+                start = index + 1
+    return documents
+
+
+def _in_order(documents: list[list[int]], encoded: list[list[int]]) -> bool:
+    """``documents`` is a subsequence of ``encoded`` (the split keeps the corpus's order)."""
+    position = 0
+    for document in documents:
+        while position < len(encoded) and encoded[position] != document:
+            position += 1
+        if position == len(encoded):
+            return False
+        position += 1
+    return True

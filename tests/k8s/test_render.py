@@ -139,13 +139,14 @@ def test_the_ticket_is_mounted_where_the_entrypoint_reads_it(rendered_configs):
     assert ticket == {
         "run_id": RUN_ID,
         "run_name": "quickstart-20250101-120000",
-        "checkpoint_dir": "s3://gpt-orchestrator/checkpoints/quickstart-20250101-120000",
+        "checkpoint_dir": "/scratch/runs/quickstart-20250101-120000",
+        "checkpoint_uri": "s3://gpt-orchestrator/checkpoints/quickstart-20250101-120000",
         "tracking_uri": "http://mlflow.gpt-orchestrator-tracking.svc.cluster.local:5000",
     }
     # the spec as written, with what the pods use instead of this machine's paths
     written = yaml.safe_load((CONFIGS[0].parent / "quickstart.yaml").read_text())
     assert as_run["checkpoint"] == {"dir": "s3://gpt-orchestrator/checkpoints", "local_dir": "/scratch/runs"}
-    assert as_run["data"]["prepared"] == "s3://gpt-orchestrator/datasets/quickstart-20250101-120000"
+    assert as_run["data"]["prepared"] == "s3://gpt-orchestrator/datasets"
     assert as_run["cluster"] == {**written["cluster"], "backend": "kubernetes", "address": None}
     assert {k: v for k, v in as_run.items() if k not in ("checkpoint", "data", "cluster")} == {
         k: v for k, v in written.items() if k not in ("checkpoint", "data", "cluster")

@@ -13,7 +13,7 @@ import yaml
 
 from launchers.kubernetes import render as r
 from orchestrator import cli
-from orchestrator.errors import PlanError
+from orchestrator.errors import UsageError
 from orchestrator.spec import load_spec
 from tests.k8s.conftest import CONFIGS, RUN_ID
 
@@ -77,7 +77,7 @@ def test_a_password_in_mlflows_uri_is_expanded_by_kubernetes_from_the_secret(can
     ],
 )
 def test_a_reference_where_no_secret_can_go_is_refused(canary, override, field):
-    with pytest.raises(PlanError, match=field) as refused:
+    with pytest.raises(UsageError, match=field) as refused:  # the spec refuses it: a SpecError
         rendered_text(override, MAPPED)
     assert canary not in str(refused.value)
 

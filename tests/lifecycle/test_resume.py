@@ -102,7 +102,7 @@ def test_the_stored_spec_is_the_resolved_one_with_the_original_set_values(interr
     ("override", "expected"),
     [
         ("optimizer.lr=0.1", "cannot change on resume"),
-        ("cluster.num_workers=1", "ds_to_universal"),
+        ("cluster.num_workers=3", "the global batch (and so the data order and the learning-rate schedule)"),
         ("deepspeed.zero_stage=2", "written with ZeRO stage 3, but this run uses stage 2"),
         ("train.eval_interval=7", "must be a multiple of log_interval"),
     ],

@@ -155,12 +155,21 @@ def test_a_password_given_as_a_reference_is_stored_as_the_reference(secret_env):
 
 # A credential, or a URI or path that may carry one: stored and shown with the reference, never the
 # value, and never used as a name. Everything else (names, directories, labels, numbers) refuses one.
-MAY_REFER = {"tracking.uri", "cluster.address", "kubernetes.mlflow_uri", "data.files", "deepspeed.raw_config"}
+MAY_REFER = {
+    "tracking.uri",
+    "cluster.address",
+    "kubernetes.mlflow_uri",
+    "data.files",
+    "deepspeed.raw_config",
+    "storage.access_key_id",
+    "storage.secret_access_key",
+}
 
 
 def leaf_fields(model=None, prefix: str = "") -> dict[str, object]:
     """{dotted path: annotation} of every field of the spec a user can write, nested sections and the
     models inside lists and mappings (kubernetes.tolerations, sweep.parameters) included."""
+    import types
     import typing
 
     from pydantic import BaseModel
@@ -170,6 +179,9 @@ def leaf_fields(model=None, prefix: str = "") -> dict[str, object]:
     fields: dict[str, object] = {}
     for name, field in (model or RunSpec).model_fields.items():
         annotation, path = field.annotation, f"{prefix}{name}"
+        present = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(present) == 1:
+            annotation = present[0]  # an optional field: what it holds when set
         inner = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             fields.update(leaf_fields(annotation, f"{path}."))

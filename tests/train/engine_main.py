@@ -39,17 +39,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stop_after_checkpoint(step: int) -> None:
     """Every rank exits as soon as the checkpoint of `step` is published: a clean stop at step N."""
-    from orchestrator.train import resume
+    from orchestrator.train.checkpoint_manager import CheckpointManager
 
-    original = resume.save
+    original = CheckpointManager.save
 
-    def save_then_exit(engine, plan, state, *args):
-        info = original(engine, plan, state, *args)
-        if state.step == step:
+    def save_then_exit(self, engine, state, info, final):
+        saved = original(self, engine, state, info, final)
+        if info.step == step:
+            self.wait()  # an object store's upload too
             os._exit(0)
-        return info
+        return saved
 
-    resume.save = save_then_exit
+    CheckpointManager.save = save_then_exit
 
 
 def _kill_while_writing(step: int) -> None:

@@ -155,12 +155,24 @@ def test_a_nan_loss_is_skipped_and_counted(work):
     assert all(math.isfinite(v) for v in losses(plan).values())
 
 
-def test_resume_on_another_worker_count_fails_before_training(stage_runs):
+def test_another_worker_count_restores_through_a_universal_checkpoint(stage_runs):
+    """A finished 2-worker ZeRO-2 run started again on 1 worker: its last checkpoint is converted once
+    to DeepSpeed's universal form (kept beside it, complete) and loaded; nothing is left to train."""
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import parse_spec
+
     plan = stage_runs["stage2"]
+    latest = latest_complete_checkpoint(plan.checkpoint_dir)
+    one_worker = parse_spec(
+        plan.spec_text, overrides=["cluster.num_workers=1", "train.gradient_accumulation_steps=2"]
+    )
+    plan = build_plan(one_worker, plan.data, plan.identity)  # the same global batch of 8
     result = run_engine(plan, nproc=1)
-    assert result.returncode != 0
-    assert "was written by 2 workers, but this run has 1" in result.stderr
-    assert "ds_to_universal" in result.stderr
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "converted from 2 workers (universal checkpoint)" in result.stdout
+    universal = Path(latest.location + "_universal")
+    assert (universal / MARKER).is_file() and (universal / "zero").is_dir()
+    assert latest_complete_checkpoint(plan.checkpoint_dir).tag == latest.tag  # still the latest
 
 
 def generate(plan, work, *extra: str):
