@@ -149,3 +149,19 @@ def spread(values: list[float]) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def planned_run(spec, work: Path, run_name: str, checkpoint_uri: str | None = None):
+    """The plan of a run of ``spec`` in ``work`` (its data prepared, its own run directory and MLflow
+    run in the sqlite store of ``spec.tracking.uri`` or ``work/mlflow.db``)."""
+    from orchestrator.lifecycle import prepare_data
+    from orchestrator.plan import RunIdentity, build_plan, resolve_tracking_uri
+    from orchestrator.track.mlflow_run import create_run
+
+    run_dir = str(work / "checkpoints" / run_name)
+    identity = RunIdentity(
+        run_name, run_dir, checkpoint_uri or run_dir, resolve_tracking_uri(spec.tracking.uri, work)
+    )
+    plan = build_plan(spec, prepare_data(spec, work, say=lambda _: None), identity, work)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return plan.with_run_id(create_run(plan))

@@ -382,9 +382,8 @@ def _trainer(plan: Plan, embedded: bool, callbacks=()):
 def _ray_storage(plan: Plan) -> dict:
     """Ray Train's own state beside the run's checkpoints: the same store, the same filesystem object
     (pyarrow's), so a group restarted on other nodes finds it too."""
-    from orchestrator.storage.store import StoreSettings, open_store
 
-    store = open_store(plan.checkpoint_uri, StoreSettings.from_env(plan.spec.storage))
+    store = plan.checkpoint_store()
     if store.is_local:
         return {"storage_path": str(Path(plan.checkpoint_dir) / "ray")}
     filesystem, root = store.filesystem()

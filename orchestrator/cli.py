@@ -256,7 +256,7 @@ def _how_to_continue(args, plan, resume: str) -> str:
     """The resume command, when the run saved a checkpoint to resume from; else how to start over."""
     from orchestrator.train.checkpoint import latest_complete_checkpoint
 
-    if latest_complete_checkpoint(plan.checkpoint_dir) is not None:
+    if latest_complete_checkpoint(plan.checkpoint_store()) is not None:
         return f"continue   {resume}"
     again = f"orchestrator submit {args.spec}" if args.spec else resume
     return f"no checkpoint was saved, so there is nothing to resume; start again: {again}"
@@ -436,7 +436,11 @@ def cmd_generate(args) -> int:
     else:
         plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
         loaded = load_from_run(
-            plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.checkpoint, args.trust_checkpoint
+            plan.spec,
+            plan.checkpoint_store(),
+            plan.data.tokenizer_path,
+            args.checkpoint,
+            args.trust_checkpoint,
         )
     sampling = Sampling(
         args.max_new_tokens,
@@ -462,7 +466,7 @@ def cmd_export(args) -> int:
         output_directory(args.out)  # before any checkpoint is read: a place that cannot be written
     plan = existing_plan(args.run, _tracking_uri(args.tracking_uri))
     result = export_run(
-        plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, args.format, args.out,
+        plan.spec, plan.checkpoint_store(), plan.data.tokenizer_path, args.format, args.out,
         which=args.checkpoint, tracking_uri=plan.tracking_uri, run_id=plan.run_id,
         register_name=args.register, dtype=args.dtype, trust_checkpoint=args.trust_checkpoint,
     )  # fmt: skip

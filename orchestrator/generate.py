@@ -96,8 +96,10 @@ def generate_texts(
     produced (pieces never split a character); the returned texts are the whole decodes."""
     from tokenizers import Tokenizer
 
+    from orchestrator.data.tokenizer import end_of_text_token
+
     tokenizer = Tokenizer.from_file(str(loaded.tokenizer_path))
-    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
+    end_of_text = tokenizer.token_to_id(end_of_text_token(tokenizer))  # the one preparation used
     ids = [tokenizer.encode(prompt).ids or [end_of_text] for prompt in prompts]
     streams = [TextStream(tokenizer, i, on_text) for i in range(len(ids))] if on_text else []
     on_token = (lambda row, token: streams[row].push(token)) if on_text else None

@@ -204,12 +204,14 @@ class S3Server:
 
     BUCKET = "orchestrator-tests"
 
-    def __init__(self, root: Path | None = None):
+    def __init__(
+        self, root: Path | None = None, access_key: str | None = None, secret_key: str | None = None
+    ):
         self.root = Path(root or tempfile.mkdtemp(prefix="orchestrator-s3-"))
         self.port = _weed_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.access_key = "tests-" + secrets.token_hex(4)
-        self.secret_key = secrets.token_hex(16)
+        self.access_key = access_key or "tests-" + secrets.token_hex(4)
+        self.secret_key = secret_key or secrets.token_hex(16)
         self._process: subprocess.Popen | None = None
 
     @classmethod
@@ -265,15 +267,7 @@ class S3Server:
 
     def wait_ready(self, timeout_s: float = 90) -> S3Server:
         """Until a bucket can be created and written (the S3 gateway answers before its filer does)."""
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-        )
+        client = self.client()
         deadline, error = time.monotonic() + timeout_s, None
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
@@ -287,6 +281,28 @@ class S3Server:
                 error = exc
                 time.sleep(0.5)
         raise RuntimeError(f"the S3 server was not ready after {timeout_s}s: {error}")
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object of the server's bucket: key -> content."""
+
+        s3 = self.client()
+        found = {}
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.BUCKET)
+        for page in pages:
+            for item in page.get("Contents", []):
+                found[item["Key"]] = s3.get_object(Bucket=self.BUCKET, Key=item["Key"])["Body"].read()
+        return found
 
     def pause(self) -> None:
         """Stop answering (SIGSTOP of every process of the server), as a hung store does."""

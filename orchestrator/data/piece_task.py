@@ -67,7 +67,8 @@ def run_piece(job: PieceJob) -> dict:
         outputs, digest, counts = _tokenize(
             job, _tokenizer(store, job.tokenizer_name, job.tokenizer_sha256), Path(scratch)
         )
-        record = {"index": job.piece.index, "key": job.piece.key, "source": job.piece.source.path}
+        # no path in it: a source's path may hold a secret (data.files takes references)
+        record = {"index": job.piece.index}
         record.update(digest=digest, chars=counts["chars"])
         for split in SPLITS:
             local = outputs[split]

@@ -68,6 +68,9 @@ class Recipe:
     batch_chars: int
     max_files: int
     base: Path
+    # A path as it may be stored: `${env:NAME}` back in place of a secret it came from (data.files
+    # may hold references), so no manifest, key or MLflow entry holds the value.
+    as_written: Callable[[str], str] = str
 
     @classmethod
     def of(cls, spec, cwd: Path) -> Recipe:
@@ -88,6 +91,7 @@ class Recipe:
             batch_chars=max(1, int(data.prepare_batch_mb * 1e6)),
             max_files=data.max_files,
             base=cwd,
+            as_written=spec.with_references,
         )
 
     def key_fields(self) -> dict[str, Any]:
@@ -95,7 +99,7 @@ class Recipe:
         return {
             "version": RECIPE_VERSION,
             "corpus": self.corpus,
-            "files": list(self.patterns),
+            "files": [self.as_written(p) for p in self.patterns],
             "format": self.fmt,
             "text_field": self.text_field,
             "encoding_errors": self.encoding_errors,
@@ -160,7 +164,7 @@ def stale_reason(manifest: Manifest, recipe: Recipe) -> str | None:
     except UsageError:
         return None  # not here: the manifest is all there is
     recorded = {s["path"]: (s["size"], s["mtime_ns"]) for s in manifest.sources}
-    current = {s.path: (s.size, s.mtime_ns) for s in sources}
+    current = {recipe.as_written(s.path): (s.size, s.mtime_ns) for s in sources}
     if set(recorded) != set(current):
         added, gone = sorted(set(current) - set(recorded)), sorted(set(recorded) - set(current))
         return f"the files changed ({len(added)} new, {len(gone)} gone)"
@@ -212,7 +216,7 @@ def prepare(spec, cwd: Path, runner: Runner | None = None, say: Callable[[str], 
     runner = runner if runner is not None and len(pieces) > 1 else InProcess()
     tokenizer = _tokenizer(recipe, pieces, store, build, runner, say)
     records = _run_pieces(recipe, pieces, store, build, tokenizer, settings, runner, say)
-    manifest = _manifest(recipe, sources, build, tokenizer, records)
+    manifest = _manifest(recipe, sources, pieces, build, tokenizer, records)
     store.write_bytes(MANIFEST, manifest.to_json().encode())  # last: the dataset exists now
     _remove_other_builds(store, build)
     totals = manifest.totals
@@ -330,11 +334,11 @@ def _piece_bytes(piece: Piece) -> int:
     return source.size if piece.start == 0 else 0
 
 
-def _manifest(recipe: Recipe, sources: list[Source], build: str, tokenizer: dict, records: list[dict]):
+def _manifest(recipe: Recipe, sources, pieces: list[Piece], build: str, tokenizer: dict, records: list[dict]):
     shards = [ShardInfo(split=split, **record[split]) for record in records for split in ("train", "val")]
     digests: dict[str, list[str]] = {}
     for record in records:
-        digests.setdefault(record["source"], []).append(record["digest"])
+        digests.setdefault(pieces[record["index"]].source.path, []).append(record["digest"])
     total = {
         "documents": sum(s.documents for s in shards),
         "tokens": sum(s.tokens for s in shards),
@@ -356,7 +360,7 @@ def _manifest(recipe: Recipe, sources: list[Source], build: str, tokenizer: dict
         recipe=recipe.key_fields(),
         sources=[
             {
-                "path": s.path,
+                "path": recipe.as_written(s.path),
                 "kind": s.kind,
                 "compression": s.compression,
                 "size": s.size,

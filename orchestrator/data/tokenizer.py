@@ -88,12 +88,17 @@ def _rounded(vocab: int) -> int:
     return -(-vocab // 64) * 64
 
 
-def _end_of_text_token(tokenizer, directory: Path) -> str:
+def end_of_text_token(tokenizer, directory: Path | None = None) -> str:
+    """The token that separates documents (see the module's docstring); TokenizerError if none."""
+    return _end_of_text_token(tokenizer, directory)
+
+
+def _end_of_text_token(tokenizer, directory: Path | None) -> str:
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     if END_OF_TEXT in vocab:
         return END_OF_TEXT
-    config = directory / "tokenizer_config.json"
-    if config.is_file():
+    config = directory / "tokenizer_config.json" if directory is not None else None
+    if config is not None and config.is_file():
         try:
             eos = json.loads(config.read_text()).get("eos_token")
         except (OSError, ValueError):

@@ -158,7 +158,7 @@ def write_hf_directory(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    end_of_text_id = _end_of_text_id(tokenizer_path)
+    end_of_text, end_of_text_id = _end_of_text(tokenizer_path)
     config = gpt2_config(model, model_spec, end_of_text_id, dtype)
     weights = cast_weights(to_gpt2_state_dict(model), dtype)
     written = [
@@ -169,14 +169,17 @@ def write_hf_directory(
         ),
         save_weights(weights, out / WEIGHTS_FILE),
     ]
-    return written + write_tokenizer_files(tokenizer_path, out, model.context_length)
+    return written + write_tokenizer_files(tokenizer_path, out, model.context_length, end_of_text)
 
 
-def write_tokenizer_files(tokenizer_path: str | Path, out_dir: Path, context_length: int) -> list[Path]:
-    """The BPE tokenizer as a fast tokenizer: ``tokenizer.json`` as trained (so it encodes exactly as
-    training did), ``tokenizer_config.json`` and ``special_tokens_map.json`` naming its one special
-    token, which GPT-2 uses as beginning, end, padding and unknown token alike."""
-    special = {name: END_OF_TEXT for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+def write_tokenizer_files(
+    tokenizer_path: str | Path, out_dir: Path, context_length: int, end_of_text: str = END_OF_TEXT
+) -> list[Path]:
+    """The run's tokenizer as a fast tokenizer: ``tokenizer.json`` byte for byte the one training used
+    (trained here, or the pretrained one the spec named), ``tokenizer_config.json`` and
+    ``special_tokens_map.json`` naming its end-of-text token, which GPT-2 uses as beginning, end,
+    padding and unknown token alike."""
+    special = {name: end_of_text for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
     tokenizer_json = out_dir / "tokenizer.json"
     shutil.copyfile(tokenizer_path, tokenizer_json)
     config = {
@@ -245,13 +248,18 @@ def _check_runnable(config: dict, root: Path) -> None:
         raise UsageError(f"{root / 'config.json'}: {'; '.join(differ)}")
 
 
-def _end_of_text_id(tokenizer_path: str | Path) -> int:
+def _end_of_text(tokenizer_path: str | Path) -> tuple[str, int]:
+    """The token (and id) that ends a document, as preparation chose it."""
     from tokenizers import Tokenizer
 
-    token_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id(END_OF_TEXT)
-    if token_id is None:
-        raise UsageError(f"{tokenizer_path} has no {END_OF_TEXT} token")
-    return token_id
+    from orchestrator.data.tokenizer import TokenizerError, end_of_text_token
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    try:
+        token = end_of_text_token(tokenizer)
+    except TokenizerError:
+        raise UsageError(f"{tokenizer_path} has no end-of-text token") from None
+    return token, tokenizer.token_to_id(token)
 
 
 def _write_json(path: Path, content: dict) -> Path:

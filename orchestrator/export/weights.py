@@ -24,19 +24,45 @@ STAGE0_MODEL_FILE = "mp_rank_00_model_states.pt"
 
 
 def pick_checkpoint(checkpoint_dir: str | Path, which: str = "best"):
-    """The run's best or latest complete checkpoint (``CheckpointInfo``)."""
+    """The run's best or latest complete checkpoint (``CheckpointInfo``), on this machine: one on an
+    object store is copied into the cache first (every file checked against its recorded digest)."""
     from orchestrator.train.checkpoint import best_checkpoint, latest_complete_checkpoint
 
     if which not in CHECKPOINT_CHOICES:
         raise UsageError(f"checkpoint {which!r} is neither of {', '.join(CHECKPOINT_CHOICES)}")
     pick = best_checkpoint if which == "best" else latest_complete_checkpoint
-    info = pick(checkpoint_dir)
+    info = pick(_as_store(checkpoint_dir))
     if info is None:
         raise NotFoundError(
             f"{checkpoint_dir} holds no complete checkpoint (a step-<N> directory with COMPLETE.json); "
             "hint: a run writes one at the end and every checkpoint.interval steps"
         )
-    return info
+    return local_checkpoint(checkpoint_dir, info)
+
+
+def _as_store(where):
+    """A run's checkpoint location (a path, a URI or a ``Store``) as a ``Store``."""
+    from orchestrator.storage.store import Store, open_store
+
+    return where if isinstance(where, Store) else open_store(str(where))
+
+
+def local_checkpoint(where, info):
+    """``info`` itself when it is a local folder, else its copy in this machine's cache."""
+    import dataclasses
+
+    from orchestrator.storage.location import parse_location
+
+    if parse_location(info.location).is_local:
+        return info
+    from orchestrator.data.prepare import cache_root
+    from orchestrator.train.checkpoint_manager import download_checkpoint
+
+    store = _as_store(where)
+    run = store.uri.rstrip("/").rsplit("/", 1)[-1]
+    target = cache_root() / "checkpoints" / run / info.tag
+    download_checkpoint(store, info, target)
+    return dataclasses.replace(info, location=str(target))
 
 
 def consolidated_state_dict(info, trust_checkpoint: bool = False) -> dict:

@@ -31,7 +31,7 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int, resume_comm
         f"written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"## Error\n\n```\n{error}\n```\n\nThe worker group was started at most {attempts_allowed} "
         f"time(s) (cluster.max_failures = {attempts_allowed - 1}).",
-        f"## Last complete checkpoint\n\n{_last_checkpoint(plan.checkpoint_uri, resume_command)}",
+        f"## Last complete checkpoint\n\n{_last_checkpoint(plan, resume_command)}",
         f"## Last status\n\n```json\n{json.dumps(read_status(run_dir), indent=1)}\n```",
         "## Last lines of each worker",
     ]
@@ -44,11 +44,11 @@ def write_post_mortem(plan: Plan, error: str, attempts_allowed: int, resume_comm
     return path
 
 
-def _last_checkpoint(where: str, resume_command: str) -> str:
+def _last_checkpoint(plan: Plan, resume_command: str) -> str:
     try:
-        checkpoint = latest_complete_checkpoint(where)
+        checkpoint = latest_complete_checkpoint(plan.checkpoint_store())
     except OrchestratorError as exc:  # the store itself may be why the run failed
-        return f"unknown: {where} could not be read ({exc})"
+        return f"unknown: {plan.checkpoint_uri} could not be read ({exc})"
     if checkpoint is None:
         return "none: the run wrote no complete checkpoint before it failed"
     return f"`{checkpoint.location}` (step {checkpoint.step}); continue with `{resume_command}`"

@@ -97,11 +97,12 @@ def start_run(plan: Plan, spec_dir: str | Path = ".", tags: dict[str, str] | Non
     """Create the run directory and the MLflow run (which stores the resolved spec); the plan with
     its run id. ``spec_dir``: where the spec file lives (for the git commit tag); ``tags``: more
     MLflow tags (a sweep trial's parent run)."""
-    from orchestrator.track.mlflow_run import create_run
+    from orchestrator.track.mlflow_run import create_run, log_dataset
 
     if plan.local_run_dir:
         Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
     plan = plan.with_run_id(create_run(plan, spec_dir, tags))
+    log_dataset(plan)
     if plan.local_run_dir:
         write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan
@@ -145,7 +146,7 @@ def resume_run(
     check_resume_overrides(overrides)
     overrides = _with_elastic_batch(run_ref, tracking_uri, list(overrides))
     plan = existing_plan(run_ref, tracking_uri, overrides, cwd)
-    checkpoint = latest_complete_checkpoint(plan.checkpoint_uri)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_store())
     if checkpoint is None:
         raise ResumeError(
             f"run {plan.run_name} has no complete checkpoint in {plan.checkpoint_uri} to resume from; "
@@ -179,7 +180,7 @@ def reopen_run(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Plan
     from orchestrator.track.runs import get_run
 
     plan = existing_plan(run_ref, tracking_uri, (), cwd)
-    checkpoint = latest_complete_checkpoint(plan.checkpoint_uri)
+    checkpoint = latest_complete_checkpoint(plan.checkpoint_store())
     if checkpoint is not None:
         check_compatible(checkpoint, plan.world_size, plan.spec.deepspeed.zero_stage)
     _record_resume(plan, ())
@@ -269,7 +270,7 @@ def _export(plan: Plan) -> None:
         results = export_after_run(
             plan.spec.export,
             plan.spec,
-            plan.checkpoint_dir,
+            plan.checkpoint_store(),
             plan.data.tokenizer_path,
             plan.tracking_uri,
             plan.run_id,
@@ -282,11 +283,25 @@ def _export(plan: Plan) -> None:
         log.info("exported   %s: %s", result.format, where or result.model_uri or result.out_dir)
 
 
+def _fetch_journal(plan: Plan) -> None:
+    """Rank 0 may have run on another node: its journal's copy beside the checkpoints (written with
+    each checkpoint) is what this driver replays when it has none of its own."""
+    from orchestrator.track.journal import JOURNAL_NAME, journal_path
+
+    local = journal_path(plan.checkpoint_dir)
+    if local.is_file() or not plan.local_run_dir or plan.identity.checkpoints_local:
+        return
+    store = plan.checkpoint_store()
+    if store.exists(JOURNAL_NAME):
+        store.download(JOURNAL_NAME, local)
+
+
 def _finish_tracking(plan: Plan, status: str) -> bool:
     """Deliver the journal, upload the report, set the status; on failure say how to finish later."""
     from orchestrator.track.finish import finish_run
 
     try:
+        _fetch_journal(plan)
         finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir)
         return True
     except Exception as exc:

@@ -33,6 +33,7 @@ class RunTicket:
     tracking_uri: str
     cwd: str | None = None  # where relative paths of the spec (data files) are resolved
     checkpoint_uri: str | None = None  # where its checkpoints are, when not checkpoint_dir
+    data_estimated: bool = False  # the submitter did not prepare the data: this driver does
 
     @classmethod
     def of(cls, plan: Plan, cwd: str | None = None) -> RunTicket:
@@ -45,6 +46,7 @@ class RunTicket:
             as_written(plan.tracking_uri),
             cwd,
             as_written(plan.checkpoint_uri),
+            plan.data.estimated,
         )
 
     def to_json(self) -> str:
@@ -79,6 +81,10 @@ def plan_from_ticket(ticket: RunTicket, runner=None) -> Plan:
     spec = parse_spec(ticket.spec, f"{SPEC_ARTIFACT} of run {ticket.run_name}")
     cwd = Path(ticket.cwd) if ticket.cwd and Path(ticket.cwd).is_dir() else None
     plan = build_plan(spec, prepare_data(spec, cwd, runner), identity_from_ticket(ticket), cwd)
+    if ticket.data_estimated:  # the submitter had only an estimate: the data was prepared here
+        from orchestrator.track.mlflow_run import log_dataset
+
+        log_dataset(plan)
     Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     write_run_record(plan.checkpoint_dir, plan.run_id)
     return plan

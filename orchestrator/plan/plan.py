@@ -68,6 +68,13 @@ class Plan:
     def local_run_dir(self) -> bool:
         return self.identity.local_run_dir
 
+    def checkpoint_store(self):
+        """The run's checkpoint location as a ``Store`` (the spec's storage settings, else the
+        standard variables of this process)."""
+        from orchestrator.storage.store import StoreSettings, open_store
+
+        return open_store(self.checkpoint_uri, StoreSettings.from_env(self.spec.storage))
+
     def with_identity(self, identity: RunIdentity) -> Plan:
         return replace(self, identity=identity)
 

@@ -106,6 +106,51 @@ def create_run(plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = N
     return run_id
 
 
+DATASET_ARTIFACT = "dataset/manifest.json"
+
+
+def log_dataset(plan) -> None:
+    """The prepared dataset as the run's input (the run page's Datasets section: name, digest, source
+    and a profile of its counts) and its manifest as an artifact. Nothing when the data is only an
+    estimate (a cluster prepares it; its driver logs it then)."""
+    data = plan.data
+    if data.estimated:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from orchestrator.data.prepare import read_manifest
+    from orchestrator.storage.store import StoreSettings, open_store
+
+    store = open_store(data.dataset_uri, StoreSettings.from_env(plan.spec.storage))
+    manifest = read_manifest(store)
+    written = plan.spec.with_references  # a path from a `${env:...}` stays a reference
+    source = {"uri": written(data.dataset_uri), "corpus": plan.spec.data.corpus,
+              "files": plan.spec.public_dump()["data"]["files"]}  # fmt: skip
+    profile = {
+        "documents": data.n_documents,
+        "tokens": data.n_tokens,
+        "shards": data.n_shards,
+        "train_sequences": data.train_samples,
+        "validation_sequences": data.val_samples,
+        "tokenizer_vocab": manifest.tokenizer["vocab_size"],
+        "pretrained_tokenizer": manifest.tokenizer["pretrained"],
+    }
+    dataset = Dataset(
+        name=data.dataset_uri.rstrip("/").rsplit("/", 1)[-1],
+        digest=data.manifest_digest[:36],  # MLflow keeps at most 36 characters
+        source_type="gpt-orchestrator",
+        source=json.dumps(source),
+        profile=json.dumps(profile),
+    )
+    mlflow = client(plan.tracking_uri)
+    mlflow.log_inputs(
+        plan.run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+    )
+    mlflow.log_text(plan.run_id, manifest.to_json(), DATASET_ARTIFACT)
+
+
 def training_experiment(mlflow, name: str) -> str:
     """The id of experiment `name`, created if missing, tagged to open in MLflow's model-training
     view (an existing experiment without the tag gets it; one a person set otherwise is left)."""

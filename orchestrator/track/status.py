@@ -33,6 +33,8 @@ STATUS_FILE = "status.json"
 HEARTBEAT_DIR = "heartbeats"
 # Set by a launcher before the worker starts, so the status can say where each rank runs.
 NODE_ID_ENV = "ORCHESTRATOR_NODE_ID"
+# What this rank says about itself in every heartbeat besides its health (where it reads its data).
+WORKER_FACTS: dict[str, str] = {}
 
 
 def worker_heartbeat(rank: int, step: int) -> dict[str, Any]:
@@ -44,6 +46,7 @@ def worker_heartbeat(rank: int, step: int) -> dict[str, Any]:
         "rss_mb": round(_rss_bytes() / 2**20, 1),
         "step": step,
         "time": time.time(),
+        **WORKER_FACTS,
     }
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ResumeError
-from orchestrator.storage.store import StorageError, StoreSettings, open_store
+from orchestrator.storage.store import StorageError, StoreSettings
 from orchestrator.train.checkpoint import (
     MARKER,
     UNIVERSAL_SUFFIX,
@@ -86,7 +86,7 @@ class CheckpointManager:
     def __init__(self, plan, rank: int, world: int):
         self.plan, self.rank, self.world = plan, rank, world
         self.settings = StoreSettings.from_env(plan.spec.storage)
-        self.store = open_store(plan.checkpoint_uri, self.settings)
+        self.store = plan.checkpoint_store()
         self.remote = not self.store.is_local
         self.scratch = scratch_root() / plan.run_name / f"rank-{rank}"
         self._upload: _Upload | None = None

@@ -68,6 +68,10 @@ def _setup(plan: Plan):
             "DeepSpeed config and data split are made for that many"
         )
     dataset = _open_dataset(plan)
+    from orchestrator.data.dataset import rank_cache_note
+    from orchestrator.track.status import WORKER_FACTS
+
+    WORKER_FACTS["data"] = rank_cache_note(dataset)  # where this rank's shards are, in its heartbeat
     startup.mark("data")
     checkpoints = CheckpointManager(plan, rank, world)
     restore = checkpoints.choose_restore()

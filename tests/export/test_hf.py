@@ -250,3 +250,32 @@ def _in_order(documents: list[list[int]], encoded: list[list[int]]) -> bool:
             return False
         position += 1
     return True
+
+
+@pytest.mark.slow
+def test_a_pretrained_tokenizer_is_trained_on_and_exported_as_it_is(tmp_path):
+    """A tokenizer.json made elsewhere (its end of text is `</s>`, not `<|endoftext|>`): the data is
+    tokenized with it, and the exported model's tokenizer is that file, byte for byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.train.harness import engine_spec, make_plan, output, run_engine
+
+    elsewhere = Tokenizer(models.BPE())
+    elsewhere.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    elsewhere.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=290, special_tokens=["<pad>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    elsewhere.train_from_iterator(load_corpus("python-docs").split("\n\n")[:400], trainer=trainer)
+    (tmp_path / "theirs").mkdir()
+    elsewhere.save(str(tmp_path / "theirs" / "tokenizer.json"))
+    spec_text = engine_spec(steps=10, interval=10, eval_interval=10) + "data: {tokenizer: {path: theirs}}\n"
+    plan = make_plan(tmp_path, spec_text, "pretrained")
+    assert plan.data.eot_id == elsewhere.token_to_id("</s>")
+    result = run_engine(plan)
+    assert result.returncode == 0, output(result)
+    out = export_run(plan.spec, plan.checkpoint_uri, plan.data.tokenizer_path, "hf", tmp_path / "hf").out_dir
+    assert (out / "tokenizer.json").read_bytes() == (tmp_path / "theirs" / "tokenizer.json").read_bytes()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert tokenizer.eos_token == "</s>" and tokenizer.eos_token_id == elsewhere.token_to_id("</s>")
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eos_token_id

@@ -16,11 +16,16 @@ from orchestrator.track.status import read_status
 from tests.conftest import TINY_SPEC, run_cli, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
+DATASETS = "s3://orchestrator-tests/ray-cluster-datasets"  # shared by the module's runs (same recipe)
 
 
-def spec_with_cluster(cluster: str, train: str | None = None) -> str:
-    text = TINY_SPEC.replace(
-        "cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}", f"cluster: {cluster}"
+def spec_with_cluster(cluster: str, train: str | None = None, prepared: str = DATASETS) -> str:
+    """A cluster's run reads its data from where every node reaches it: the test run's S3 store."""
+    text = (
+        TINY_SPEC.replace(
+            "cluster: {backend: ray-local, num_workers: 2, cpus_per_worker: 1}", f"cluster: {cluster}"
+        )
+        + f"data: {{prepared: '{prepared}'}}\n"
     )
     if train:
         text = re.sub(r"train: \{.*?\}\n", f"train: {train}\n", text, flags=re.S)

@@ -45,13 +45,16 @@ from tests.launchers.auth_proxy import basic_auth_proxy
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SPEC = """\
-name: canary
+name: {name}
 model: {{n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}}
 optimizer: {{lr: 3.0e-3}}
 schedule: {{warmup_steps: 2, min_lr: 3.0e-4}}
 train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 5, eval_interval: 5,
         eval_batches: 1}}
-data: {{corpus: files, files: ['${{env:ORCH_CANARY_DATA}}']}}
+data: {{corpus: files, files: ['${{env:ORCH_CANARY_DATA}}'], prepared: 's3://orchestrator-tests/data'}}
+checkpoint: {{dir: 's3://orchestrator-tests/{checkpoints}'}}
+storage: {{endpoint_url: '{s3}', access_key_id: '${{env:ORCH_CANARY_S3_KEY}}',
+          secret_access_key: '${{env:ORCH_CANARY_S3_SECRET}}'}}
 tracking: {{uri: '{store}'}}
 cluster: {cluster}
 """
@@ -146,7 +149,10 @@ def embedded(canary, auth_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("embedded")
     store = server_reference(auth_server[0])
     cluster = "{backend: ray-local, num_workers: 2}"
-    (work / "spec.yaml").write_text(SPEC.format(steps=400, cluster=cluster, store=store))
+    text = SPEC.format(
+        name="canary", steps=400, cluster=cluster, store=store, s3=canary.s3.endpoint, checkpoints="embedded"
+    )
+    (work / "spec.yaml").write_text(text)
     ray_tmp = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))  # short: Ray's socket paths
     (ray_tmp / "ray").mkdir()
     env = {**os.environ, **canary.env, "RAY_TMPDIR": str(ray_tmp)}
@@ -177,8 +183,16 @@ def embedded(canary, auth_server, tmp_path_factory):
     subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
 
 
+def objects_holding(canary) -> list[str]:
+    """Keys of the canary's S3 objects whose content holds the canary (the manifest, the piece
+    records, the checkpoints' markers and shards, the journal)."""
+    return [key for key, body in canary.s3.objects().items() if canary.value.encode() in body]
+
+
 def _status_at_step(work: Path, step: int):
-    run_dirs = list((work / "checkpoints").glob("canary-*"))
+    run_dirs = list(
+        (work / "runs").glob("canary-*")
+    )  # checkpoints on S3: the run dir is checkpoint.local_dir
     status = read_status(run_dirs[0]) if run_dirs else None
     return status if status and status["step"] >= step and len(status["workers"]) == 2 else None
 
@@ -209,7 +223,7 @@ def test_listening_beyond_loopback_must_be_asked_for_and_is_announced(tmp_path, 
 def test_no_secret_leaves_an_embedded_run(embedded, canary, auth_server):
     work = embedded["work"]
     assert embedded["returncode"] == 1, (work / "submit.out").read_text()[-3000:]
-    run_dir = next((work / "checkpoints").glob("canary-*"))
+    run_dir = next((work / "runs").glob("canary-*"))  # checkpoints on S3: the run dir is checkpoint.local_dir
     post_mortem = (run_dir / "post_mortem.md").read_text()  # searched below with every other file
     assert "## Error" in post_mortem and "### worker-1" in post_mortem
     run_id = re.search(r"MLflow run (\w+)", post_mortem).group(1)
@@ -228,6 +242,8 @@ def test_no_secret_leaves_an_embedded_run(embedded, canary, auth_server):
         canary.value, work, canary.store_dir / "mlflow.db", embedded["ray_tmp"], server_files
     )
     assert found == []
+    assert objects_holding(canary) == [], "nothing in the object store (data, checkpoints) holds it"
+    assert any(key.startswith("embedded/") for key in canary.s3.objects()), "checkpoints went there"
 
 
 # --- the ray-job run: through a proxy whose password is a secret ----------------------------------
@@ -249,7 +265,16 @@ def job(canary, head, tmp_path_factory):
     with basic_auth_proxy(head.dashboard_url, "orch", password) as (proxy_url, refused):
         address = proxy_url.replace("http://", "http://orch:${env:ORCH_CANARY_PROXY_PASSWORD}@")
         cluster = f"{{backend: ray-job, address: '{address}', num_workers: 1}}"
-        spec = SPEC.format(steps=10, cluster=cluster, store="sqlite:///${env:ORCH_CANARY_STORE}/mlflow.db")
+        # an experiment of its own: the embedded leg's was made by the tracking server, whose artifact
+        # root (mlflow-artifacts:/) only a client of that server can write to
+        spec = SPEC.format(
+            name="canary-job",
+            steps=10,
+            cluster=cluster,
+            store=STORE_URI,
+            s3=canary.s3.endpoint,
+            checkpoints="job",
+        )
         (work / "spec.yaml").write_text(spec)
         submitted = run_cli("submit", "spec.yaml", cwd=work, env=head.env, timeout=600)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
@@ -292,3 +317,4 @@ def test_no_secret_leaves_a_ray_job_run(job, canary, head):
     ]
     assert canary.value not in mlflow_entries(canary.store_dir)
     assert files_holding(canary.value, job["work"], canary.store_dir / "mlflow.db", head.temp_dir) == []
+    assert objects_holding(canary) == []

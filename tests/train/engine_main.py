@@ -2,7 +2,8 @@
 with optional fault injection for the tests (no Ray start-up per test).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/train/engine_main.py PLAN.pkl \
-        [--stop-after-step N] [--kill-during-save-at N] [--nan-at-micro-batch N]
+        [--stop-after-step N] [--exit-after-step N] [--kill-during-save-at N]
+        [--nan-at-micro-batch N] [--record-samples FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def main() -> None:
         plan = pickle.load(handle)
     if args.stop_after_step:
         _stop_after_checkpoint(args.stop_after_step)
+    if args.exit_after_step:
+        _exit_after_step(args.exit_after_step)
+    if args.record_samples:
+        _record_samples(args.record_samples)
     if args.kill_during_save_at:
         _kill_while_writing(args.kill_during_save_at)
     if args.nan_at_micro_batch:
@@ -34,7 +39,43 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop-after-step", type=int)
     parser.add_argument("--kill-during-save-at", type=int)
     parser.add_argument("--nan-at-micro-batch", type=int, help="on rank 1 only")
+    parser.add_argument("--exit-after-step", type=int, help="every rank dies after this step, unsaved")
+    parser.add_argument("--record-samples", help="append each rank's sample ids to FILE.<rank>")
     return parser
+
+
+def _exit_after_step(step: int) -> None:
+    """Every rank dies (os._exit, no clean-up) right after optimizer step `step`: a kill between two
+    checkpoints."""
+    from orchestrator.train import loop
+
+    original = loop.after_step
+
+    def after_then_exit(s, *args):
+        original(s, *args)
+        if s.state.step == step:
+            os._exit(3)
+
+    loop.after_step = after_then_exit
+
+
+def _record_samples(path: str) -> None:
+    """Each rank writes, per micro batch it reads, the data position and the sample ids."""
+    import json
+
+    from orchestrator.train.batches import BatchFeeder
+
+    original = BatchFeeder._rows
+
+    def recorded(self, cursor, micro_step):
+        batch, ids = original(self, cursor, micro_step)
+        record = {"epoch": cursor.epoch, "position": cursor.sample_in_epoch, "micro_step": micro_step,
+                  "rank": self.feed.rank, "ids": [int(i) for i in ids]}  # fmt: skip
+        with open(f"{path}.{self.feed.rank}", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return batch, ids
+
+    BatchFeeder._rows = recorded
 
 
 def _stop_after_checkpoint(step: int) -> None:

@@ -39,11 +39,13 @@ def engine_spec(**overrides) -> str:
     return ENGINE_SPEC.format(**fields)
 
 
-def make_plan(work: Path, spec_text: str, run_name: str):
-    """A plan with its own checkpoint directory and MLflow run in `work` (a sqlite store)."""
+def make_plan(work: Path, spec_text: str, run_name: str, checkpoint_uri: str | None = None):
+    """A plan with its own checkpoint directory and MLflow run in `work` (a sqlite store);
+    ``checkpoint_uri``: its checkpoints elsewhere (an s3:// prefix)."""
     spec = parse_spec(spec_text)
     run_dir = str(work / "checkpoints" / run_name)
-    identity = RunIdentity(run_name, run_dir, run_dir, resolve_tracking_uri(spec.tracking.uri, work))
+    tracking = resolve_tracking_uri(spec.tracking.uri, work)
+    identity = RunIdentity(run_name, run_dir, checkpoint_uri or run_dir, tracking)
     plan = prepared_plan(spec, work, identity)
     Path(plan.checkpoint_dir).mkdir(parents=True)
     return plan.with_run_id(create_run(plan))
