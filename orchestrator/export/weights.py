@@ -31,13 +31,25 @@ def pick_checkpoint(checkpoint_dir: str | Path, which: str = "best"):
     if which not in CHECKPOINT_CHOICES:
         raise UsageError(f"checkpoint {which!r} is neither of {', '.join(CHECKPOINT_CHOICES)}")
     pick = best_checkpoint if which == "best" else latest_complete_checkpoint
-    info = pick(_as_store(checkpoint_dir))
+    store = _as_store(checkpoint_dir)
+    info = pick(store)
     if info is None:
         raise NotFoundError(
             f"{checkpoint_dir} holds no complete checkpoint (a step-<N> directory with COMPLETE.json); "
             "hint: a run writes one at the end and every checkpoint.interval steps"
         )
-    return local_checkpoint(checkpoint_dir, info)
+    _require_own(store, info)
+    return local_checkpoint(store, info)
+
+
+def _require_own(store, info) -> None:
+    """A checkpoint is a pickle: only one inside the run's own location (no step-<N> link out of it)."""
+    from orchestrator.train.safe_load import require_inside, require_under
+
+    if store.is_local:
+        require_inside(info.location, store.uri)
+    else:
+        require_under(info.location, store.uri)
 
 
 def _as_store(where):

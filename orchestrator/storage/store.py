@@ -423,7 +423,9 @@ def s3_filesystem(settings: StoreSettings):
         "region": settings.region or "us-east-1",
         "retry_strategy": pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1),
         "connect_timeout": 5,
-        "request_timeout": 60,
+        # a hung store (accepting connections, answering nothing) must fail an attempt well within the
+        # operation's deadline; the timeout is of inactivity, not of a whole transfer
+        "request_timeout": max(3.0, min(30.0, settings.retry_deadline_s / 3)),
     }
     if settings.endpoint_url:
         scheme, _, rest = settings.endpoint_url.partition("://")

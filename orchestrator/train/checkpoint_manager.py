@@ -79,7 +79,6 @@ class _Upload:
     started: float
     seconds: float | None = None
     error: BaseException | None = None
-    reported: bool = False
 
 
 class CheckpointManager:
@@ -90,6 +89,7 @@ class CheckpointManager:
         self.remote = not self.store.is_local
         self.scratch = scratch_root() / plan.run_name / f"rank-{rank}"
         self._upload: _Upload | None = None
+        self._unreported: list[_Upload] = []  # finished or running, their time not logged yet
 
     # --- choosing what to restore (before the engine exists) -----------------------------------
 
@@ -171,6 +171,7 @@ class CheckpointManager:
             target=self._upload_body, args=(info, upload), name=f"checkpoint-upload-{info.step}", daemon=True
         )
         self._upload = upload
+        self._unreported.append(upload)
         upload.thread.start()
 
     def _upload_body(self, info: CheckpointInfo, upload: _Upload) -> None:
@@ -233,13 +234,11 @@ class CheckpointManager:
             self._upload.thread.join()
         self._raise_failed_upload()
 
-    def finished_upload(self) -> tuple[int, float] | None:
-        """(step, seconds) of an upload that finished since the last call, for the metrics."""
-        upload = self._upload
-        if upload is None or upload.reported or upload.seconds is None:
-            return None
-        upload.reported = True
-        return upload.step, upload.seconds
+    def finished_uploads(self) -> list[tuple[int, float]]:
+        """(step, seconds) of each upload that finished since the last call, for the metrics."""
+        done = [u for u in self._unreported if u.seconds is not None]
+        self._unreported = [u for u in self._unreported if u.seconds is None and u.error is None]
+        return [(u.step, u.seconds) for u in done]
 
     # --- restoring ---------------------------------------------------------------------------
 

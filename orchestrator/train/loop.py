@@ -273,10 +273,9 @@ def save_checkpoint(s: Session, final: bool) -> None:
 
 
 def _report_upload(s: Session) -> None:
-    done = s.checkpoints.finished_upload()
-    if done is not None:
-        step, seconds = done
-        _write(s, [MetricEvent("checkpoint_upload_seconds", seconds, step)])
+    done = s.checkpoints.finished_uploads()
+    if done:
+        _write(s, [MetricEvent("checkpoint_upload_seconds", seconds, step) for step, seconds in done])
 
 
 def _window_totals(s: Session) -> tuple[float, float, float]:

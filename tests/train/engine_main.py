@@ -24,6 +24,8 @@ def main() -> None:
         _exit_after_step(args.exit_after_step)
     if args.record_samples:
         _record_samples(args.record_samples)
+    if args.slow_uploads:
+        _slow_uploads(args.slow_uploads)
     if args.kill_during_save_at:
         _kill_while_writing(args.kill_during_save_at)
     if args.nan_at_micro_batch:
@@ -41,7 +43,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nan-at-micro-batch", type=int, help="on rank 1 only")
     parser.add_argument("--exit-after-step", type=int, help="every rank dies after this step, unsaved")
     parser.add_argument("--record-samples", help="append each rank's sample ids to FILE.<rank>")
+    parser.add_argument("--slow-uploads", type=float, help="each checkpoint file's upload waits this long")
     return parser
+
+
+def _slow_uploads(seconds: float) -> None:
+    """A store far away: every file of a checkpoint takes ``seconds`` longer to upload (so that a test
+    can act while an upload is under way)."""
+    import time
+
+    from orchestrator.storage.store import Store
+
+    original = Store.upload
+
+    def slow(self, source, path):
+        if "/step-" in f"/{path}":
+            time.sleep(seconds)
+        return original(self, source, path)
+
+    Store.upload = slow
 
 
 def _exit_after_step(step: int) -> None:

@@ -76,9 +76,9 @@ def test_a_run_resumes_from_the_store_after_its_local_copies_are_gone(s3_server,
     """Killed after the checkpoint of step 10 (every rank exits once it is uploaded), the scratch
     space deleted: the next attempt downloads what each rank needs, and every step is logged once
     with a loss that continues as the uninterrupted run's."""
-    reference = _plan(tmp_path / "ref", s3_server, "reference")
+    reference = _plan(tmp_path / "ref", s3_server, "reference", interval=10)
     assert run_engine(reference, env=_env(tmp_path / "ref", s3_server)).returncode == 0
-    plan = _plan(tmp_path, s3_server, "resumed")
+    plan = _plan(tmp_path, s3_server, "resumed", interval=10)  # one upload at a time: none is skipped
     first = run_engine(plan, "--stop-after-step", "10", env=_env(tmp_path, s3_server))
     assert (
         first.returncode == 0
@@ -91,7 +91,8 @@ def test_a_run_resumes_from_the_store_after_its_local_copies_are_gone(s3_server,
     assert list((tmp_path / "scratch").rglob("restore/step-10/*.pt")), "downloaded from the store"
     losses = metric_history(plan, "train_loss")
     assert [s for s, _ in losses] == list(range(1, STEPS + 1)), "every step once in MLflow"
-    assert losses == pytest.approx(metric_history(reference, "train_loss"), rel=1e-6, abs=1e-7)
+    expected = [v for _, v in metric_history(reference, "train_loss")]
+    assert [v for _, v in losses] == pytest.approx(expected, rel=1e-6, abs=1e-7)
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def _pause_while_uploading(server: S3Server, scratch: Path, seconds: float, stop
         time.sleep(0.02)
 
 
-def _run_in_background(plan, env: dict) -> subprocess.Popen:
+def _run_in_background(plan, env: dict, *args: str) -> subprocess.Popen:
     import os
     import pickle
     import sys
@@ -131,7 +132,8 @@ def _run_in_background(plan, env: dict) -> subprocess.Popen:
         **env,
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), str(ENGINE_MAIN), str(path)]  # fmt: skip
+               "127.0.0.1", "--master_port", str(free_port()), str(ENGINE_MAIN), str(path),
+               *args]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -146,7 +148,7 @@ def test_a_store_down_for_20s_during_an_upload_costs_training_nothing(own_server
         target=_pause_while_uploading, args=(own_server, tmp_path / "scratch", 20, stop), daemon=True
     )
     pauser.start()
-    process = _run_in_background(plan, env)
+    process = _run_in_background(plan, env, "--slow-uploads", "0.5")
     try:
         out, err = process.communicate(timeout=600)
     finally:
@@ -156,13 +158,19 @@ def test_a_store_down_for_20s_during_an_upload_costs_training_nothing(own_server
     store = open_store(plan.checkpoint_uri, _settings(own_server))
     assert latest_complete_checkpoint(store).step == LONG
     assert "still uploading" in out, "saves that came during the outage were skipped"
-    blocked = [v for _, v in metric_history(plan, "checkpoint_seconds")]
+    # the last save waits for the upload under way (a run ends with its checkpoint stored); no other
+    blocked = {s: v for s, v in metric_history(plan, "checkpoint_seconds") if s < LONG}
     uploads = dict(metric_history(plan, "checkpoint_upload_seconds"))
     assert max(uploads.values()) > 15, "one upload waited out the outage"
-    assert max(blocked) < 10 and max(blocked) < 5 * statistics.median(blocked) + 1, blocked
+    assert max(blocked.values()) < 5 * statistics.median(blocked.values()) + 0.5, blocked
     paused_at = min(step for step, seconds in uploads.items() if seconds > 15)
-    steps = [s for s, _ in metric_history(plan, "train_loss")]
-    assert max(steps) == LONG and steps.count(paused_at + 10) == 1, "training went on meanwhile"
+    from orchestrator.track.mlflow_run import client
+
+    history = client(plan.tracking_uri).get_metric_history
+    saved = next(m.timestamp for m in history(plan.run_id, "checkpoint_seconds") if m.step == paused_at)
+    during = [m.step for m in history(plan.run_id, "train_loss") if saved < m.timestamp < saved + 12_000]
+    assert len(during) >= 3 and min(during) > paused_at, "training went on while the store was down"
+    assert max(m.step for m in history(plan.run_id, "train_loss")) == LONG
 
 
 def test_a_half_uploaded_checkpoint_is_never_loaded(own_server, tmp_path):
@@ -172,7 +180,7 @@ def test_a_half_uploaded_checkpoint_is_never_loaded(own_server, tmp_path):
     env = _env(tmp_path, own_server)
     first = run_engine(plan, "--stop-after-step", "5", env=env)
     assert first.returncode == 0, output(first)
-    process = _run_in_background(plan, env)
+    process = _run_in_background(plan, env, "--slow-uploads", "1")
     try:
         while not list((tmp_path / "scratch").rglob("step-10/*.pt")):
             assert process.poll() is None, process.communicate()
@@ -200,7 +208,7 @@ def test_a_store_that_never_comes_back_fails_the_run_clearly(own_server, tmp_pat
     )
     pauser.start()
     try:
-        result = run_engine(plan, env=env, timeout=300)
+        result = run_engine(plan, "--slow-uploads", "0.5", env=env, timeout=300)
     finally:
         stop.set()
         own_server.resume()
