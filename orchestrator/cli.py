@@ -320,6 +320,7 @@ def cmd_sweep(args) -> int:
         spec = load_spec(args.spec, args.overrides)
         from launchers import launcher_for_spec
 
+        sweep.check_sweepable(spec)  # before a backend is reached for the data
         with launcher_for_spec(spec).piece_runner(spec) as runner:
             plan = sweep.start_sweep(spec, Path(args.spec).resolve().parent, runner=runner)
         print(sweep.describe_sweep(plan) + "\n", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,3 +57,12 @@ def write_output_file(path: str | Path, text: str, option: str = "--out") -> Pat
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write the file ({exc.strerror})") from None
     return target
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.data.manifest import Manifest, ManifestError, ShardInfo
-from orchestrator.data.shards import file_sha256, open_tokens
+from orchestrator.data.shards import open_tokens
+from orchestrator.fsutil import file_sha256
 
 
 @dataclass(frozen=True)

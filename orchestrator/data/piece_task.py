@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.data.documents import Piece, documents
-from orchestrator.data.shards import ShardWriter, file_sha256
+from orchestrator.data.shards import ShardWriter
+from orchestrator.fsutil import file_sha256
 
 # Characters of one chunk handed to the tokenizer: a longer document is encoded in parts of this size
 # (the tokenizer holds about 240 bytes per token while it encodes, so a whole 20 MB line at once would

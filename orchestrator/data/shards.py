@@ -17,7 +17,6 @@ ShardHeader(itemsize=2, n_tokens=3, n_documents=1)
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +95,3 @@ def open_tokens(path: str | Path) -> np.ndarray:
         return np.zeros(0, dtype=np.uint16 if header.itemsize == 2 else np.uint32)
     dtype = np.uint16 if header.itemsize == 2 else np.uint32
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(header.n_tokens,))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()

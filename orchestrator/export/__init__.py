@@ -83,14 +83,21 @@ def export_run(
 
 
 def export_after_run(
-    export_spec, spec, checkpoint_dir: str | Path, tokenizer_path: str | Path, tracking_uri: str, run_id: str
+    export_spec,
+    spec,
+    run_dir: str | Path,
+    checkpoints,
+    tokenizer_path: str | Path,
+    tracking_uri: str,
+    run_id: str,
 ) -> list[ExportResult]:
     """The end-of-run export: each of ``export_spec.formats`` (an ``ExportSpec``) into
-    ``<checkpoint_dir>/export/<format>``, from one consolidation; mlflow logs the hf directory
-    when hf is exported too (and otherwise a temporary one)."""
+    ``<run_dir>/export/<format>``, from one consolidation of a checkpoint of ``checkpoints`` (the
+    run's checkpoint location: a path or a ``Store``); mlflow logs the hf directory when hf is
+    exported too (and otherwise a temporary one)."""
     if not export_spec.formats:
         return []
-    root = Path(checkpoint_dir) / EXPORT_DIR
+    root = Path(run_dir) / EXPORT_DIR
     out_dirs = {fmt: root / fmt for fmt in export_spec.formats if fmt != "mlflow"}
     if "mlflow" in export_spec.formats:
         out_dirs["mlflow"] = out_dirs.get("hf")
@@ -98,7 +105,7 @@ def export_after_run(
         spec, Path(tokenizer_path), export_spec.dtype, tracking_uri, run_id, export_spec.register_name
     )
     _check_request(request, out_dirs)
-    model, info = load_checkpoint_model(spec, checkpoint_dir, export_spec.checkpoint)
+    model, info = load_checkpoint_model(spec, checkpoints, export_spec.checkpoint)
     ordered = sorted(out_dirs, key=FORMATS.index)  # hf before mlflow, which logs its directory
     return [_write(fmt, model, info, request, out_dirs[fmt], reuse_hf="hf" in out_dirs) for fmt in ordered]
 

@@ -270,6 +270,7 @@ def _export(plan: Plan) -> None:
         results = export_after_run(
             plan.spec.export,
             plan.spec,
+            plan.checkpoint_dir,
             plan.checkpoint_store(),
             plan.data.tokenizer_path,
             plan.tracking_uri,

@@ -13,6 +13,7 @@ line imports it.
 from orchestrator.sweep.driver import (
     SweepOutcome,
     check_grace_period,
+    check_sweepable,
     describe_sweep,
     reopen_sweep,
     resume_command,
@@ -28,6 +29,7 @@ __all__ = [
     "SweepTable",
     "build_sweep_report",
     "check_grace_period",
+    "check_sweepable",
     "describe_sweep",
     "reopen_sweep",
     "resume_command",

@@ -25,7 +25,6 @@ is converted once to DeepSpeed's universal form (``orchestrator.train.universal`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ResumeError
+from orchestrator.fsutil import file_sha256
 from orchestrator.storage.store import StorageError, StoreSettings
 from orchestrator.train.checkpoint import (
     MARKER,
@@ -181,7 +181,7 @@ class CheckpointManager:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 name = path.relative_to(folder).as_posix()
                 self.store.upload(path, f"{info.tag}/{name}")
-                files[name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+                files[name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
             record = json.dumps({"rank": self.rank, "files": files}).encode()
             self.store.write_bytes(f"{info.tag}/{UPLOADED.format(rank=self.rank)}", record)
             if self.rank == 0:
@@ -291,24 +291,16 @@ def download_checkpoint(store, info: CheckpointInfo, target: Path, names=None) -
         if not (
             local.is_file()
             and local.stat().st_size == expected["size"]
-            and _sha256(local) == expected["sha256"]
+            and file_sha256(local) == expected["sha256"]
         ):
             store.download(f"{info.tag}/{name}", local)
-            if _sha256(local) != expected["sha256"]:
+            if file_sha256(local) != expected["sha256"]:
                 local.unlink(missing_ok=True)
                 raise ResumeError(
                     f"{store.describe(info.tag + '/' + name)} does not match the digest recorded when it was "
                     "uploaded; the checkpoint was changed in the store and is not loaded"
                 )
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _reseed(seed: int, step: int, rank: int) -> None:

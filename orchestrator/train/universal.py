@@ -54,7 +54,8 @@ def universal_folder(manager, info: CheckpointInfo) -> tuple[Path, str]:
 
 
 def _convert(manager, info: CheckpointInfo, tag: str) -> None:
-    from orchestrator.train.checkpoint_manager import _sha256, download_checkpoint, marker_payload
+    from orchestrator.fsutil import file_sha256
+    from orchestrator.train.checkpoint_manager import download_checkpoint, marker_payload
 
     store = manager.store
     if manager.remote:
@@ -76,7 +77,7 @@ def _convert(manager, info: CheckpointInfo, tag: str) -> None:
         name = path.relative_to(output).as_posix()
         if manager.remote:
             store.upload(path, f"{tag}/{name}")
-        files[name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     marker = CheckpointInfo(**{**vars(info), "location": store.child(tag).uri, "files": files})
     store.write_bytes(f"{tag}/{MARKER}", marker_payload(marker))
     if manager.remote:

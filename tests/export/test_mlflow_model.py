@@ -46,7 +46,13 @@ def end_of_run_export(trained_run):
     plan = trained_run(2)
     section = ExportSpec(formats=["mlflow", "safetensors", "hf"], register_name="engine-gpt")
     results = export_after_run(
-        section, plan.spec, plan.checkpoint_dir, plan.data.tokenizer_path, plan.tracking_uri, plan.run_id
+        section,
+        plan.spec,
+        plan.checkpoint_dir,
+        plan.checkpoint_store(),
+        plan.data.tokenizer_path,
+        plan.tracking_uri,
+        plan.run_id,
     )
     return plan, {r.format: r for r in results}
 

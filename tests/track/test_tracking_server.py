@@ -91,7 +91,7 @@ def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server
     assert steps_while_down > 10, "the training loop kept going while MLflow was down"
     assert any("MLflow unreachable" in line for line in lines), lines
     assert any("reachable again" in line for line in lines), lines
-    assert sink.unsent == 0 and sink.sent == 3 * loop.step
+    assert sink.points_sink.unsent == 0 and sink.points_sink.sent == 3 * loop.step
 
     mlflow = client(uri)
     for key in KEYS:

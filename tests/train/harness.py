@@ -54,6 +54,12 @@ def make_plan(work: Path, spec_text: str, run_name: str, checkpoint_uri: str | N
 def run_engine(
     plan, *fault_args: str, nproc: int = 2, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
+    command, env = engine_command(plan, *fault_args, nproc=nproc, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def engine_command(plan, *fault_args: str, nproc: int = 2, env: dict[str, str] | None = None):
+    """(torchrun command, environment) that runs the worker on ``plan`` (pickled beside its run)."""
     path = Path(plan.checkpoint_dir).with_suffix(".plan.pkl")
     path.write_bytes(pickle.dumps(plan))
     env = {
@@ -70,7 +76,7 @@ def run_engine(
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         str(ENGINE_MAIN), str(path), *fault_args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return command, env
 
 
 def metric_history(plan, key: str) -> list[tuple[int, float]]:

@@ -22,7 +22,7 @@ import pytest
 from orchestrator.storage.store import StoreSettings, open_store
 from orchestrator.train.checkpoint import MARKER, UPLOADED, complete_checkpoints, latest_complete_checkpoint
 from tests.servers import S3Server
-from tests.train.harness import ENGINE_MAIN, engine_spec, make_plan, metric_history, output, run_engine
+from tests.train.harness import engine_command, engine_spec, make_plan, metric_history, output, run_engine
 
 pytestmark = pytest.mark.slow
 
@@ -116,24 +116,7 @@ def _pause_while_uploading(server: S3Server, scratch: Path, seconds: float, stop
 
 
 def _run_in_background(plan, env: dict, *args: str) -> subprocess.Popen:
-    import os
-    import pickle
-    import sys
-
-    from orchestrator.net import free_port
-
-    path = Path(plan.checkpoint_dir).with_suffix(".plan.pkl")
-    path.write_bytes(pickle.dumps(plan))
-    env = {
-        **os.environ,
-        "DS_ACCELERATOR": "cpu",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        **env,
-    }
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), str(ENGINE_MAIN), str(path),
-               *args]  # fmt: skip
+    command, env = engine_command(plan, *args, env=env)
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
