@@ -185,6 +185,8 @@ def trained_runs(tmp_path_factory):
 LONGEST_FIRST = (
     "tests/sweep/test_sweep_ray.py",
     "tests/train/test_engine.py",
+    "tests/train/test_resume_exact.py",
+    "tests/train/test_checkpoints_s3.py",
     "tests/launchers/test_multinode.py",
     "tests/test_quickstart.py",
     "tests/track/test_tracking_server.py",
