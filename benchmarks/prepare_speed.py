@@ -68,14 +68,14 @@ class PssSampler(threading.Thread):
         self.pid, self.interval_s = pid, interval_s
         self.peak_pss, self.lowest_available = 0, psutil.virtual_memory().available
         self.peak_processes = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         try:
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
-        while not self._stop.is_set():
+        while not self._done.is_set():
             total, count = 0, 0
             try:
                 processes = [root, *root.children(recursive=True)]
@@ -90,10 +90,10 @@ class PssSampler(threading.Thread):
             self.peak_pss = max(self.peak_pss, total)
             self.peak_processes = max(self.peak_processes, count)
             self.lowest_available = min(self.lowest_available, psutil.virtual_memory().available)
-            self._stop.wait(self.interval_s)
+            self._done.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(5)
 
 

@@ -30,10 +30,10 @@ class RayTasks:
         self.in_flight = 0
 
     def map(self, function: Callable, jobs: list) -> Iterator:
+        if not self.in_flight:  # before Ray is imported: it reads its authentication mode then
+            self.in_flight = _start(self.spec, self.address, self._stack)
         import ray
 
-        if not self.in_flight:
-            self.in_flight = _start(self.spec, self.address, self._stack)
         remote = ray.remote(num_cpus=1, max_retries=2)(function)
         waiting = list(jobs)
         running: list = []
