@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 BASE = """\
@@ -68,16 +67,14 @@ def main(names: list[str]) -> None:
 
 
 def measure(fields: dict) -> tuple:
-    from orchestrator.plan import build_plan
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+    from benchmarks.harness import plan_for
     from orchestrator.spec import parse_spec
-    from orchestrator.track.mlflow_run import create_run
 
     text = BASE.format(**fields)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        plan = build_plan(parse_spec(text), cwd=work)
-        Path(plan.checkpoint_dir).mkdir(parents=True)
-        plan = replace(plan, run_id=create_run(plan))
+        plan = plan_for(parse_spec(text), work)
         (work / "plan.pkl").write_bytes(pickle.dumps(plan))
         out = _torchrun(work / "plan.pkl")
     peaks = {int(r): int(b) for r, b in re.findall(r"^PEAK_RSS rank=(\d+) bytes=(\d+)$", out, re.M)}

@@ -23,10 +23,10 @@ import json
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import REPO, run_checked, torchrun, training_env
+from benchmarks.harness import REPO, plan_for, run_checked, torchrun, training_env
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 SPEC = """\
@@ -98,20 +98,13 @@ def write_corpus(work: Path, repeats: int) -> Path:
 
 def plan_run(run: Run, work: Path, corpus: Path, tracking: bool = True):
     """``tracking``: an MLflow run for it (off: no run, for a GPU machine without MLflow)."""
-    from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
 
     text = SPEC.format(
         **run.size, corpus=corpus, steps=run.last, micro=run.micro, accum=run.accum, stage=run.stage,
         ranks=run.ranks, gpus=run.gpus, compile=str(run.compile).lower(),
     )  # fmt: skip
-    plan = build_plan(parse_spec(text), cwd=work)
-    Path(plan.checkpoint_dir).mkdir(parents=True)
-    if not tracking:
-        return plan
-    from orchestrator.track.mlflow_run import create_run
-
-    return replace(plan, run_id=create_run(plan))
+    return plan_for(parse_spec(text), work, tracking=tracking)
 
 
 def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None, tracking: bool = True) -> dict:

@@ -62,14 +62,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     plan = pickle.loads(Path(args.plan).read_bytes())
-    from orchestrator.train.worker import build_sinks, train_worker
+    from orchestrator.track.pipeline import MetricsPipeline, open_sinks
+    from orchestrator.train.worker import train_worker
 
     clock, timed = StepClock(), []
 
-    def make_sinks(plan, rank: int, resumed: bool) -> list:
+    def make_sinks(plan, rank: int, resumed: bool) -> MetricsPipeline:
         if args.tracking == "on":
-            timed.extend(TimedSink(sink) for sink in build_sinks(plan, rank, resumed))
-        return ([clock] if rank == 0 else []) + timed
+            timed.extend(TimedSink(sink) for sink in open_sinks(plan, rank, resumed).sinks)
+        return MetricsPipeline(([clock] if rank == 0 else []) + timed)
 
     train_worker(plan, make_sinks)
     if int(os.environ.get("RANK", "0")) == 0:
