@@ -29,6 +29,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, replace
 
+from orchestrator.plan.flops import padded_vocab
 from orchestrator.spec import RunSpec
 
 MIB = 2**20
@@ -109,7 +110,7 @@ class MemoryPlan:
 def count_parameters(spec: RunSpec) -> tuple[int, int]:
     """(total, largest single tensor) of the GPT in ``orchestrator.train.model``, counted once if tied."""
     m = spec.model
-    d, vocab = m.d_model, m.vocab_size
+    d, vocab = m.d_model, padded_vocab(m)
     block = 12 * d * d + 13 * d  # qkv, proj, 2-layer 4x FFN with biases, two layer norms
     head = 0 if m.tie_weights else vocab * d
     total = vocab * d + m.context_length * d + m.n_layers * block + 2 * d + head
@@ -186,7 +187,7 @@ def _activations(spec: RunSpec) -> int:
     else:
         blocks = m.n_layers * per_block
     embeddings = 2 * tokens * m.d_model * act_bytes
-    logits = tokens * m.vocab_size * (act_bytes + 3 * 4)  # logits, fp32 copy, log-softmax, gradient
+    logits = tokens * padded_vocab(m) * (act_bytes + 3 * 4)  # logits, fp32 copy, log-softmax, gradient
     return int(blocks + embeddings + logits)
 
 
