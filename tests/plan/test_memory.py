@@ -85,7 +85,8 @@ def test_one_worker_is_recommended_a_cheaper_zero_stage_and_keeps_its_own():
     def spec(workers: int, stage: int, offload: str = "none"):
         return parse_spec(
             "name: x\nmodel: {d_model: 512, n_layers: 8, n_heads: 8}\n"
-            f"cluster: {{num_workers: {workers}}}\ndeepspeed: {{zero_stage: {stage}, offload_optimizer: {offload}}}\n"
+            f"cluster: {{num_workers: {workers}}}\n"
+            f"deepspeed: {{zero_stage: {stage}, offload_optimizer: {offload}}}\n"
         )
 
     hint = single_worker_stage_hint(spec(1, 2), None)
