@@ -25,13 +25,12 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 # The longest the end of a run waits for the monitor's last sample to be sent (a hung server).
 FINISH_TIMEOUT_S = 30.0
-# After a failed request, how often to look whether the server answers again.
-RETRY_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,6 @@ class SystemMetrics:
         self._closing = threading.Event()
         # MLflow's monitor announces its start and stop at INFO: the line below says it once.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-        _prime_cpu_percent()
         self._thread = threading.Thread(target=self._supervise, name="system-metrics", daemon=True)
         self._thread.start()
 
@@ -121,15 +119,15 @@ class SystemMetrics:
             return None
 
     def _wait_until_training(self) -> bool:
-        """True once the tracking server answers and the run is still RUNNING; False if the run
-        ended or ``close`` was called meanwhile."""
+        """True once the tracking server answers (asked once per sampling interval) and the run is
+        still RUNNING; False if the run ended or ``close`` was called meanwhile."""
         from mlflow.tracking import MlflowClient
 
         while not self._closing.is_set():
             try:
                 return MlflowClient(self.tracking_uri).get_run(self.run_id).info.status == "RUNNING"
             except Exception:  # unreachable still: look again later
-                self._closing.wait(RETRY_INTERVAL_S)
+                self._closing.wait(self.interval_s)
         return False
 
     def close(self) -> None:
@@ -140,9 +138,12 @@ class SystemMetrics:
 
 
 def _last_sample(monitor) -> None:
-    """Stop the monitor's loop, then take and send one more sample."""
+    """Stop the monitor's loop, then take and send one more sample (its CPU share over the last
+    quarter second)."""
     with contextlib.suppress(Exception):  # a tracking server that is gone: nothing more to send
         monitor.finish()
+        _prime_cpu_percent()
+        time.sleep(0.25)
         monitor.collect_metrics()
         monitor.publish_metrics(monitor.aggregate_metrics())
         monitor.mlflow_logger.flush()
@@ -155,7 +156,8 @@ def _what(monitor) -> str:
 
 
 def _prime_cpu_percent() -> None:
-    """psutil's CPU percentage covers the time since its previous call, and is 0 at the first."""
+    """psutil's CPU percentage covers the time since this thread's previous call (0 at its first):
+    each sampling thread calls it once as it starts."""
     with contextlib.suppress(Exception):
         import psutil
 
@@ -173,6 +175,7 @@ def _monitor_class():
             self.ended = threading.Event()
 
         def monitor(self):
+            _prime_cpu_percent()
             try:
                 super().monitor()
             finally:
