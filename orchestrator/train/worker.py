@@ -115,8 +115,22 @@ def _engine(plan: Plan, deepspeed, universal: bool):
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
     if spec.model.compile:
+        keep_compiled_kernels()
         engine.compile()
     return engine
+
+
+def keep_compiled_kernels() -> None:
+    """torch.compile's kernels and graphs in this node's cache (``ORCHESTRATOR_CACHE_DIR``, beside the
+    prepared data) rather than in /tmp, so a restarted worker or the next run of the same model loads
+    them instead of compiling from nothing (inductor's FX graph and autograd caches are on by
+    default; inductor reads the directory when it first compiles). A TORCHINDUCTOR_CACHE_DIR already
+    set wins."""
+    import os
+
+    from orchestrator.data.prepare import cache_root
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
 
 
 def _session(plan: Plan, engine, dataset, checkpoints, rank: int, world: int) -> Session:
