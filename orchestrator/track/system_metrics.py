@@ -76,7 +76,10 @@ class SystemMetrics:
         node_id: str | None = None,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
     ):
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+        from orchestrator.track.mlflow_run import mlflow_uri
+
+        # as every MLflow client of this project: a password in the URI goes to the environment
+        self.tracking_uri, self.run_id = mlflow_uri(tracking_uri), run_id
         self.interval_s, self.node_id, self.say = interval_s, node_id, say
         self.restarts = 0
         self._closing = threading.Event()
