@@ -131,3 +131,34 @@ def test_a_hung_tracking_server_costs_the_step_nothing(tmp_path):
     assert after_monitor_hung == 40, f"the monitor never asked the server: {paths}"
     assert any("log-batch" in line for line in paths), paths  # the sender was stuck there too
     assert slowest < 2.0, f"a step's write waited {slowest:.1f} s (a request hangs 20 s)"
+
+
+@pytest.mark.slow
+def test_a_node_without_rank_0_is_monitored_by_its_first_worker_s_child(tmp_path, monkeypatch):
+    """Ranks 2 and 3 on the second of two nodes: local rank 0 starts a child process that only
+    monitors (its series `system/node_1/...`), local rank 1 starts none."""
+    from orchestrator.plan import resolve_tracking_uri
+    from orchestrator.track.mlflow_run import create_run
+    from orchestrator.track.pipeline import NodeMonitor, open_sinks
+
+    spec = parse_spec(TINY_SPEC + "tracking: {system_metrics_interval_s: 0.2}\n")
+    run_dir = str(tmp_path / "run")
+    identity = RunIdentity("nodes", run_dir, run_dir, resolve_tracking_uri(None, tmp_path))
+    plan = prepared_plan(spec, tmp_path, identity)
+    (tmp_path / "run").mkdir()
+    plan = plan.with_run_id(create_run(plan))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("NODE_RANK", "1")
+    pipelines = {}
+    for rank in (2, 3):
+        monkeypatch.setenv("LOCAL_RANK", str(rank - 2))
+        pipelines[rank] = open_sinks(plan, rank, resumed=False, world=4)
+    monitors = {rank: [s for s in p.sinks if isinstance(s, NodeMonitor)] for rank, p in pipelines.items()}
+    assert len(monitors[2]) == 1 and monitors[3] == []
+    time.sleep(1)
+    for pipeline in pipelines.values():
+        pipeline.write([MetricEvent("train_loss", 1.0, 1)])  # not the monitor's business
+        pipeline.close()
+    keys = system_keys(plan.tracking_uri, plan.run_id)
+    assert "system/node_1/cpu_utilization_percentage" in keys and "train_loss" not in keys, keys
+    assert all(k.startswith("system/node_1/") for k in keys), keys
