@@ -68,7 +68,9 @@ def run_once(work: Path, name: str, cold: bool, head=None) -> dict[str, float]:
         "--set", f"tracking.run_name={name}", "--progress", "off",
         # one store for all runs, as a user's ./mlflow.db: only the first run creates its tables
         "--set", f"tracking.uri=sqlite:///{work.parent / 'mlflow.db'}",
-        *(["--set", f"cluster.address={head.gcs_address}"] if head is not None else []),
+        # a cluster's workers read the prepared data where every node can: here, this machine's disk
+        *(["--set", f"cluster.address={head.gcs_address}", "--set", f"data.prepared={work.parent / 'data'}"]
+          if head is not None else []),
     ]  # fmt: skip
     marks = {"spawn": time.time()}
     run_checked(command, work, env, work / "submit.log")
