@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator.track.runs import RUNNING_STATUS
+
 # The longest the end of a run waits for the monitor's last sample to be sent (a hung server).
 FINISH_TIMEOUT_S = 30.0
 
@@ -128,7 +130,7 @@ class SystemMetrics:
 
         while not self._closing.is_set():
             try:
-                return MlflowClient(self.tracking_uri).get_run(self.run_id).info.status == "RUNNING"
+                return MlflowClient(self.tracking_uri).get_run(self.run_id).info.status == RUNNING_STATUS
             except Exception:  # unreachable still: look again later
                 self._closing.wait(self.interval_s)
         return False
