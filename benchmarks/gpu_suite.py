@@ -115,11 +115,13 @@ def _log_interval(warmup: int, steps: int) -> int:
     return math.gcd(warmup, steps)
 
 
-def worker_plan(suite: Suite, name: str):
+def worker_plan(suite: Suite, name: str, work: str | None = None):
+    """The plan of worker configuration ``name``, in a directory of its own (``work``: another one)."""
     from orchestrator.spec import parse_spec
 
     stage, precision, raw = WORKERS[name]
-    return plan_for(parse_spec(spec_text(suite, stage, precision, raw)), suite.work / name, tracking=False)
+    spec = parse_spec(spec_text(suite, stage, precision, raw))
+    return plan_for(spec, suite.work / (work or name), tracking=False)
 
 
 def measure_worker(suite: Suite, name: str) -> dict:
@@ -141,7 +143,7 @@ def measure_worker(suite: Suite, name: str) -> dict:
 
 
 def measure_bare(suite: Suite) -> dict:
-    plan = worker_plan(suite, "worker-bf16-z0")  # the same data, prepared once
+    plan = worker_plan(suite, "worker-bf16-z0", "bare-data")  # the workers' data (prepared once)
     work = suite.work / "bare"
     work.mkdir(exist_ok=True)
     tokens = flat_tokens(plan, work / "tokens.bin")
@@ -158,8 +160,8 @@ def measure_bare(suite: Suite) -> dict:
 
 
 def measure_profile(suite: Suite) -> dict:
-    plan = worker_plan(suite, "worker-bf16-z0")
-    work = Path(plan.checkpoint_dir).parent / "profile"
+    plan = worker_plan(suite, "worker-bf16-z0", "profile")
+    work = Path(plan.checkpoint_dir).parent
     work.mkdir(exist_ok=True)
     (work / "plan.pkl").write_bytes(pickle.dumps(plan))
     out = work / "profile.json"
@@ -273,7 +275,8 @@ def render(results: dict) -> str:
     if "top" in runs.get("profile", {}):
         step_s = runs["profile"]["step_s"]
         lines += ["", f"One optimizer step of worker-bf16-z0 under torch.profiler ({step_s:.3f} s):", ""]
-        lines += ["| operator | device time, ms | share of the step | calls |", "|---|---:|---:|---:|"]
+        lines += ["| operator | self time on the device (CPU without one), ms | share of the step | calls |"]
+        lines += ["|---|---:|---:|---:|"]
         for row in runs["profile"]["top"]:
             lines.append(f"| `{row['name']}` | {row['ms']:.2f} | {row['share']:.1%} | {row['calls']} |")
     return "\n".join(lines)
