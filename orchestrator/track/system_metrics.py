@@ -180,7 +180,9 @@ def _monitor_class():
             self.ended = threading.Event()
 
         def monitor(self):
+            # MLflow samples as its loop starts: a CPU share over at least a moment, not over nothing
             _prime_cpu_percent()
+            time.sleep(min(self.sampling_interval, 1.0))
             try:
                 super().monitor()
             finally:
