@@ -19,7 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import REPO, planned_run, run_checked, torchrun, training_env
+from benchmarks.harness import REPO, plan_for, run_checked, torchrun, training_env
 
 MODELS = {  # name -> (model section, steps, checkpoint interval)
     "quickstart": ("{n_layers: 4, n_heads: 4, d_model: 128, context_length: 128, vocab_size: 512}", 24, 4),
@@ -45,7 +45,7 @@ def run_one(work: Path, name: str, where: str, store_env: dict, checkpoint_uri: 
 
     model, steps, interval = MODELS[name]
     spec = parse_spec(SPEC.format(model=model, steps=steps, interval=interval))
-    plan = planned_run(spec, work, f"{name}-{where}", checkpoint_uri)
+    plan = plan_for(spec, work, f"{name}-{where}", checkpoint_uri=checkpoint_uri)
     plan_path = work / f"{name}-{where}.pkl"
     plan_path.write_bytes(pickle.dumps(plan))
     env = training_env({**store_env, "ORCHESTRATOR_SCRATCH_DIR": str(work / "scratch")})

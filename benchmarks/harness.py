@@ -46,6 +46,45 @@ def torchrun(script: Path, *args: str, nproc: int = 2) -> list[str]:
     ]  # fmt: skip
 
 
+def plan_for(
+    spec, work: Path, run_name: str | None = None, tracking: bool = True, checkpoint_uri: str | None = None
+):
+    """A run's plan in ``work``: its data prepared (in this process), its own directory and, with
+    ``tracking``, an MLflow run (off: no run, for a machine without MLflow); ``checkpoint_uri``: its
+    checkpoints elsewhere (an s3:// prefix)."""
+    from orchestrator.lifecycle import prepare_data
+    from orchestrator.plan import RunIdentity, build_plan, resolve_tracking_uri
+
+    data = prepare_data(spec, work, say=lambda _: None)
+    name = run_name or spec.name
+    run_dir = str(work / "checkpoints" / name)
+    tracking_uri = resolve_tracking_uri(spec.tracking.uri, work)
+    identity = RunIdentity(name, run_dir, checkpoint_uri or run_dir, tracking_uri)
+    plan = build_plan(spec, data, identity, work)
+    Path(plan.checkpoint_dir).mkdir(parents=True)
+    if not tracking:
+        return plan
+    from orchestrator.track.mlflow_run import create_run
+
+    return plan.with_run_id(create_run(plan))
+
+
+def flat_tokens(plan, path: Path) -> Path:
+    """The run's prepared tokens (train shards, then validation) as one plain uint16 file, for loops
+    that import nothing of the orchestrator."""
+    import numpy as np
+
+    from orchestrator.data.prepare import read_manifest
+    from orchestrator.data.shards import open_tokens
+    from orchestrator.storage.store import open_store
+
+    store = open_store(plan.data.dataset_uri)
+    manifest = read_manifest(store)
+    shards = [*manifest.shards_of("train"), *manifest.shards_of("val")]
+    np.concatenate([open_tokens(store.local_path(s.name)) for s in shards]).astype(np.uint16).tofile(path)
+    return path
+
+
 def run_checked(command: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float = 900) -> None:
     """Run to the end with output in ``log``; fail with its tail if the command failed."""
     with open(log, "w") as out:
@@ -149,19 +188,3 @@ def spread(values: list[float]) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def planned_run(spec, work: Path, run_name: str, checkpoint_uri: str | None = None):
-    """The plan of a run of ``spec`` in ``work`` (its data prepared, its own run directory and MLflow
-    run in the sqlite store of ``spec.tracking.uri`` or ``work/mlflow.db``)."""
-    from orchestrator.lifecycle import prepare_data
-    from orchestrator.plan import RunIdentity, build_plan, resolve_tracking_uri
-    from orchestrator.track.mlflow_run import create_run
-
-    run_dir = str(work / "checkpoints" / run_name)
-    identity = RunIdentity(
-        run_name, run_dir, checkpoint_uri or run_dir, resolve_tracking_uri(spec.tracking.uri, work)
-    )
-    plan = build_plan(spec, prepare_data(spec, work, say=lambda _: None), identity, work)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    return plan.with_run_id(create_run(plan))

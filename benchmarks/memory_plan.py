@@ -67,13 +67,14 @@ def main(names: list[str]) -> None:
 
 
 def measure(fields: dict) -> tuple:
-    from benchmarks.harness import planned_run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+    from benchmarks.harness import plan_for
     from orchestrator.spec import parse_spec
 
     text = BASE.format(**fields)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        plan = planned_run(parse_spec(text), work, "memory")
+        plan = plan_for(parse_spec(text), work)
         (work / "plan.pkl").write_bytes(pickle.dumps(plan))
         out = _torchrun(work / "plan.pkl")
     peaks = {int(r): int(b) for r, b in re.findall(r"^PEAK_RSS rank=(\d+) bytes=(\d+)$", out, re.M)}

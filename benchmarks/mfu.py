@@ -4,9 +4,10 @@ GPT-2 small (12 layers, 12 heads, d_model 768, context 1024, vocabulary 50,304, 
 ZeRO-2 (``--stage 1`` for ZeRO-1), trained by the orchestrator's own worker under
 ``torch.distributed.run`` (one rank per GPU, tracking on) on the built-in corpus repeated 20 times
 (enough tokens that no epoch ends inside the timed steps). Throughput is measured over steps
-FIRST..LAST from rank 0's clock; FLOPs per token are ``6 N + 12 L d T`` (N parameters without the
-position table, L layers, d model width, T context), compared with the GPUs' dense bf16 peak (H100 and
-H200 SXM: 989 TFLOP/s; ``--peak-tflops`` for other cards).
+FIRST..LAST from rank 0's clock; FLOPs per token are ``6 N + 12 L d T`` (``orchestrator/plan/flops.py``,
+which the worker's mfu metric uses too: N the weights a token multiplies with, the tied embedding
+once as the head, without the position table; L layers, d model width, T context), compared with
+the GPUs' dense bf16 peak (H100 and H200 SXM: 989 TFLOP/s; ``--peak-tflops`` for other cards).
 
     .venv/bin/python -m benchmarks.mfu                        # every visible GPU
     .venv/bin/python -m benchmarks.mfu --compile --micro 32 --accum 2
@@ -23,12 +24,12 @@ import json
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import REPO, run_checked, torchrun, training_env
+from benchmarks.harness import REPO, plan_for, run_checked, torchrun, training_env
+from orchestrator.plan.flops import flops_per_token
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 SPEC = """\
 name: mfu
 model: {{n_layers: {layers}, n_heads: {heads}, d_model: {d}, context_length: {ctx}, vocab_size: {vocab},
@@ -58,17 +59,6 @@ class Run:
     last: int = 50
 
 
-def flops_per_token(n_params: int, layers: int, d_model: int, context: int) -> float:
-    """Training FLOPs per token: 6 per parameter (forward 2, backward 4) plus attention's 12 L d T."""
-    return 6 * n_params + 12 * layers * d_model * context
-
-
-def matmul_params(model) -> int:
-    """Parameters counted once (tied embedding once), without the position table (a lookup, no FLOPs)."""
-    unique = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in unique) - model.pos_emb.weight.numel()
-
-
 def counted_flops_per_token(size: dict, batch: int = 1) -> tuple[float, float]:
     """(formula, PyTorch's FlopCounterMode) for one forward + backward, per token, on the meta device."""
     import torch
@@ -84,8 +74,16 @@ def counted_flops_per_token(size: dict, batch: int = 1) -> tuple[float, float]:
         logits = model(idx)
         logits.float().sum().backward()
     counted = counter.get_total_flops() / (batch * size["ctx"])
-    formula = flops_per_token(matmul_params(model), size["layers"], size["d"], size["ctx"])
-    return formula, counted
+    return flops_per_token(_model_spec(size)), counted
+
+
+def _model_spec(size: dict):
+    from orchestrator.spec.models import ModelSpec
+
+    return ModelSpec(
+        n_layers=size["layers"], n_heads=size["heads"], d_model=size["d"], context_length=size["ctx"],
+        vocab_size=size["vocab"],
+    )  # fmt: skip
 
 
 def write_corpus(work: Path, repeats: int) -> Path:
@@ -98,27 +96,16 @@ def write_corpus(work: Path, repeats: int) -> Path:
 
 def plan_run(run: Run, work: Path, corpus: Path, tracking: bool = True):
     """``tracking``: an MLflow run for it (off: no run, for a GPU machine without MLflow)."""
-    from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
 
     text = SPEC.format(
         **run.size, corpus=corpus, steps=run.last, micro=run.micro, accum=run.accum, stage=run.stage,
         ranks=run.ranks, gpus=run.gpus, compile=str(run.compile).lower(),
     )  # fmt: skip
-    plan = build_plan(parse_spec(text), cwd=work)
-    Path(plan.checkpoint_dir).mkdir(parents=True)
-    if not tracking:
-        return plan
-    from orchestrator.track.mlflow_run import create_run
-
-    return replace(plan, run_id=create_run(plan))
+    return plan_for(parse_spec(text), work, tracking=tracking)
 
 
 def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None, tracking: bool = True) -> dict:
-    import torch
-
-    from orchestrator.train.model import build_model
-
     plan = plan_run(run, work, corpus, tracking)
     (work / "plan.pkl").write_bytes(pickle.dumps(plan))
     env = training_env() if run.gpus == 0 else {**training_env(), "DS_ACCELERATOR": "cuda"}
@@ -129,9 +116,7 @@ def measure(run: Run, work: Path, corpus: Path, peak_tflops: float | None, track
     run_checked(command, work, env, work / "worker.log", timeout=1800)
     times = {int(k): v for k, v in json.loads(out.read_text())["times"].items()}
     tokens_per_s = (run.last - run.first) * plan.tokens_per_step / (times[run.last] - times[run.first])
-    with torch.device("meta"):
-        n_params = matmul_params(build_model(plan.spec.model))
-    per_token = flops_per_token(n_params, run.size["layers"], run.size["d"], run.size["ctx"])
+    per_token = plan.flops_per_token  # the worker's mfu metric uses the same (orchestrator/plan/flops.py)
     achieved = tokens_per_s * per_token / 1e12
     devices = max(run.gpus * run.ranks, 1)
     return {
@@ -149,10 +134,12 @@ def gpu_peak(explicit: float | None) -> float:
 
     if explicit:
         return explicit
+    from orchestrator.plan.flops import peak_tflops
+
     name = torch.cuda.get_device_name(0)
-    for key, peak in PEAK_BF16_TFLOPS.items():
-        if key in name:
-            return peak
+    peak = peak_tflops(name, "bf16")  # the table the worker's mfu metric uses
+    if peak:
+        return peak
     raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops (its dense bf16 peak)")
 
 

@@ -30,14 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import (
     REPO,
     CpuSampler,
     describe_cpu,
+    flat_tokens,
     median,
+    plan_for,
     spread,
     torchrun,
     training_env,
@@ -76,15 +78,9 @@ def overrides_for(last: int, work: Path) -> tuple[str, ...]:
 
 
 def build_plan_for(setup: Setup, run_name: str):
-    from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
-    from orchestrator.track.mlflow_run import create_run
 
-    spec = load_spec(str(SPEC), list(setup.overrides))
-    plan = build_plan(spec, cwd=setup.work)
-    plan = replace(plan, run_name=run_name, checkpoint_dir=str(setup.work / "checkpoints" / run_name))
-    Path(plan.checkpoint_dir).mkdir(parents=True)
-    return replace(plan, run_id=create_run(plan))
+    return plan_for(load_spec(str(SPEC), list(setup.overrides)), setup.work, run_name)
 
 
 def tokens_per_second(setup: Setup, times: dict[int, float], first: int | None = None) -> float:
@@ -151,14 +147,13 @@ def run_worker(setup: Setup, index: str, tracking: bool) -> Measurement:
 
 def bare_setup(setup: Setup) -> Path:
     """The bare loop's configuration: the orchestrator's plan, handed over as plain data."""
-    from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
 
     spec = load_spec(str(SPEC), list(setup.overrides))
-    plan = build_plan(spec, cwd=setup.work)
+    plan = plan_for(spec, setup.work, "bare-setup", tracking=False)
     m, o, t = spec.model, spec.optimizer, spec.train
     config = {
-        "tokens": plan.data.tokens_path,
+        "tokens": str(flat_tokens(plan, setup.work / "bare-tokens.bin")),
         "deepspeed": plan.deepspeed_config,
         "model": {k: getattr(m, k) for k in MODEL_FIELDS},
         "lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
@@ -180,12 +175,10 @@ def run_bare(setup: Setup, index: str, config: Path) -> Measurement:
 
 
 def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work: Path) -> dict:
-    from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
 
     overrides = overrides_for(last, work)
-    plan = build_plan(load_spec(str(SPEC), list(overrides)), cwd=work)
-    setup = Setup(work, overrides, first, last, plan.tokens_per_step)
+    setup = Setup(work, overrides, first, last, load_spec(str(SPEC), list(overrides)).tokens_per_step)
     config = bare_setup(setup)
     runners = {
         "submit": lambda i: run_submit(setup, i),
@@ -206,7 +199,7 @@ def measure(rounds: int, first: int, last: int, variants: tuple[str, ...], work:
                 f"run {time.monotonic() - started:.0f} s)",
                 flush=True,
             )
-    return summarize(results, first, last, plan)
+    return summarize(results, first, last, setup.tokens_per_step)
 
 
 def _with_one_retry(runner, index: int) -> Measurement:
@@ -218,7 +211,7 @@ def _with_one_retry(runner, index: int) -> Measurement:
         return runner(f"{index}-again")
 
 
-def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan) -> dict:
+def summarize(results: dict[str, list[Measurement]], first: int, last: int, tokens_per_step: int) -> dict:
     tok = {v: [m.tokens_per_s for m in ms] for v, ms in results.items()}
     late = {v: [m.late_tokens_per_s for m in ms] for v, ms in results.items()}
     ratios = {}
@@ -233,7 +226,7 @@ def summarize(results: dict[str, list[Measurement]], first: int, last: int, plan
             }
     return {
         "window": [first, last],
-        "tokens_per_step": plan.tokens_per_step,
+        "tokens_per_step": tokens_per_step,
         "tokens_per_s": tok,
         "late_tokens_per_s": late,
         "ratios": ratios,

@@ -9,6 +9,12 @@ of the warm ones.
 
     .venv/bin/python -m benchmarks.startup              # 1 cold + 2 warm runs
     .venv/bin/python -m benchmarks.startup --warm 1 --no-cold
+    .venv/bin/python -m benchmarks.startup --no-cold --running-head   # warm runs on a running head
+
+``--running-head`` starts a ``ray start --head`` on 127.0.0.1 first (token authentication, its own
+ports and directory: ``tests/launchers/ray_head.py``) and submits every run to it
+(``cluster.address``), as a user who keeps a local Ray running would: Ray's start leaves the
+critical path, joining the cluster takes its place.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ PHASES = (
     ("spec + plan (data preparation)", "load_spec_start", "build_plan_end"),
     ("  of which data preparation", "data_start", "data_end"),
     ("MLflow run created", "build_plan_end", "mlflow_run_end"),
-    ("Ray start (embedded, 127.0.0.1)", "mlflow_run_end", "ray_start_end"),
+    ("Ray start (embedded, 127.0.0.1) or join", "mlflow_run_end", "ray_start_end"),
     ("placement (workers' bundles ready)", "ray_start_end", "placement_end"),
     ("Ray Train trainer built (imports)", "placement_end", "trainer_end"),
     ("controller + worker group start", "trainer_end", "worker.entry"),
@@ -49,10 +55,11 @@ PHASES = (
 )
 
 
-def run_once(work: Path, name: str, cold: bool) -> dict[str, float]:
+def run_once(work: Path, name: str, cold: bool, head=None) -> dict[str, float]:
     work.mkdir(parents=True)
     (work / "spec.yaml").write_text(SPEC)
-    env = {**os.environ, "STARTUP_MARKS_FILE": str(work / "marks.json"), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    base = head.env if head is not None else os.environ
+    env = {**base, "STARTUP_MARKS_FILE": str(work / "marks.json"), "MLFLOW_DISABLE_TELEMETRY": "true"}
     if cold:
         env["TORCH_EXTENSIONS_DIR"] = str(work / "torch_extensions")
         env["ORCHESTRATOR_CACHE_DIR"] = str(work / "data_cache")
@@ -61,6 +68,9 @@ def run_once(work: Path, name: str, cold: bool) -> dict[str, float]:
         "--set", f"tracking.run_name={name}", "--progress", "off",
         # one store for all runs, as a user's ./mlflow.db: only the first run creates its tables
         "--set", f"tracking.uri=sqlite:///{work.parent / 'mlflow.db'}",
+        # a cluster's workers read the prepared data where every node can: here, this machine's disk
+        *(["--set", f"cluster.address={head.gcs_address}", "--set", f"data.prepared={work.parent / 'data'}"]
+          if head is not None else []),
     ]  # fmt: skip
     marks = {"spawn": time.time()}
     run_checked(command, work, env, work / "submit.log")
@@ -84,11 +94,11 @@ def spans(marks: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def measure(warm: int, cold: bool, work: Path) -> dict:
+def measure(warm: int, cold: bool, work: Path, head=None) -> dict:
     runs = {"cold": [], "warm": []}
     plan = (["cold"] if cold else []) + ["warm"] * warm
     for index, kind in enumerate(plan):
-        marks = run_once(work / f"run-{index}", f"startup-{index}", kind == "cold")
+        marks = run_once(work / f"run-{index}", f"startup-{index}", kind == "cold", head)
         runs[kind].append(spans(marks))
         total = runs[kind][-1]["total: submit -> first step"]
         print(f"  {kind} run {index + 1}: first step {total:.1f} s after submit", flush=True)
@@ -111,10 +121,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", type=int, default=2, help="warm runs")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold first run")
+    parser.add_argument("--running-head", action="store_true", help="submit to a running local Ray head")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-        runs = measure(args.warm, not args.no_cold, Path(tmp))
+        if args.running_head:
+            from tests.launchers.ray_head import ray_head
+
+            with ray_head() as head:
+                runs = measure(args.warm, not args.no_cold, Path(tmp), head)
+        else:
+            runs = measure(args.warm, not args.no_cold, Path(tmp))
     print(render(runs))
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))

@@ -206,3 +206,66 @@ def test_run_statuses_are_spelled_in_one_module():
             if text in MLFLOW_STATUSES
         ]
     assert not elsewhere, "\n".join(elsewhere)
+
+
+# --- MLflow lives in the tracker ----------------------------------------------------------------
+
+MLFLOW_PACKAGES = ("orchestrator.track", "orchestrator.export")
+
+
+def mlflow_uses(module: str) -> list[tuple[str, int]]:
+    """(what, line) wherever a module imports MLflow (lazily too: ``import``, ``importlib.import_module``,
+    ``__import__``) or reaches into ``sys.modules`` for it."""
+    path = REPO / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(f"import {a.name}", node.lineno) for a in node.names if _is_mlflow(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_mlflow(node.module or ""):
+            found.append((f"from {node.module} import ...", node.lineno))
+        elif isinstance(node, ast.Call) and _call_name(node.func) in ("import_module", "__import__"):
+            if node.args and isinstance(node.args[0], ast.Constant) and _is_mlflow(str(node.args[0].value)):
+                found.append((f"{_call_name(node.func)}({node.args[0].value!r})", node.lineno))
+        elif isinstance(node, ast.Subscript) and _call_name(node.value) == "modules":
+            key = node.slice
+            if isinstance(key, ast.Constant) and _is_mlflow(str(key.value)):
+                found.append((f"sys.modules[{key.value!r}]", node.lineno))
+    return found
+
+
+def _is_mlflow(name: str) -> bool:
+    return name == "mlflow" or name.startswith("mlflow.")
+
+
+def _call_name(node) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def test_only_the_tracker_and_the_exports_import_mlflow():
+    """Everything else goes through orchestrator.track: the training loop hands numbers to
+    track.pipeline and knows nothing of MLflow."""
+    elsewhere = [
+        f"{module}:{line} {what}"
+        for module in project_modules()
+        if not any(module == p or module.startswith(p + ".") for p in MLFLOW_PACKAGES)
+        for what, line in mlflow_uses(module)
+    ]
+    assert not elsewhere, "\n".join(elsewhere)
+
+
+def test_the_mlflow_rule_sees_lazy_and_indirect_imports(tmp_path, monkeypatch):
+    source = (
+        "import os\n"
+        "def f():\n"
+        "    import mlflow.tracking\n"
+        "    from mlflow import MlflowClient\n"
+        "    importlib.import_module('mlflow.system_metrics')\n"
+        "    sys.modules['mlflow'] = None\n"
+        "    import mlflowish, json\n"
+    )
+    (tmp_path / "probe.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert [line for _, line in mlflow_uses("probe")] == [3, 4, 5, 6]

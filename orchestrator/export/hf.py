@@ -33,6 +33,7 @@ GPT2_FIELDS: dict[str, str | None] = {
     "d_model": "n_embd",
     "context_length": "n_positions",
     "vocab_size": "vocab_size",
+    "vocab_multiple": None,  # training only: exports are at vocab_size (see weights.load_gpt)
     "dropout": "embd_pdrop, attn_pdrop, resid_pdrop",
     "tie_weights": "tie_word_embeddings",
     "activation_checkpointing": None,

@@ -37,7 +37,8 @@ def write_safetensors_directory(
     weights = {k: v for k, v in model.state_dict().items() if not (tied and k == "head.weight")}
     spec = {
         "format": FORMAT_NAME,
-        "model": model_spec.model_dump(mode="json"),
+        # the weights are at the tokenizer's vocabulary (see weights.load_gpt): no padding to rebuild
+        "model": model_spec.model_copy(update={"vocab_multiple": 1}).model_dump(mode="json"),
         "dtype": dtype,
         "weights": WEIGHTS_FILE,
         "tokenizer": "tokenizer.json",

@@ -106,8 +106,10 @@ def _state_dict(info) -> dict:
 
 def load_gpt(model_spec, state_dict: dict):
     """The plain GPT of ``model_spec`` with these weights (strict: every name must match), in eval
-    mode. A tied model's head may be missing from ``state_dict``: it is the token embedding."""
-    from orchestrator.train.model import build_model
+    mode, at the tokenizer's vocabulary (``vocab_size``; the rows a padded vocabulary added for
+    training are cut off). A tied model's head may be missing from ``state_dict``: it is the token
+    embedding."""
+    from orchestrator.train.model import build_model, trim_vocab
 
     model = build_model(model_spec)
     weights = dict(state_dict)
@@ -117,4 +119,4 @@ def load_gpt(model_spec, state_dict: dict):
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise UsageError(f"the weights do not fit the spec's model: {exc}") from None
-    return model.eval()
+    return trim_vocab(model, model_spec.vocab_size).eval()

@@ -26,6 +26,7 @@ SAFE_ON_RESUME = (
     "train.eval_batches",
     "train.nan_policy",
     "train.max_skipped_steps",
+    "train.peak_tflops",  # what mfu is measured against, nothing trained
     "early_stopping",
     "checkpoint.interval",
     "checkpoint.keep_last",
@@ -34,6 +35,8 @@ SAFE_ON_RESUME = (
     "tracking.drain_timeout_s",
     "tracking.request_timeout_s",
     "tracking.request_retries",
+    "tracking.system_metrics",
+    "tracking.system_metrics_interval_s",
     "report",
     "model.compile",
     "model.activation_checkpointing",  # recomputation gives the same numbers, only slower

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from orchestrator.masking import mask_uri_passwords
-from orchestrator.plan.memory import estimate_memory
+from orchestrator.plan.memory import estimate_memory, single_worker_stage_hint
 
 if TYPE_CHECKING:
     from orchestrator.plan.plan import Plan
@@ -64,6 +64,9 @@ def _engine_lines(spec: RunSpec) -> list[str]:
 def describe_plan(plan: Plan) -> str:
     spec = plan.spec
     memory = [f"memory     {plan.memory.describe()}"] if plan.memory else []
+    capacity = plan.memory.capacity_bytes if plan.memory else None
+    stage_hint = single_worker_stage_hint(spec, capacity)
+    memory += [f"hint       {stage_hint}"] if stage_hint else []
     capped = "" if spec.train.max_steps is None else ", capped"
     return "\n".join(
         [

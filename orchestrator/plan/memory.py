@@ -29,6 +29,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, replace
 
+from orchestrator.plan.flops import padded_vocab
 from orchestrator.spec import RunSpec
 
 MIB = 2**20
@@ -109,7 +110,7 @@ class MemoryPlan:
 def count_parameters(spec: RunSpec) -> tuple[int, int]:
     """(total, largest single tensor) of the GPT in ``orchestrator.train.model``, counted once if tied."""
     m = spec.model
-    d, vocab = m.d_model, m.vocab_size
+    d, vocab = m.d_model, padded_vocab(m)
     block = 12 * d * d + 13 * d  # qkv, proj, 2-layer 4x FFN with biases, two layer norms
     head = 0 if m.tie_weights else vocab * d
     total = vocab * d + m.context_length * d + m.n_layers * block + 2 * d + head
@@ -186,7 +187,7 @@ def _activations(spec: RunSpec) -> int:
     else:
         blocks = m.n_layers * per_block
     embeddings = 2 * tokens * m.d_model * act_bytes
-    logits = tokens * m.vocab_size * (act_bytes + 3 * 4)  # logits, fp32 copy, log-softmax, gradient
+    logits = tokens * padded_vocab(m) * (act_bytes + 3 * 4)  # logits, fp32 copy, log-softmax, gradient
     return int(blocks + embeddings + logits)
 
 
@@ -245,3 +246,24 @@ def gpu_memory_bytes() -> int | None:
         return int(out.split()[0]) * MIB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+def single_worker_stage_hint(spec: RunSpec, capacity_bytes: int | None) -> str | None:
+    """With one worker there is nothing for ZeRO to partition: stages 1-3 only add their flat copies,
+    hooks and buckets, and stage 0 needs the least memory too. It is recommended (printed), never
+    switched to, where its estimate fits (or the capacity is unknown). None when the spec has it
+    already, has several workers, or offloads (which needs ZeRO)."""
+    ds = spec.deepspeed
+    offloads = ds.offload_optimizer != "none" or ds.offload_params != "none"
+    if spec.cluster.num_workers != 1 or ds.zero_stage == 0 or offloads:
+        return None
+    stage0 = spec.model_copy(update={"deepspeed": ds.model_copy(update={"zero_stage": 0})})
+    estimate = _estimate(stage0, 1, capacity_bytes)
+    if estimate.fits is False:
+        return None
+    room = "" if capacity_bytes is None else f" of {capacity_bytes / MIB:,.0f}"
+    return (
+        f"one worker holds the whole model, so ZeRO stage {ds.zero_stage} partitions nothing and only "
+        f"adds its copies and hooks: deepspeed.zero_stage: 0 needs about "
+        f"{estimate.per_worker_bytes / MIB:,.0f}{room} MiB and does less work per step"
+    )

@@ -93,6 +93,13 @@ class Plan:
     def tokens_per_step(self) -> int:
         return self.spec.tokens_per_step
 
+    @property
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token of the model (``orchestrator.plan.flops``): the mfu metric's base."""
+        from orchestrator.plan.flops import flops_per_token
+
+        return flops_per_token(self.spec.model)
+
     def describe(self) -> str:
         """What `validate`, `plan` and `submit` print about the run (secrets masked)."""
         from orchestrator.plan.describe import describe_plan

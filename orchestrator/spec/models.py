@@ -33,6 +33,14 @@ class ModelSpec(_Section):
     d_model: int = Field(128, ge=8, le=65536, description="Width of the residual stream.")
     context_length: int = Field(128, ge=8, le=131072, description="Tokens per training sequence.")
     vocab_size: int = Field(512, ge=260, le=262144, description="BPE vocabulary size.")
+    vocab_multiple: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="Build the embedding and output head with vocab_size rounded up to a multiple of "
+        "this (64 suits GPU matrix multiplies: GPT-2's 50,257 becomes 50,304). The tokenizer, "
+        "exported models and sampling keep vocab_size; the extra rows are never a target.",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     tie_weights: bool = Field(True, description="Share the token embedding with the output head.")
     activation_checkpointing: bool = Field(
@@ -157,6 +165,15 @@ class TrainSpec(_Section):
     )
     max_skipped_steps: int = Field(
         10, ge=0, description="With nan_policy skip: stop once more batches than this were skipped."
+    )
+    peak_tflops: float | None = Field(
+        None,
+        gt=0.0,
+        le=1_000_000.0,
+        allow_inf_nan=False,
+        description="Dense peak TFLOP/s of one device at the run's precision, for the mfu metric. "
+        "Default: known GPUs by name in bf16/fp16 (H100/H200 SXM 989, H100 PCIe 756, H100 NVL 835, "
+        "A100 312); none for CPUs, fp32 and other devices (no mfu is logged then, only tflops).",
     )
 
 
@@ -289,6 +306,19 @@ class TrackingSpec(_Section):
         30.0, gt=0.0, allow_inf_nan=False, description="Per-request timeout towards a tracking server."
     )
     request_retries: int = Field(2, ge=0, le=10, description="Retries of one request before it fails.")
+    system_metrics: bool = Field(
+        True,
+        description="Log each node's GPU, CPU, memory, disk and network use to MLflow (its System "
+        "metrics tab), from a child process of the node's first worker.",
+    )
+    system_metrics_interval_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="Seconds between two samples of the system metrics (MLflow's "
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it).",
+    )
 
 
 class ReportSpec(_Section):

@@ -14,9 +14,12 @@ the killed attempt's journal) are not logged twice, and the live report starts f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import sys
+from collections.abc import Iterator
 
 from orchestrator.report.artifacts import MetricHistory
 from orchestrator.track.events import MetricEvent, MetricSink
@@ -26,6 +29,23 @@ from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
 # The live plots of a run are redrawn at most this often: each redraw is about half a second of CPU
 # on a small machine, taken from the ranks whenever they could use it.
 PLOT_INTERVAL_S = 10.0
+
+
+@contextlib.contextmanager
+def mlflow_kept_out() -> Iterator[None]:
+    """Imports inside this block find no MLflow (``import mlflow`` raises ImportError). DeepSpeed's
+    autotuner imports MLflow whenever it is installed: about 1.5 s of every rank's start-up (a third
+    of its imports) for autotuning, which workers never run. Rank 0's tracking child process
+    imports MLflow itself."""
+    if "mlflow" in sys.modules:
+        yield
+        return
+    sys.modules["mlflow"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("mlflow", False) is None:
+            del sys.modules["mlflow"]
 
 
 class MetricsPipeline:
@@ -43,23 +63,32 @@ class MetricsPipeline:
             sink.close()
 
 
-def open_sinks(plan, rank: int, resumed: bool) -> MetricsPipeline:
-    """Where rank ``rank``'s metric events go (``resumed``: a restored checkpoint's attempt)."""
+def open_sinks(plan, rank: int, resumed: bool, world: int | None = None) -> MetricsPipeline:
+    """Where rank ``rank``'s metric events go (``resumed``: a restored checkpoint's attempt; ``world``:
+    the ranks, the plan's by default)."""
     from orchestrator.track.status import RunStatusFile
+    from orchestrator.track.system_metrics import NodePlace
 
-    sinks: list[MetricSink] = _rank0_sinks(plan, resumed) if rank == 0 else []
+    place = NodePlace.from_env(rank, world or plan.world_size)
+    sinks: list[MetricSink] = _rank0_sinks(plan, resumed, place.node_id) if rank == 0 else []
+    if place.monitors_other_node and _monitors(plan):
+        sinks.append(node_monitor(plan, place.node_id))
     sinks.append(RunStatusFile(plan.checkpoint_dir, plan.total_steps, rank))
     if plan.report_to_ray:  # a sweep trial; every rank, since each report is a barrier
         sinks.append(EvaluationsToRay())
     return MetricsPipeline(sinks)
 
 
-def _rank0_sinks(plan, resumed: bool) -> list[MetricSink]:
+def _rank0_sinks(plan, resumed: bool, node_id: str | None = None) -> list[MetricSink]:
     if not resumed or not plan.run_id:
-        return [journaled_child_sink(plan, tracking_sinks)]
+        return [journaled_child_sink(plan, tracking_sinks, node_id=node_id)]
     history = logged_history(plan)
     logged = max(history.get("train_loss", {0: 0.0}))
-    return [SkipLoggedSteps(journaled_child_sink(plan, tracking_sinks, history), logged)]
+    return [SkipLoggedSteps(journaled_child_sink(plan, tracking_sinks, history, node_id=node_id), logged)]
+
+
+def _monitors(plan) -> bool:
+    return plan.spec.tracking.system_metrics and bool(plan.run_id)
 
 
 def logged_history(plan) -> MetricHistory:
@@ -75,29 +104,84 @@ def logged_history(plan) -> MetricHistory:
     return history
 
 
-def journaled_child_sink(plan, factory, *args) -> JournaledSink:
+def journaled_child_sink(plan, factory, *args, **kwargs) -> JournaledSink:
     """The journal of the run, with a child process behind it that builds its sinks with
-    ``factory(plan, *args)`` (a module-level function, since it is pickled to the child)."""
+    ``factory(plan, *args, **kwargs)`` (a module-level function, since it is pickled to the child)."""
     from orchestrator.track.sink_process import ChildProcessSink
 
     journal = MetricJournal(journal_path(plan.checkpoint_dir))
-    timeout_s = plan.spec.tracking.drain_timeout_s + 300  # the child may still be sending to MLflow
-    return JournaledSink(journal, ChildProcessSink(functools.partial(factory, plan, *args), timeout_s))
+    factory = functools.partial(factory, plan, *args, **kwargs)
+    return JournaledSink(journal, ChildProcessSink(factory, _child_timeout_s(plan)))
 
 
-def tracking_sinks(plan, history: MetricHistory | None = None) -> TrackingSinks:
-    """What the child process builds: the batched MLflow sender and, if asked for, the live report."""
+def _child_timeout_s(plan) -> float:
+    return plan.spec.tracking.drain_timeout_s + 300  # the child may still be sending to MLflow
+
+
+def tracking_sinks(plan, history: MetricHistory | None = None, node_id: str | None = None) -> TrackingSinks:
+    """What the child process builds: the batched MLflow sender, the monitor of rank 0's node and,
+    if asked for, the live report."""
     mlflow = mlflow_sink(plan)
+    monitor = system_metrics(plan, node_id) if _monitors(plan) else None
     report = plan.spec.report
     if not report.artifacts:
-        return TrackingSinks(mlflow)
+        return TrackingSinks(mlflow, monitor=monitor)
     from orchestrator.track.live_report import LiveArtifacts
 
     if "png" in report.formats:  # imported now, as the run starts, not at its first plot
         from orchestrator.report.artifacts import new_figure
 
         new_figure(1, 1)[0].close("all")
-    return TrackingSinks(mlflow, LiveArtifacts(plan.checkpoint_dir, report.formats, history, PLOT_INTERVAL_S))
+    live = LiveArtifacts(plan.checkpoint_dir, report.formats, history, PLOT_INTERVAL_S)
+    return TrackingSinks(mlflow, live, monitor)
+
+
+def system_metrics(plan, node_id: str | None):
+    """MLflow's monitor of this node (in a child process: see ``track.system_metrics``)."""
+    from orchestrator.track.system_metrics import SystemMetrics
+
+    bound_requests(plan.spec.tracking)
+    interval = plan.spec.tracking.system_metrics_interval_s
+    return SystemMetrics(plan.tracking_uri, plan.run_id, interval, node_id, say=_say(plan))
+
+
+def node_monitor(plan, node_id: str | None) -> NodeMonitor:
+    """The light child process that monitors a node without rank 0."""
+    from orchestrator.track.sink_process import ChildProcessSink
+
+    factory = functools.partial(monitor_only, plan, node_id)
+    return NodeMonitor(ChildProcessSink(factory, _child_timeout_s(plan)))
+
+
+def monitor_only(plan, node_id: str | None) -> MonitorOnly:
+    """What a node monitor's child process builds."""
+    return MonitorOnly(system_metrics(plan, node_id))
+
+
+class NodeMonitor:
+    """A node's monitor in its child process; the rank's events are not its business."""
+
+    def __init__(self, child):
+        self.child = child
+
+    def write(self, events: list[MetricEvent]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.child.close()
+
+
+class MonitorOnly:
+    """In a node monitor's child process: the monitor, as a sink that writes nothing."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def write(self, events) -> None:
+        pass
+
+    def close(self) -> None:
+        self.monitor.close()
 
 
 class JournaledSink:
@@ -118,10 +202,10 @@ class JournaledSink:
 
 class TrackingSinks:
     """In the child process: the points to MLflow (with the timestamps the journal holds) and, as
-    events, to the live report."""
+    events, to the live report; beside them the node's system-metrics monitor, closed with them."""
 
-    def __init__(self, mlflow: MlflowSink, live: MetricSink | None = None):
-        self.mlflow, self.live = mlflow, live
+    def __init__(self, mlflow: MlflowSink, live: MetricSink | None = None, monitor=None):
+        self.mlflow, self.live, self.monitor = mlflow, live, monitor
 
     def write(self, points: list[MetricPoint]) -> None:
         self.mlflow.write_points(points)
@@ -129,6 +213,8 @@ class TrackingSinks:
             self.live.write([MetricEvent(p.key, p.value, p.step) for p in points])
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
         self.mlflow.close()
         if self.live is not None:
             self.live.close()
@@ -137,19 +223,28 @@ class TrackingSinks:
 def mlflow_sink(plan) -> MlflowSink:
     """The batched MLflow sender of the run (built in the child process; the journal is the parent's)."""
     tracking = plan.spec.tracking
-    # The sender thread is the only MLflow caller in its process: bound each of its requests. MLflow
-    # reads both variables as integers ("30.0" would be refused and every request would fail).
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(math.ceil(tracking.request_timeout_s))
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.request_retries)
+    bound_requests(tracking)
     settings = SinkSettings(
         flush_interval_s=tracking.flush_interval_s, drain_timeout_s=tracking.drain_timeout_s
     )
+    return MlflowSink(plan.tracking_uri, plan.run_id, settings, _say(plan))
 
-    # What the sink tells the user lands in worker logs and post-mortems: no secret in it.
+
+def bound_requests(tracking) -> None:
+    """Bound every MLflow request of this (child) process, whose only MLflow callers are the sender
+    and the system monitor. MLflow reads both variables as integers ("30.0" would be refused and
+    every request would fail)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(math.ceil(tracking.request_timeout_s))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.request_retries)
+
+
+def _say(plan):
+    """What the child tells the user lands in worker logs and post-mortems: no secret in it."""
+
     def say(line: str) -> None:
         print(plan.spec.redact(line), flush=True)
 
-    return MlflowSink(plan.tracking_uri, plan.run_id, settings, say)
+    return say
 
 
 class SkipLoggedSteps:

@@ -82,6 +82,7 @@ class Session:
     checkpoints: CheckpointManager
     eval_ids: Any
     sinks: MetricsPipeline | None = None
+    peak_tflops: float | None = None  # one device's peak at the run's precision: mfu (None: no mfu)
     state: TrainingState = field(default_factory=TrainingState)
     window: Window = field(default_factory=Window)
     started: float = field(default_factory=time.perf_counter)
@@ -301,12 +302,14 @@ def train_events(s: Session, lr: float, epoch: int) -> list[MetricEvent]:
     loss_sum, micro_batches, tokens = _window_totals(s)
     train_loss = loss_sum / max(micro_batches, 1)
     training_s = time.perf_counter() - window.start - window.paused_s  # no evaluation or checkpoint
+    tokens_per_s = tokens / max(training_s, 1e-9)
     events = [
         MetricEvent("train_loss", train_loss, step),
         MetricEvent("train_perplexity", perplexity(train_loss), step),
         MetricEvent("learning_rate", lr, step),
         MetricEvent("epoch", float(epoch), step),
-        MetricEvent("tokens_per_second", tokens / max(training_s, 1e-9), step),
+        MetricEvent("tokens_per_second", tokens_per_s, step),
+        *utilisation_events(s, tokens_per_s, step),
         MetricEvent("data_seconds", window.data_s / max(window.steps, 1), step),
     ]
     grad_norm = s.engine.get_global_grad_norm()
@@ -315,6 +318,17 @@ def train_events(s: Session, lr: float, epoch: int) -> list[MetricEvent]:
     if s.plan.spec.train.nan_policy == "skip":
         events.append(MetricEvent("skipped_batches", float(s.state.skipped_batches), step))
     s.window = Window(first_step=step + 1)
+    return events
+
+
+def utilisation_events(s: Session, tokens_per_s: float, step: int) -> list[MetricEvent]:
+    """``tflops``: the model FLOPs one device achieved per second (``plan.flops_per_token`` times
+    the tokens/s of all ranks, shared by the ranks, one device each); ``mfu``: that over the
+    device's peak, only where the peak is known (``train.peak_tflops`` or a known GPU)."""
+    tflops = tokens_per_s * s.plan.flops_per_token / s.world / 1e12
+    events = [MetricEvent("tflops", tflops, step)]
+    if s.peak_tflops:
+        events.append(MetricEvent("mfu", tflops / s.peak_tflops, step))
     return events
 
 
@@ -329,6 +343,8 @@ def print_progress(s: Session, events: list[MetricEvent]) -> None:
             f" loss {values['train_loss']:.4f} lr {values['learning_rate']:.2e} "
             f"{values['tokens_per_second']:,.0f} tok/s"
         )
+    if "mfu" in values:
+        line += f" {values['tflops']:.4g} TFLOP/s/device MFU {values['mfu']:.1%}"
     if "val_loss" in values:
         line += f" | val loss {values['val_loss']:.4f} acc {values['val_accuracy']:.3f}"
         line += f" ({values['eval_seconds']:.2f} s)" if "eval_seconds" in values else ""

@@ -201,16 +201,35 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 
+def trim_vocab(model: GPT, vocab_size: int) -> GPT:
+    """The model with its embedding and head cut to the first ``vocab_size`` tokens (in place): the
+    rows a padded vocabulary added are no token of the tokenizer, and were never a target, so a
+    sampler or an exported model must not see them."""
+    if model.tok_emb.num_embeddings == vocab_size:
+        return model
+    tied = model.head.weight is model.tok_emb.weight
+    d_model = model.tok_emb.embedding_dim
+    embedding = nn.Embedding(vocab_size, d_model)
+    embedding.weight = nn.Parameter(model.tok_emb.weight.detach()[:vocab_size].clone())
+    head = nn.Linear(d_model, vocab_size, bias=False)
+    head.weight = embedding.weight if tied else nn.Parameter(model.head.weight.detach()[:vocab_size].clone())
+    model.tok_emb, model.head = embedding, head
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Parameters counted once, even where tied."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def build_model(model_spec) -> GPT:
-    """The GPT a ``ModelSpec`` describes."""
+    """The GPT a ``ModelSpec`` describes, its embedding and head at the padded vocabulary
+    (``model.vocab_multiple``; ``trim_vocab`` gives the model at the tokenizer's size)."""
+    from orchestrator.plan.flops import padded_vocab
+
     m = model_spec
     return GPT(
-        m.vocab_size,
+        padded_vocab(m),
         m.context_length,
         m.d_model,
         m.n_layers,

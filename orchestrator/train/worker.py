@@ -8,14 +8,12 @@ engine, restores the latest complete checkpoint of the run if there is one (a re
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from orchestrator.plan import Plan
 from orchestrator.track import startup
-from orchestrator.track.pipeline import MetricsPipeline, open_sinks
+from orchestrator.track.pipeline import MetricsPipeline, mlflow_kept_out, open_sinks
 from orchestrator.train.early_stopping import from_spec as early_stopping_from_spec
 from orchestrator.train.loop import Session, run
 
@@ -48,7 +46,7 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], MetricsPipe
 def _setup(plan: Plan):
     """The session of this rank: dataset, checkpoint manager, engine (restored if a checkpoint
     exists), data cursor and batch feeder."""
-    with _without_mlflow():
+    with mlflow_kept_out():  # DeepSpeed's autotuner would import it
         import deepspeed
     import torch
     import torch.distributed as dist
@@ -121,8 +119,22 @@ def _engine(plan: Plan, deepspeed, universal: bool):
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
     if spec.model.compile:
+        keep_compiled_kernels()
         engine.compile()
     return engine
+
+
+def keep_compiled_kernels() -> None:
+    """torch.compile's kernels and graphs in this node's cache (``ORCHESTRATOR_CACHE_DIR``, beside the
+    prepared data) rather than in /tmp, so a restarted worker or the next run of the same model loads
+    them instead of compiling from nothing (inductor's FX graph and autograd caches are on by
+    default; inductor reads the directory when it first compiles). A TORCHINDUCTOR_CACHE_DIR already
+    set wins."""
+    import os
+
+    from orchestrator.data.prepare import cache_root
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
 
 
 def _session(plan: Plan, engine, dataset, checkpoints, rank: int, world: int) -> Session:
@@ -146,7 +158,23 @@ def _session(plan: Plan, engine, dataset, checkpoints, rank: int, world: int) ->
         feeder=None,  # set once the cursor is where the run resumes
         checkpoints=checkpoints,
         eval_ids=evaluation_ids(plan, dataset, world),
+        peak_tflops=device_peak_tflops(plan, engine.device),
     )
+
+
+def device_peak_tflops(plan: Plan, device) -> float | None:
+    """The spec's ``train.peak_tflops``, else the known peak of this GPU at the run's precision
+    (asked once, here, never on the step path), else None: no mfu metric rather than a made-up one."""
+    import torch
+
+    from orchestrator.plan.flops import peak_tflops
+
+    if plan.spec.train.peak_tflops:
+        return plan.spec.train.peak_tflops
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return peak_tflops(torch.cuda.get_device_name(device), plan.spec.deepspeed.precision)
 
 
 def _feeder(plan: Plan, session: Session):
@@ -163,22 +191,6 @@ def _feeder(plan: Plan, session: Session):
     )
     pin = getattr(session.device, "type", "") == "cuda"
     return BatchFeeder(session.dataset, feed, session.cursor, pin=pin)
-
-
-@contextlib.contextmanager
-def _without_mlflow() -> Iterator[None]:
-    """DeepSpeed's autotuner imports MLflow whenever it is installed: about 1.5 s of every rank's
-    start-up (a third of its imports) for autotuning, which workers never run. Rank 0's tracking
-    child process imports MLflow itself."""
-    if "mlflow" in sys.modules:
-        yield
-        return
-    sys.modules["mlflow"] = None  # type: ignore[assignment]  # `import mlflow` raises ImportError
-    try:
-        yield
-    finally:
-        if sys.modules.get("mlflow", False) is None:
-            del sys.modules["mlflow"]
 
 
 def _skip_cpu_shm_comm_op() -> None:

@@ -54,6 +54,37 @@ def tokenizer_path(tmp_path_factory):
 
 
 @pytest.mark.parametrize("tie", [True, False])
+def test_a_padded_vocabulary_is_cut_to_the_tokenizer_s_size_on_export(tmp_path, tokenizer_path, tie):
+    """model.vocab_multiple: the training model has 320 rows for a 300-token tokenizer; every export
+    (and sampling, through the same loader) has the tokenizer's 300, with the same logits there."""
+    from orchestrator.export.tensors import load_safetensors_directory, write_safetensors_directory
+    from orchestrator.export.weights import load_gpt
+
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        n_layers=2, n_heads=2, d_model=32, context_length=32, vocab_size=300, tie_weights=tie,
+        vocab_multiple=64,
+    )  # fmt: skip
+    padded = build_model(spec).eval()
+    assert padded.head.out_features == 320
+    model = load_gpt(spec, padded.state_dict())  # what export and generate load from a checkpoint
+    assert model.tok_emb.num_embeddings == model.head.out_features == 300
+    assert (model.head.weight is model.tok_emb.weight) == tie
+    ids = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        expected = padded(ids)[..., :300]
+        torch.testing.assert_close(model(ids), expected)
+    write_hf_directory(model, spec, tokenizer_path, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"] == 300
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(tmp_path / "hf")(ids).logits, expected, atol=1e-5, rtol=1e-5)
+    write_safetensors_directory(model, spec, tokenizer_path, tmp_path / "st", "fp32", {})
+    loaded, _ = load_safetensors_directory(tmp_path / "st")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), expected)
+
+
+@pytest.mark.parametrize("tie", [True, False])
 def test_transformers_computes_the_same_logits_tied_or_untied(tmp_path, tokenizer_path, tie):
     spec, model = random_model(tie)
     write_hf_directory(model, spec, tokenizer_path, tmp_path)

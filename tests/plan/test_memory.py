@@ -76,3 +76,27 @@ def test_validate_prints_the_memory_plan_without_importing_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "memory     " in result.stdout and "MiB per worker on cpu" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+def test_one_worker_is_recommended_a_cheaper_zero_stage_and_keeps_its_own():
+    """Printed by validate, plan and submit; the spec's stage is what the run uses."""
+    from orchestrator.plan.memory import single_worker_stage_hint
+
+    def spec(workers: int, stage: int, offload: str = "none"):
+        return parse_spec(
+            "name: x\nmodel: {d_model: 512, n_layers: 8, n_heads: 8}\n"
+            f"cluster: {{num_workers: {workers}}}\n"
+            f"deepspeed: {{zero_stage: {stage}, offload_optimizer: {offload}}}\n"
+        )
+
+    hint = single_worker_stage_hint(spec(1, 2), None)
+    assert hint is not None and "deepspeed.zero_stage: 0 needs about" in hint
+    assert single_worker_stage_hint(spec(1, 2), 64 * 2**30).endswith(
+        "of 65,536 MiB and does less work per step"
+    )
+    stage0 = estimate_memory(spec(1, 0), 1).per_worker_bytes
+    assert single_worker_stage_hint(spec(1, 3), stage0) is not None
+    assert single_worker_stage_hint(spec(1, 3), stage0 - 1) is None  # it would not fit
+    for quiet in (spec(2, 2), spec(1, 0), spec(1, 2, "cpu")):
+        assert single_worker_stage_hint(quiet, None) is None
+    assert build_deepspeed_config(spec(1, 2))["zero_optimization"]["stage"] == 2  # never switched

@@ -129,7 +129,11 @@ def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sql
 
     uri, run_id, out = sqlite_run
     tracking = SimpleNamespace(
-        request_timeout_s=10, request_retries=1, flush_interval_s=0.2, drain_timeout_s=30
+        request_timeout_s=10,
+        request_retries=1,
+        flush_interval_s=0.2,
+        drain_timeout_s=30,
+        system_metrics=False,
     )
     spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
     plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))
@@ -164,7 +168,11 @@ def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlfl
             log_points(client(uri), run_id, points)
     journal.close()
     tracking = SimpleNamespace(
-        request_timeout_s=10, request_retries=1, flush_interval_s=0.2, drain_timeout_s=30
+        request_timeout_s=10,
+        request_retries=1,
+        flush_interval_s=0.2,
+        drain_timeout_s=30,
+        system_metrics=False,
     )
     spec = SimpleNamespace(tracking=tracking, report=SimpleNamespace(artifacts=True, formats=("json",)))
     plan = SimpleNamespace(spec=spec, tracking_uri=uri, run_id=run_id, checkpoint_dir=str(out))

@@ -65,6 +65,10 @@ class TrainingLoop(threading.Thread):
 
 
 def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server, tmp_path, monkeypatch):
+    """... and the node's system metrics (MLflow's monitor, which stops at a failed request) start
+    again once the server is back, their steps going on from where MLflow's series ended."""
+    from orchestrator.track.system_metrics import SystemMetrics
+
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = mlflow_server.url
@@ -74,20 +78,24 @@ def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server
     sink = JournaledSink(
         MetricJournal(journal_path(tmp_path)), MlflowSink(uri, run_id, settings, lines.append)
     )
+    monitor = SystemMetrics(uri, run_id, interval_s=0.2, say=lines.append)
     loop = TrainingLoop(sink)
     loop.start()
     try:
         time.sleep(1.5)
+        before = system_steps(uri, run_id)
         mlflow_server.stop()
         stopped_at = loop.step
         time.sleep(3)
         steps_while_down = loop.step - stopped_at
         mlflow_server.start()  # same port, same PostgreSQL database
+        wait_for(lambda: monitor.restarts, 60, "the system metrics monitor started again")
         time.sleep(1.5)
     finally:
         loop.done.set()
         loop.join()
         sink.close()
+        monitor.close()
     assert steps_while_down > 10, "the training loop kept going while MLflow was down"
     assert any("MLflow unreachable" in line for line in lines), lines
     assert any("reachable again" in line for line in lines), lines
@@ -101,6 +109,12 @@ def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server
         expected = {e.step: e.value for s in range(1, loop.step + 1) for e in step_events(s) if e.name == key}
         assert {m.step: m.value for m in history} == expected
     assert len(list(read_journal(journal_path(tmp_path)))) == 3 * loop.step
+    after = system_steps(uri, run_id)
+    assert before and len(after) == len(set(after)) and max(after) > max(before), (before, after)
+
+
+def system_steps(uri: str, run_id: str) -> list[int]:
+    return [m.step for m in client(uri).get_metric_history(run_id, "system/cpu_utilization_percentage")]
 
 
 def test_nan_and_inf_round_trip_through_the_server(mlflow_server, tmp_path):
@@ -321,43 +335,65 @@ def test_a_finished_run_is_reported_from_its_snapshot_only_while_mlflow_agrees(m
     assert read_history(uri, run_id)["train_loss"][31] == 0.125
 
 
-@pytest.mark.ray
-def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed(mlflow_server, tmp_path):
-    """A cluster user watches a server-tracked run in the MLflow UI: points must arrive while it trains
-    (not only through the replay at the end). Then a scheduler stops the job with SIGTERM: the
-    command exits 130, the run is KILLED on the server and the resume command is printed."""
+LIVE_PEAK_TFLOPS = 0.01  # a CPU has no known peak: given in the spec, so the run logs mfu
+
+
+@pytest.fixture(scope="module")
+def live_run(mlflow_server, tmp_path_factory):
+    """A real `submit` to the server (the tiny spec for 5000 steps, a peak given, system metrics every
+    0.5 s), watched while it trains, then stopped with SIGTERM as a scheduler does. What was seen."""
+    from types import SimpleNamespace
+
     from orchestrator.track.status import read_status
     from tests.conftest import TINY_SPEC
     from tests.servers import stop_process_group
 
-    uri = mlflow_server.url
+    uri, work = mlflow_server.url, tmp_path_factory.mktemp("live")
     spec = TINY_SPEC.replace("max_steps: 20", "max_steps: 5000").replace("name: tiny", "name: live")
-    (tmp_path / "spec.yaml").write_text(spec + f"tracking: {{uri: '{uri}'}}\n")
-    log = tmp_path / "submit.log"
+    spec = spec.replace("eval_batches: 2}", f"eval_batches: 2, peak_tflops: {LIVE_PEAK_TFLOPS}}}")
+    (work / "spec.yaml").write_text(spec + f"tracking: {{uri: '{uri}', system_metrics_interval_s: 0.5}}\n")
+    log = work / "submit.log"
     driver = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "submit", "spec.yaml"],
-        cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=work, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        run_id = wait_for(lambda: re.search(r"MLflow run (\w+)\)", log.read_text()), 300, "the run id").group(
-            1
-        )
+        found = wait_for(lambda: re.search(r"MLflow run (\w+)\)", log.read_text()), 300, "the run id")
+        run_id = found.group(1)
         mlflow = client(uri)
         seen = wait_for(lambda: mlflow.get_metric_history(run_id, "train_loss"), 300, "a point on the server")
-        (run_dir,) = (tmp_path / "checkpoints").iterdir()
+        system = wait_for(lambda: system_cpu(mlflow, run_id), 300, "a system metric on the server")
+        (run_dir,) = (work / "checkpoints").iterdir()
         status = read_status(run_dir)
-        assert driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
-        assert status is not None and status["step"] < status["total_steps"], "still training"
-        assert "MLflow unreachable" not in log.read_text(), log.read_text()[-2000:]
+        running = driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
+        output_then = log.read_text()
         driver.send_signal(signal.SIGTERM)  # `kill PID`, as a scheduler or `timeout` does
         returncode = driver.wait(180)
     finally:
         if driver.poll() is None:
             stop_process_group(driver)
-    out = log.read_text()
-    assert returncode == 130, out[-3000:]
-    assert min(m.step for m in seen) == 5
-    assert client(uri).get_run(run_id).info.status == "KILLED"
+    return SimpleNamespace(
+        run_id=run_id, seen=seen, system=system, status=status, running=running,
+        output_then=output_then, returncode=returncode, output=log.read_text(),
+    )  # fmt: skip
+
+
+def system_cpu(mlflow, run_id: str) -> list:
+    return mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage")
+
+
+@pytest.mark.ray
+def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed(mlflow_server, live_run):
+    """A cluster user watches a server-tracked run in the MLflow UI: points must arrive while it trains
+    (not only through the replay at the end). Then a scheduler stops the job with SIGTERM: the
+    command exits 130, the run is KILLED on the server and the resume command is printed."""
+    run, out = live_run, live_run.output
+    assert run.running, "still training when the first points were on the server"
+    assert run.status is not None and run.status["step"] < run.status["total_steps"], "still training"
+    assert "MLflow unreachable" not in run.output_then, run.output_then[-2000:]
+    assert run.returncode == 130, out[-3000:]
+    assert min(m.step for m in run.seen) == 5
+    assert client(mlflow_server.url).get_run(run.run_id).info.status == "KILLED"
     # no checkpoint before the end (checkpoint.interval unset): nothing to resume, so no resume hint
     assert (
         "no checkpoint was saved, so there is nothing to resume; start again: orchestrator submit spec.yaml"
@@ -366,3 +402,33 @@ def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed
     assert "--resume" not in out, out[-2000:]
     ours = without_ray_teardown_noise(out)
     assert "Traceback" not in ours and "SIGABRT" not in out, out[-3000:]
+
+
+@pytest.mark.ray
+def test_the_run_page_shows_mfu_and_the_system_metrics(mlflow_server, live_run, browser_page):
+    """The run of a real submit, in MLflow's client and on its run page: mfu and tflops among the
+    model metrics, and the System metrics tab listing the node's `system/...` charts."""
+    from playwright.sync_api import expect
+
+    from orchestrator.track.ui import run_page_url
+
+    uri, page = mlflow_server.url, browser_page
+    keys = set(client(uri).get_run(live_run.run_id).data.metrics)
+    system = sorted(k for k in keys if k.startswith("system/"))
+    assert {"mfu", "tflops"} <= keys and "system/cpu_utilization_percentage" in system, keys
+    assert "system/system_memory_usage_megabytes" in system
+    assert live_run.system, "sampled while the run trained, not only at its end"
+    mfu = client(uri).get_metric_history(live_run.run_id, "mfu")
+    assert mfu and all(0 < m.value < 1 for m in mfu)
+    assert re.search(r"TFLOP/s/device MFU \d+\.\d%", live_run.output), live_run.output[-2000:]
+
+    page.goto(run_page_url(uri, live_run.run_id))
+    page.get_by_role("tab", name="Model metrics").click()
+    expect(chart_card(page, "mfu")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="System metrics").click()
+    expect(page.get_by_text(re.compile(rf"System metrics\s*\({len(system)}\)"))).to_be_visible(timeout=60_000)
+    titles = page.locator('h4[title^="system/"]')
+    expect(titles.first).to_be_visible(timeout=60_000)
+    shown = titles.evaluate_all("els => els.map(e => e.getAttribute('title'))")  # those drawn so far
+    assert "system/cpu_utilization_percentage" in shown and set(shown) <= set(system), shown
+    page.screenshot(path=str(screenshots() / "mlflow-ui-system-metrics.png"))

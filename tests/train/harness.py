@@ -22,18 +22,22 @@ model: {{n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 3
 optimizer: {{lr: 3.0e-3, weight_decay: 0.1}}
 schedule: {{warmup_steps: 4, min_lr: 3.0e-4}}
 train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 1, eval_interval: {eval_interval},
-        eval_batches: 2{train_extra}}}
+        eval_batches: 2, peak_tflops: {peak_tflops}{train_extra}}}
 deepspeed: {{zero_stage: {stage}, precision: {precision}, offload_optimizer: {offload}}}
 cluster: {{num_workers: {workers}}}
 checkpoint: {{interval: {interval}, keep_last: {keep_last}}}
 early_stopping: {{enabled: {es_enabled}, patience: {patience}, min_delta: {min_delta}}}
+tracking: {{system_metrics_interval_s: 0.5}}
 """
+# A CPU has no known peak: a made-up one, so that the runs log mfu too (tests/train/test_utilisation.py).
+ENGINE_PEAK_TFLOPS = 0.05
 
 
 def engine_spec(**overrides) -> str:
     fields = dict(
         steps=20, eval_interval=10, train_extra="", stage=2, precision="fp32", offload="none",
         workers=2, interval=5, keep_last=2, es_enabled="false", patience=3, min_delta=0.0,
+        peak_tflops=ENGINE_PEAK_TFLOPS,
     )  # fmt: skip
     fields.update(overrides)
     return ENGINE_SPEC.format(**fields)

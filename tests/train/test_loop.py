@@ -27,7 +27,7 @@ def one_rank(tmp_path_factory):
 
 def new_session(total_steps: int = 100) -> loop.Session:
     train = SimpleNamespace(nan_policy="stop", gradient_accumulation_steps=1, micro_batch_size=4)
-    plan = SimpleNamespace(spec=SimpleNamespace(train=train), total_steps=total_steps)
+    plan = SimpleNamespace(spec=SimpleNamespace(train=train), total_steps=total_steps, flops_per_token=1e6)
     engine = SimpleNamespace(get_global_grad_norm=lambda: 1.5)
     return loop.Session(
         plan=plan, engine=engine, dataset=None, device=torch.device("cpu"), rank=0, world=1,
@@ -47,6 +47,8 @@ def test_tokens_per_second_leave_out_evaluation_and_checkpoint_time(one_rank):
     assert values["train_loss"] == pytest.approx(2.0)
     assert values["tokens_per_second"] == pytest.approx(5 * 1024 / 4.0, rel=0.05)  # 4 s of training
     assert values["grad_norm"] == 1.5
+    assert values["tflops"] == pytest.approx(values["tokens_per_second"] * 1e6 / 1e12)
+    assert "mfu" not in values  # no peak known
     assert s.window.first_step == 6 and s.window.paused_s == 0.0, "the next window starts clean"
 
 
