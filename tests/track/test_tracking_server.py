@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -349,6 +350,7 @@ def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed
         assert driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
         assert status is not None and status["step"] < status["total_steps"], "still training"
         assert "MLflow unreachable" not in log.read_text(), log.read_text()[-2000:]
+        commands_on_a_live_run(uri, run_id, driver.pid)
         driver.send_signal(signal.SIGTERM)  # `kill PID`, as a scheduler or `timeout` does
         returncode = driver.wait(180)
     finally:
@@ -366,3 +368,75 @@ def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed
     assert "--resume" not in out, out[-2000:]
     ours = without_ray_teardown_noise(out)
     assert "Traceback" not in ours and "SIGABRT" not in out, out[-3000:]
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """The command line in this process: its exit code and everything it printed."""
+    import contextlib
+    import io
+
+    from orchestrator.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue() + err.getvalue()
+
+
+def commands_on_a_live_run(uri: str, run_id: str, driver_pid: int) -> None:
+    """While the run trains: a second trainer for it is refused before anything starts, `sync` and
+    `cancel` leave it alone and say where it runs."""
+    code, output = run_main(["submit", "--resume", run_id, "--tracking-uri", uri])
+    assert code == 2 and "still training" in output and f"pid {driver_pid}" in output, output
+    code, output = run_main(["sync", run_id, "--tracking-uri", uri])
+    assert code == 0 and "still training" in output and "RUNNING" in output, output
+    code, output = run_main(["cancel", run_id, "--tracking-uri", uri])
+    assert code == 1 and f"pid {driver_pid}" in output and "Ctrl-C" in output, output
+    assert client(uri).get_run(run_id).info.status == "RUNNING", "the live run was not touched"
+    assert "Traceback" not in output
+
+
+@pytest.mark.ray
+def test_a_server_down_at_the_end_of_a_trained_run_is_said_and_sync_finishes_it(mlflow_server, tmp_path):
+    """Training succeeds, then the tracking server crashes before the driver finishes the run: submit
+    says the run trained and its tracking is incomplete, prints the run id and the `sync` command,
+    keeps the final status beside the journal; once the server is back, that command finishes it."""
+    from orchestrator.track.runs import FINAL_STATUS_FILE
+    from tests.conftest import TINY_SPEC
+    from tests.servers import stop_process_group
+
+    uri = mlflow_server.url
+    tracking = f"tracking: {{uri: '{uri}', request_timeout_s: 5, request_retries: 0, drain_timeout_s: 5}}"
+    (tmp_path / "spec.yaml").write_text(TINY_SPEC.replace("name: tiny", "name: lastgasp") + tracking + "\n")
+    log = tmp_path / "submit.log"
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml"],
+        cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "[train] done" in log.read_text() or driver.poll() is not None, 400, "the end")
+        mlflow_server.kill()  # every point was delivered; the driver has not finished the run yet
+        returncode = driver.wait(300)
+    finally:
+        if driver.poll() is None:
+            stop_process_group(driver)
+        mlflow_server.start()
+    out = log.read_text()
+    run_id = re.search(r"MLflow run (\w+)\)", out).group(1)
+    assert returncode == 1, out[-3000:]
+    assert "Traceback" not in without_ray_teardown_noise(out), out[-3000:]
+    assert "trained" in out and "tracking incomplete" in out, out[-3000:]
+    sync = f"orchestrator sync {run_id} --tracking-uri {uri}"
+    assert sync in out and "the MLflow store cannot be used" not in out, out[-3000:]
+    (run_dir,) = (tmp_path / "checkpoints").iterdir()
+    assert json.loads((run_dir / FINAL_STATUS_FILE).read_text())["status"] == "FINISHED"
+    assert client(uri).get_run(run_id).info.status == "RUNNING"  # until the sync
+
+    code, output = run_main(["sync", run_id, "--tracking-uri", uri])
+    assert code == 0 and "FINISHED" in output, output
+    run = client(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and "final_val_loss" in run.data.metrics
