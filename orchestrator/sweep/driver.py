@@ -33,6 +33,8 @@ import yaml
 from orchestrator.errors import PlanError, ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
 from orchestrator.lifecycle import existing_plan, plan_run, prepare_data, reopen_run, start_run
+from orchestrator.lifecycle.lease import hold_lease
+from orchestrator.lifecycle.run import refuse_if_driven, run_store
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
 from orchestrator.sweep.report import BEST_SPEC, build_sweep_report, trials_table
@@ -130,6 +132,7 @@ def reopen_sweep(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Pl
             "resume; hint: run this on the machine (or shared file system) where the sweep ran"
         )
     check_sweepable(plan.spec)
+    refuse_if_driven(plan)  # a sweep still running: its driver holds the parent run's lease
     return reopen_run(run.info.run_id, tracking_uri, cwd)
 
 
@@ -147,7 +150,8 @@ def _drive(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepOutcome:
     from launchers.ray_local import private_ray_token
 
     embedded = not plan.spec.cluster.address
-    with private_ray_token() if embedded else contextlib.nullcontext():
+    token = private_ray_token() if embedded else contextlib.nullcontext()
+    with hold_lease(run_store(plan), plan.run_id, plan.run_name), token:
         return _drive_on_ray(plan, on_change, make_tuner, cwd)
 
 

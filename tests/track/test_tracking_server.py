@@ -350,7 +350,7 @@ def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed
         assert driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
         assert status is not None and status["step"] < status["total_steps"], "still training"
         assert "MLflow unreachable" not in log.read_text(), log.read_text()[-2000:]
-        commands_on_a_live_run(uri, run_id, driver.pid)
+        commands_on_a_live_run(uri, run_id, driver.pid, tmp_path)
         driver.send_signal(signal.SIGTERM)  # `kill PID`, as a scheduler or `timeout` does
         returncode = driver.wait(180)
     finally:
@@ -370,15 +370,15 @@ def test_points_reach_the_server_while_the_run_trains_and_sigterm_ends_it_killed
     assert "Traceback" not in ours and "SIGABRT" not in out, out[-3000:]
 
 
-def run_main(argv: list[str]) -> tuple[int, str]:
-    """The command line in this process: its exit code and everything it printed."""
+def run_main(argv: list[str], cwd=".") -> tuple[int, str]:
+    """The command line in this process, in ``cwd``: its exit code and everything it printed."""
     import contextlib
     import io
 
     from orchestrator.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(argv)
         except SystemExit as exc:
@@ -386,14 +386,14 @@ def run_main(argv: list[str]) -> tuple[int, str]:
     return code, out.getvalue() + err.getvalue()
 
 
-def commands_on_a_live_run(uri: str, run_id: str, driver_pid: int) -> None:
+def commands_on_a_live_run(uri: str, run_id: str, driver_pid: int, cwd) -> None:
     """While the run trains: a second trainer for it is refused before anything starts, `sync` and
     `cancel` leave it alone and say where it runs."""
-    code, output = run_main(["submit", "--resume", run_id, "--tracking-uri", uri])
+    code, output = run_main(["submit", "--resume", run_id, "--tracking-uri", uri], cwd)
     assert code == 2 and "still training" in output and f"pid {driver_pid}" in output, output
-    code, output = run_main(["sync", run_id, "--tracking-uri", uri])
+    code, output = run_main(["sync", run_id, "--tracking-uri", uri], cwd)
     assert code == 0 and "still training" in output and "RUNNING" in output, output
-    code, output = run_main(["cancel", run_id, "--tracking-uri", uri])
+    code, output = run_main(["cancel", run_id, "--tracking-uri", uri], cwd)
     assert code == 1 and f"pid {driver_pid}" in output and "Ctrl-C" in output, output
     assert client(uri).get_run(run_id).info.status == "RUNNING", "the live run was not touched"
     assert "Traceback" not in output
