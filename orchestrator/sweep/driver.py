@@ -240,7 +240,9 @@ def _context(plan: Plan, cwd: Path | None) -> SweepContext:
         source=f"sweep {plan.run_name}",
         cwd=str((cwd or Path.cwd()).resolve()),
         spec_dir=str((cwd or Path.cwd()).resolve()),
-        tracking_uri=plan.tracking_uri,
+        # with its `${env:...}` references: what goes through Ray may reach its disk (spilled
+        # objects, Tune's saved state); each trial resolves them in its own environment
+        tracking_uri=plan.spec.with_references(plan.tracking_uri),
         parent_run_id=plan.run_id,
         sweep_run_name=plan.run_name,
         sweep_dir=plan.checkpoint_dir,
