@@ -37,6 +37,7 @@ from orchestrator.lifecycle.lease import hold_lease
 from orchestrator.lifecycle.run import refuse_if_driven, run_store
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
+from orchestrator.spec.sweep import coverage
 from orchestrator.sweep.report import BEST_SPEC, build_sweep_report, trials_table
 from orchestrator.sweep.results import TrialResult, best_trial, ranked, read_trials
 from orchestrator.sweep.settle import resume_command, settle_trials
@@ -353,7 +354,10 @@ def describe_sweep(plan: Plan) -> str:
         f"search     {sweep.search}, {sweep.trial_count} trial(s), each {plan.total_steps} steps on "
         f"{plan.world_size} worker(s)",
         f"metric     {sweep.metric} ({sweep.direction}), scheduler {scheduler}",
-        *(f"parameter  {path}: {space.describe()}" for path, space in sweep.parameters.items()),
+        *(
+            f"parameter  {path}: {space.describe()} ({coverage(space)})"
+            for path, space in sweep.parameters.items()
+        ),
         f"directory  {plan.checkpoint_dir}",
     ]
     return plan.spec.redact("\n".join(lines))
