@@ -166,8 +166,8 @@ GLOB_SECONDS = 20  # what one expansion may take, whatever the glob
 
 @pytest.fixture(scope="module")
 def glob_tree(tmp_path_factory):
-    """tree/ with links to itself and its parents, two directories linking to each other, 20,000
-    files in 200 directories, and a file 120 directories deep."""
+    """tree/ with links to itself and its parents, two directories linking to each other, 5,000
+    files in 50 directories (more than data.max_files), and a file 120 directories deep."""
     work = tmp_path_factory.mktemp("globs")
     tree = work / "tree"
     for name in ("a", "b", "c"):
@@ -177,7 +177,7 @@ def glob_tree(tmp_path_factory):
     (tree / "a" / "up").symlink_to("..")
     (tree / "b" / "to_c").symlink_to("../c")
     (tree / "c" / "to_b").symlink_to("../b")
-    for d in range(200):
+    for d in range(50):
         (tree / "big" / f"d{d}").mkdir(parents=True)
         for f in range(100):
             (tree / "big" / f"d{d}" / f"f{f}.txt").write_bytes(b"x\n")
@@ -188,7 +188,7 @@ def glob_tree(tmp_path_factory):
 
 
 HOSTILE_GLOBS = [
-    "tree/**/*.txt",  # 20,000 matches: more than data.max_files
+    "tree/**/*.txt",  # 5,000 matches: more than data.max_files
     "tree/self/self/self/**/*.txt", "tree/a/up/a/up/**", "tree/b/to_c/to_b/to_c/**/*.txt",
     "/**/*.txt", "/**", "**/*.txt", "tree/" + "**/" * 40 + "*.txt", "tree/deep/**/x.txt",
     "tree/[z-a].txt", "tree/**/[!]", "tree/**/*[", "tree/[[:alpha:]]*", "tree/big/d1*/f?.txt",
@@ -203,16 +203,16 @@ generated_globs = st.tuples(
 )
 
 
-def expand_glob(work, monkeypatch, glob: str) -> None:
+def expand_glob(work, monkeypatch, glob: str, commands=("validate", "plan")) -> None:
     import json
     import time
 
     monkeypatch.chdir(work)
     (work / "spec.yaml").write_text(GLOB_SPEC.replace("[GLOB]", json.dumps([glob])))
     started = time.monotonic()
-    for command in ("validate", "plan"):
+    for command in commands:
         run_main([command, "spec.yaml"])
-    assert time.monotonic() - started < 2 * GLOB_SECONDS, f"{glob!r} took too long"
+    assert time.monotonic() - started < len(commands) * GLOB_SECONDS, f"{glob!r} took too long"
 
 
 @pytest.mark.timeout(300)
@@ -222,11 +222,11 @@ def test_a_hostile_glob_ends_in_a_message_quickly(glob_tree, monkeypatch, glob):
 
 
 @pytest.mark.timeout(600)
-@settings(max_examples=fuzz_examples(25), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz_examples(10), deadline=None, suppress_health_check=list(HealthCheck))
 @given(generated_globs)
 def test_generated_globs_end_in_a_message_quickly(glob_tree, monkeypatch, parts):
     prefix, names = parts
-    expand_glob(glob_tree, monkeypatch, prefix + "/".join(names))
+    expand_glob(glob_tree, monkeypatch, prefix + "/".join(names), ("validate",))
 
 
 # --- data files: long lines, bad bytes, damaged compression ------------------------------------------

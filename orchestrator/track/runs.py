@@ -277,7 +277,13 @@ def read_stored_spec(tracking_uri: str, run_id: str) -> str:
                 f"MLflow run {run_id} holds no {SPEC_ARTIFACT} artifact ({first_line(exc)}); "
                 "it was not started by this orchestrator"
             ) from None
-        return Path(path).read_text()
+        try:
+            return Path(path).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrackingError(
+                f"the {SPEC_ARTIFACT} artifact of MLflow run {run_id} cannot be read as text "
+                f"({first_line(exc)}): it was damaged or edited; hint: restore it as the run stored it"
+            ) from None
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
