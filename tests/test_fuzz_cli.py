@@ -221,8 +221,8 @@ def test_a_hostile_glob_ends_in_a_message_quickly(glob_tree, monkeypatch, glob):
     expand_glob(glob_tree, monkeypatch, glob)
 
 
-@pytest.mark.timeout(600)
-@settings(max_examples=fuzz_examples(10), deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.timeout(1800)
+@settings(max_examples=fuzz_examples(10, most=400), deadline=None, suppress_health_check=list(HealthCheck))
 @given(generated_globs)
 def test_generated_globs_end_in_a_message_quickly(glob_tree, monkeypatch, parts):
     prefix, names = parts
@@ -282,8 +282,8 @@ def test_bad_bytes_in_a_data_file_are_a_message(tmp_path, monkeypatch, name, err
     prepare_file(tmp_path, name, BAD_BYTES[name], errors)
 
 
-@pytest.mark.timeout(600)
-@settings(max_examples=fuzz_examples(20), deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.timeout(1800)
+@settings(max_examples=fuzz_examples(20, most=1000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.binary(max_size=3000), st.sampled_from(["d.txt", "d.jsonl", "d.txt.gz", "d.jsonl.zst"]))
 def test_generated_bytes_in_a_data_file_are_a_message(tmp_path_factory, monkeypatch, payload, name):
     directory = tmp_path_factory.mktemp("bytes")
@@ -357,8 +357,8 @@ run_file_damage = damage | st.sampled_from(
 )  # fmt: skip
 
 
-@pytest.mark.timeout(600)
-@settings(max_examples=fuzz_examples(30), deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.timeout(1800)
+@settings(max_examples=fuzz_examples(30, most=1000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(st.sampled_from(EDITED), run_file_damage, min_size=1), st.sampled_from(EDIT_COMMANDS))
 def test_edited_files_of_a_whole_run_never_crash_a_command(full_run, monkeypatch, files, command):
     import time
