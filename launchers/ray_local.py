@@ -72,6 +72,10 @@ def worker_env(plan: Plan, embedded: bool = False) -> dict[str, str]:
         from launchers.loopback_torch import loopback_worker_env
 
         env.update(loopback_worker_env())
+        # Ray Train's watcher of nodes being preempted (cloud spot nodes draining) has nothing to
+        # watch on this one machine, and its actor makes Ray print a core_worker.cc error line in
+        # every healthy run ("constructor arguments in the object store and max_restarts > 0").
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     return env
 
 

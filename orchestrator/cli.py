@@ -248,8 +248,29 @@ def _run_in_foreground(args, plan, launcher) -> int:
         )
         print(_how_to_continue(args, plan, resume_command(plan)), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    if not outcome.tracked:
+        print(_tracking_incomplete(plan, outcome), file=sys.stderr, flush=True)
+        return EXIT_FAILED
     print(_where(plan, outcome.state.value), flush=True)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def _tracking_incomplete(plan, outcome) -> str:
+    """The job ended, MLflow could not be told: what happened, and the command that finishes it."""
+    from orchestrator.lifecycle.run import sync_command
+    from orchestrator.track.runs import FINAL_STATUS_FILE, JobState
+
+    done = "trained" if outcome.state is JobState.SUCCEEDED else f"ended {outcome.state.value}"
+    lines = [
+        "",
+        f"state      {outcome.state.value}: {done}; tracking incomplete (MLflow could not be reached to "
+        "finish the run, which it still shows as RUNNING)",
+        f"run id     {plan.run_id} ({plan.run_name})",
+        f"artifacts  {plan.checkpoint_dir}",
+        f"kept       {plan.checkpoint_dir}/{FINAL_STATUS_FILE} and metrics.journal.jsonl",
+        f"sync       {sync_command(plan)}   (when MLflow is reachable: sends the rest, sets the status)",
+    ]
+    return plan.spec.redact("\n".join(lines))
 
 
 def _how_to_continue(args, plan, resume: str) -> str:
@@ -393,10 +414,15 @@ def cmd_logs(args) -> int:
 
 def cmd_cancel(args) -> int:
     from launchers import launcher_for_record
+    from orchestrator.lifecycle.settle import cancel_foreground
     from orchestrator.track.finish import finish_run
-    from orchestrator.track.runs import JobState, find_record
+    from orchestrator.track.runs import KILLED_STATUS, JobState, find_record
 
     record = find_record(_tracking_uri(args.tracking_uri), args.run_id)
+    if not record.job_id:  # trained in the foreground of a submit: settled here if its driver is gone
+        status = cancel_foreground(record)
+        print(f"run {record.run_id}: {JobState.from_mlflow(status).value}")
+        return EXIT_OK if status == KILLED_STATUS else EXIT_FAILED
     handle = launcher_for_record(record).cancel(record.job_id)
     if handle.state is JobState.STOPPED:  # the job's driver may be gone before finishing its run
         finish_run(record.tracking_uri, record.run_id, handle.state.mlflow_status, None)
@@ -522,22 +548,26 @@ def _sweep_report(args, uri: str) -> int:
 
 
 def cmd_sync(args) -> int:
-    from orchestrator.track.finish import sync_run
-    from orchestrator.track.runs import find_run
+    from launchers import launcher_for_record
+    from orchestrator.lifecycle.settle import sync
+    from orchestrator.track.runs import find_record
 
-    uri = _tracking_uri(args.tracking_uri)
-    args.run_id = find_run(uri, args.run_id).info.run_id  # by id or by name
-    result = sync_run(uri, args.run_id)
+    record = find_record(_tracking_uri(args.tracking_uri), args.run_id)  # by id or by name
+    job = None
+    if record.job_id:  # a detached run: its backend says whether its job ended
+        with contextlib.suppress(OrchestratorError):
+            job = launcher_for_record(record).status(record.job_id)
+    result = sync(record, job)
     if result.replay is None:
-        print(f"run {args.run_id}: no journal found; nothing to replay")
+        print(f"run {record.run_id}: no journal found; nothing to replay")
     else:
         r = result.replay
         damaged = f", {r.damaged_lines} damaged lines skipped" if r.damaged_lines else ""
         print(
-            f"run {args.run_id}: journal {r.journal_points} points, {r.already_in_mlflow} already in "
+            f"run {record.run_id}: journal {r.journal_points} points, {r.already_in_mlflow} already in "
             f"MLflow, {r.sent} sent{damaged}"
         )
-    print(f"status     {result.status}")
+    print(f"status     {result.status}" + (f" ({result.note})" if result.note else ""))
     return EXIT_OK
 
 

@@ -27,6 +27,31 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning)\b:?.*$")
+
+
+def error_summary(text: str, limit: int = 1000) -> str:
+    r"""An error for a person: a message that quotes tracebacks (Ray's worker errors do) becomes its
+    first line plus the last exception line of each traceback; any other message is kept as it is.
+
+    >>> error_summary("Training failed:\nTraceback (most recent call last):\n  File x\nOSError: disk")
+    'Training failed: OSError: disk'
+    """
+    if "Traceback (most recent call last)" not in text:
+        return text[:limit]
+    lines = text.strip().splitlines()
+    head = lines[0].rstrip(":") + ":" if not lines[0].startswith("Traceback") else ""
+    finals, in_traceback = [], False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and _EXCEPTION_LINE.match(line):
+            in_traceback = False
+            if line not in finals:
+                finals.append(line)
+    return " ".join(filter(None, [head, "; ".join(finals[-3:])]))[:limit]
+
+
 def format_duration(seconds: float) -> str:
     """`42s`, `3m05s`, `1h02m`."""
     minutes, secs = divmod(int(seconds), 60)

@@ -75,9 +75,10 @@ def s3_prefix(s3_server, request) -> str:
 FUZZ_EXAMPLES = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "0"))
 
 
-def fuzz_examples(quick: int) -> int:
-    """How many examples a property-based test runs: ``quick`` in `make test`, more in `make fuzz`."""
-    return FUZZ_EXAMPLES or quick
+def fuzz_examples(quick: int, most: int | None = None) -> int:
+    """How many examples a property-based test runs: ``quick`` in `make test`, more in `make fuzz`
+    (at most ``most`` for a test whose every example starts a command's whole work)."""
+    return min(FUZZ_EXAMPLES, most or FUZZ_EXAMPLES) if FUZZ_EXAMPLES else quick
 
 
 TINY_SPEC = """\

@@ -176,6 +176,15 @@ class MlflowServer:
             f"mlflow server not healthy after {timeout_s}s: {self.log_path.read_text()[-3000:]}"
         )
 
+    def kill(self) -> None:
+        """The server crashes: SIGKILL to its whole process group, nothing answers from now on."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
     def stop(self) -> None:
         """Stop the server and every child it started (uvicorn workers, job runner, huey)."""
         process, self._process = self._process, None

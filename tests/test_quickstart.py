@@ -17,6 +17,7 @@ def test_quickstart_learns(tmp_path):
     shutil.copy(REPO / "configs" / "quickstart.yaml", tmp_path / "quickstart.yaml")
     result = run_cli("submit", "quickstart.yaml", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_console_keeps_to_what_matters(result.stdout + result.stderr)
     (run_dir,) = (tmp_path / "checkpoints").iterdir()
     doc = json.loads((run_dir / "training_metrics.json").read_text())
     ln_vocab = math.log(512)
@@ -32,3 +33,16 @@ def test_quickstart_learns(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     print(first.stdout)
     assert first.stdout == again.stdout and first.stdout.startswith("The for statement")
+
+
+# What Ray and torch print on their own in a healthy run, which a user reads as failures: Ray's C++
+# error lines ("E ... core_worker.cc:...: Actor with class name: 'PreemptionWatcher' ..."), Python
+# warnings from inside libraries (torch's FutureWarning for the collectives DeepSpeed calls).
+NOISE = ("core_worker.cc", "PreemptionWatcher", "FutureWarning", "DeprecationWarning", "is deprecated")
+
+
+def assert_console_keeps_to_what_matters(output: str) -> None:
+    noisy = [line for line in output.splitlines() if any(word in line for word in NOISE)]
+    assert not noisy, "\n".join(noisy)
+    assert "[train] step" in output and "[train] final validation" in output and "[train] done" in output
+    assert "state      SUCCEEDED" in output

@@ -73,3 +73,47 @@ def test_generate_stops_at_end_of_text_by_default_and_a_flag_goes_on(monkeypatch
     assert main(["generate", "--from-hf", str(tmp_path), "--prompt", "x"]) == 0
     assert main(["generate", "--from-hf", str(tmp_path), "--prompt", "x", "--past-end-of-text"]) == 0
     assert [s.stop_at_end_of_text for s in seen] == [True, False]
+
+
+SWEEP_BASE = "name: x\nmodel: {d_model: 128}\ntrain: {max_steps: 4000, log_interval: 10, eval_interval: 10}\n"
+
+
+@pytest.mark.parametrize(
+    "space, refused",
+    [
+        ("randint: [10, 1000]", "11"),  # 991 values: more than were checked one by one before
+        ("randint: [10, 100000000]", "11"),  # too many to check all: the values near each bound are
+        ("randint: [100000000, 100000010]", "100000001"),  # a small range far from zero: every value
+    ],
+)
+def test_an_integer_range_is_checked_value_by_value(tmp_path, capsys, space, refused):
+    """eval_interval must be a multiple of log_interval: both bounds are, the values between mostly
+    are not."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SWEEP_BASE + f"sweep:\n  parameters:\n    train.eval_interval: {{{space}}}\n")
+    code, output = run_main(["validate", str(spec)], capsys)
+    assert code == 2 and "sweep.parameters.train.eval_interval" in output, output
+    assert f"randint value {refused} is refused" in output, output
+
+
+@pytest.mark.parametrize(
+    "space, checked, unchecked",
+    [
+        ("train.seed: {randint: [0, 100000000]}", "every value from 0 to 2,047 and from 99,997,953",
+         "the 99,995,905 values from 2,048 to 99,997,952"),
+        ("train.seed: {randint: [0, 4095]}", "all 4,096 values", None),
+        ("optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}", "both bounds and 0.001",
+         "values strictly between the bounds"),
+        ("model.dropout: {uniform: [0.0, 0.5]}", "both bounds and 0.25",
+         "values strictly between the bounds"),
+    ],
+)  # fmt: skip
+def test_validate_says_what_of_a_range_it_checked_and_what_it_did_not(
+    tmp_path, capsys, space, checked, unchecked
+):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SWEEP_BASE + f"sweep:\n  parameters:\n    {space}\n")
+    code, output = run_main(["validate", str(spec)], capsys)
+    (line,) = [line for line in output.splitlines() if line.startswith("parameter ")]
+    assert code == 0 and f"checked: {checked}" in line, output
+    assert (unchecked is None and "not checked" not in line) or f"not checked: {unchecked}" in line, line

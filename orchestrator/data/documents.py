@@ -128,6 +128,18 @@ class _Lines:
 
     def __iter__(self) -> Iterator[tuple[bytes, int]]:
         source = self.piece.source
+        try:
+            yield from self._parts(source)
+        except SourceError:
+            raise
+        except Exception as exc:  # a damaged or truncated .gz/.zst (zstd's errors are its own type)
+            what = f"a {source.compression} file" if source.compression else "the file"
+            raise SourceError(
+                f"{source.path}: cannot be read as {what} ({type(exc).__name__}: {exc}); hint: check "
+                "the file (a download cut short, a name whose suffix is not its compression)"
+            ) from None
+
+    def _parts(self, source: Source) -> Iterator[tuple[bytes, int]]:
         with _open_binary(source) as handle:
             if source.compression is None and self.piece.start > 0:
                 handle.seek(self.piece.start - 1)
@@ -263,6 +275,8 @@ def _record_text(line: str, field: str, decoder: _Decoder, offset: int, errors: 
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise SourceError(f"{decoder.where(offset)}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise SourceError(f"{decoder.where(offset)}: JSON nested too deeply to read") from None
     if not isinstance(record, dict):
         raise SourceError(
             f"{decoder.where(offset)}: a JSONL line must be an object with a {field!r} field, "

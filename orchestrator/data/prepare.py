@@ -148,7 +148,7 @@ def find_prepared(spec, cwd: Path, settings=None) -> Manifest | None:
 def read_manifest(store) -> Manifest | None:
     """The dataset's manifest, or None if it has none (never finished); a damaged one is an error."""
     try:
-        text = store.read_text(MANIFEST)
+        text = store.read_bytes(MANIFEST).decode("utf-8", errors="replace")  # bytes that are no text: damaged
     except FileNotFoundError:
         return None
     return Manifest.from_json(text, store.describe(MANIFEST))

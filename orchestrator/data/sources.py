@@ -1,9 +1,12 @@
 """The source files of a corpus: globs expanded with bounds, each file's kind and compression.
 
 Globs are walked by this module, not by ``glob.glob``: ``**`` never follows a symbolic link to a
-directory (a link to its own parent would otherwise grow the walk without end), the walk stops after
-``MAX_WALKED`` directory entries (``/**/*.txt`` names the whole filesystem), and more matches than
-``data.max_files`` are refused. Matches are sorted, so a corpus is the same sequence of files on
+directory (a link to its own parent would otherwise grow the walk without end), a ``**`` right under
+the file system's root (``/**/*.txt`` names the whole file system) is refused before any walk, the
+walk stops after ``MAX_WALKED`` directory entries, and more matches than ``data.max_files`` are
+refused. Paths are matched name by name (``**`` in a row count once), in time proportional to the
+lengths of the glob and the path, so no glob can make matching hang; places that cannot be looked
+at hold nothing. Matches are sorted, so a corpus is the same sequence of files on
 every machine.
 
 >>> [kind_of(Path(name)) for name in ("a.txt", "b.jsonl.gz", "c.parquet", "d.json.zst")]
@@ -12,6 +15,7 @@ every machine.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +62,22 @@ def kind_of(path: Path, fmt: str = "auto") -> tuple[str, str | None]:
 
 def is_saved_dataset(path: Path) -> bool:
     """A directory written by ``datasets.Dataset.save_to_disk``."""
-    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    return _is_dir(path) and _is_file(path / "state.json") and _is_file(path / "dataset_info.json")
+
+
+def _is_file(path: Path) -> bool:
+    """Like Path.is_file, also False where the path cannot be looked at (no permission: /proc/1/fd)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def find_sources(
@@ -124,13 +143,17 @@ def _expand(pattern: str, base: Path, budget: _Budget, max_files: int) -> list[P
     fixed = next((i for i, part in enumerate(parts) if _WILD.search(part)), len(parts))
     root = Path(*parts[:fixed]) if fixed else Path("/")
     if fixed == len(parts):  # no wildcard: the path itself
-        return [full] if full.is_file() or is_saved_dataset(full) else []
-    matcher = re.compile(_translate(parts[fixed:]), re.DOTALL)
+        return [full] if _is_file(full) or is_saved_dataset(full) else []
+    if "**" in parts[fixed:] and root == Path(root.anchor):
+        raise SourceError(
+            f"data.files: {pattern!r} would walk the whole file system; hint: start the glob at the "
+            "corpus's own directory (data/**/*.txt, not /**/*.txt)"
+        )
+    wild = _collapsed(parts[fixed:])
+    names = [None if part == "**" else _name_matcher(part) for part in wild]
     found: list[Path] = []
-    wild = parts[fixed:]
     for path in _walk(root, None if "**" in wild else len(wild), budget, pattern):
-        relative = path.relative_to(root).as_posix()
-        if matcher.fullmatch(relative) and (path.is_file() or is_saved_dataset(path)):
+        if _matches(names, path.relative_to(root).parts) and (_is_file(path) or is_saved_dataset(path)):
             found.append(path)
             if len(found) > max_files:
                 break
@@ -156,37 +179,33 @@ def _walk(root: Path, max_depth: int | None, budget: _Budget, pattern: str):
                 stack.append((path, depth + 1))
 
 
-def _translate(parts: tuple[str, ...]) -> str:
-    """A regular expression for the wildcard part of a glob (``**`` = any number of directories)."""
+def _collapsed(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """``**/**`` is ``**``: one of them, however many in a row."""
     out: list[str] = []
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        if part == "**":  # like glob: never into names that start with a dot
-            out.append(r"(?!\.)[^/]*(?:/(?!\.)[^/]*)*" if last else r"(?:(?!\.)[^/]*/)*")
-            continue
-        out.append(_translate_name(part) + ("" if last else "/"))
-    return "".join(out)
+    for part in parts:
+        if not (part == "**" and out and out[-1] == "**"):
+            out.append(part)
+    return tuple(out)
 
 
-def _translate_name(name: str) -> str:
-    out, i = [] if name.startswith(".") else [r"(?!\.)"], 0
-    while i < len(name):
-        char = name[i]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = name.find("]", i + 2 if i + 1 < len(name) and name[i + 1] in "!^" else i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                inner = name[i + 1 : end]
-                negate = inner[:1] in ("!", "^")
-                inner = inner[1:] if negate else inner
-                out.append(f"[{'^' if negate else ''}{inner.replace(chr(92), chr(92) * 2)}]")
-                i = end
+def _name_matcher(part: str):
+    """One name of a glob: fnmatch's translation (atomic groups: linear time, never a malformed
+    expression), and glob's rule that wildcards do not match a leading dot."""
+    regex = re.compile(fnmatch.translate(part))
+    dots = part.startswith(".")
+    return lambda name: (dots or not name.startswith(".")) and regex.match(name) is not None
+
+
+def _matches(names: list, parts: tuple[str, ...]) -> bool:
+    """Whether a path's names match the glob's (None: ``**``, any number of names that do not start
+    with a dot), name by name: time in proportion to the two lengths, whatever the glob holds."""
+    reach = [True] + [False] * len(parts)  # reach[j]: the glob so far matches the first j names
+    for matcher in names:
+        if matcher is None:
+            step = [reach[0]]
+            for j in range(1, len(parts) + 1):
+                step.append(reach[j] or (step[j - 1] and not parts[j - 1].startswith(".")))
         else:
-            out.append(re.escape(char))
-        i += 1
-    return "".join(out)
+            step = [False] + [reach[j - 1] and matcher(parts[j - 1]) for j in range(1, len(parts) + 1)]
+        reach = step
+    return reach[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.errors import PlanError
+from orchestrator.lifecycle.places import check_cache
 from orchestrator.plan.data import DataPlan, data_plan, estimated_data_plan, local_tokenizer
 
 
@@ -22,6 +23,7 @@ def prepare_data(spec, cwd: Path | None = None, runner=None, say=print) -> DataP
 
     cwd = (cwd or Path.cwd()).resolve()
     require_reachable_data(spec)
+    check_cache(cache_root(), for_writing=True)  # before any work: a message, not an OSError midway
     manifest = prepare(spec, cwd, runner, say)
     uri = dataset_uri(spec, cwd)
     store = open_store(uri, StoreSettings.from_env(spec.storage))
@@ -34,6 +36,7 @@ def known_data(spec, cwd: Path | None = None) -> DataPlan:
     from orchestrator.storage.store import StoreSettings, open_store
 
     cwd = (cwd or Path.cwd()).resolve()
+    check_cache(cache_root(), for_writing=False)
     uri = dataset_uri(spec, cwd)
     manifest = find_prepared(spec, cwd)
     if manifest is None:
@@ -49,6 +52,7 @@ def recorded_data(spec, cwd: Path | None = None) -> DataPlan:
     from orchestrator.storage.store import StoreSettings, open_store
 
     cwd = (cwd or Path.cwd()).resolve()
+    check_cache(cache_root(), for_writing=False)
     uri = dataset_uri(spec, cwd)
     store = open_store(uri, StoreSettings.from_env(spec.storage))
     manifest = read_manifest(store)

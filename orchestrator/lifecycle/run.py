@@ -11,15 +11,19 @@ outcome = execute(resumed.plan, launcher)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shlex
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import NotFoundError, PlanError, ResumeError, UntrustedInput
 from orchestrator.interrupts import sigterm_as_interrupt
 from orchestrator.lifecycle.data import known_data, recorded_data
+from orchestrator.lifecycle.lease import hold_lease
+from orchestrator.lifecycle.places import check_run_directory, make_run_directory, remove_created
 from orchestrator.lifecycle.post_mortem import write_post_mortem
 from orchestrator.lifecycle.resume_rules import check_resume_overrides
 from orchestrator.masking import mask_uri_passwords
@@ -28,7 +32,7 @@ from orchestrator.plan.data import DataPlan
 from orchestrator.plan.identity import checkpoint_root, identity_of_record, runs_root
 from orchestrator.spec import RunSpec, parse_spec
 from orchestrator.spec.models import RUN_NAME_PATTERN
-from orchestrator.text import first_line
+from orchestrator.text import error_summary, first_line
 from orchestrator.track.runs import (
     RESUME_OVERRIDES_TAG,
     RUNNING_STATUS,
@@ -82,6 +86,8 @@ def plan_run(spec: RunSpec, cwd: Path | None = None, data: DataPlan | None = Non
             f"per epoch x {spec.train.epochs} epoch(s), train.max_steps {spec.train.max_steps}); hint: "
             f"warm up for about 5-10% of the run (schedule.warmup_steps: {max(1, plan.total_steps // 15)})"
         )
+    if plan.local_run_dir:
+        check_run_directory(spec, plan.checkpoint_dir)
     if spec.deepspeed.raw_config:
         from orchestrator.plan.deepspeed_config import check_with_deepspeed
 
@@ -96,15 +102,27 @@ def plan_run(spec: RunSpec, cwd: Path | None = None, data: DataPlan | None = Non
 def start_run(plan: Plan, spec_dir: str | Path = ".", tags: dict[str, str] | None = None) -> Plan:
     """Create the run directory and the MLflow run (which stores the resolved spec); the plan with
     its run id. ``spec_dir``: where the spec file lives (for the git commit tag); ``tags``: more
-    MLflow tags (a sweep trial's parent run)."""
+    MLflow tags (a sweep trial's parent run). A failure or an interrupt before the run exists leaves
+    no directory behind; one after it ends the run FAILED."""
     from orchestrator.track.mlflow_run import create_run, log_dataset
+    from orchestrator.track.runs import store_errors
 
-    if plan.local_run_dir:
-        Path(plan.checkpoint_dir).mkdir(parents=True, exist_ok=False)
-    plan = plan.with_run_id(create_run(plan, spec_dir, tags))
-    log_dataset(plan)
-    if plan.local_run_dir:
-        write_run_record(plan.checkpoint_dir, plan.run_id)
+    with sigterm_as_interrupt():
+        created = make_run_directory(plan.checkpoint_dir) if plan.local_run_dir else []
+        try:
+            with store_errors(plan.tracking_uri):
+                plan = plan.with_run_id(create_run(plan, spec_dir, tags))
+        except BaseException:
+            remove_created(created)
+            raise
+        log_dataset(plan)
+        if plan.local_run_dir:
+            try:
+                write_run_record(plan.checkpoint_dir, plan.run_id)
+            except OSError as exc:
+                error = f"could not write the run record in {plan.checkpoint_dir} ({exc.strerror})"
+                finish(plan, JobHandle("", plan.run_id, JobState.FAILED, error))
+                raise PlanError(f"{error}; hint: free space or fix the permissions there") from None
     return plan
 
 
@@ -119,9 +137,24 @@ def existing_plan(
             f"MLflow run {record.run_id} was not started by this orchestrator (no directory tag)"
         )
     stored = read_stored_spec(tracking_uri, record.run_id)
+    _check_stored_spec(record, stored)
     spec = parse_spec(stored, f"{SPEC_ARTIFACT} of run {record.run_name}", list(overrides))
     _check_run_identity(record, spec, cwd)
     return build_plan(spec, recorded_data(spec, cwd), identity_of_record(record, tracking_uri), cwd)
+
+
+def _check_stored_spec(record, stored: str) -> None:
+    """The stored spec is the one the run trained on: its hash is the run's tag, set when it was
+    stored. An edited file (its model a different size, say) would fail deep in the workers."""
+    actual = hashlib.sha256(stored.encode()).hexdigest()
+    if record.spec_sha256 and actual != record.spec_sha256:
+        raise UntrustedInput(
+            f"the {SPEC_ARTIFACT} stored with run {record.run_name} is not the one the run stored: its "
+            f"SHA-256 is {actual[:16]}..., the run's tag {SPEC_SHA256_TAG} says "
+            f"{record.spec_sha256[:16]}... (the artifact was edited); hint: restore the run's "
+            f"{SPEC_ARTIFACT} artifact as it was, or train the edited spec as a new run (orchestrator "
+            "submit FILE)"
+        )
 
 
 def _check_run_identity(record, spec: RunSpec, cwd: Path | None) -> None:
@@ -146,6 +179,7 @@ def resume_run(
     check_resume_overrides(overrides)
     overrides = _with_elastic_batch(run_ref, tracking_uri, list(overrides))
     plan = existing_plan(run_ref, tracking_uri, overrides, cwd)
+    refuse_if_driven(plan)
     checkpoint = latest_complete_checkpoint(plan.checkpoint_store())
     if checkpoint is None:
         raise ResumeError(
@@ -206,17 +240,29 @@ def _record_resume(plan: Plan, overrides) -> None:
 def execute(plan: Plan, launcher) -> Outcome:
     """Launch through a foreground launcher and finish the run, whatever happens: FINISHED, FAILED,
     or KILLED when Ctrl-C or SIGTERM interrupts it (Ray Train's own Ctrl-C handler ends in
-    SystemExit after it aborted the workers)."""
-    try:
-        with sigterm_as_interrupt():
-            handle = launcher.submit(plan)
-    except (KeyboardInterrupt, SystemExit):
-        log.warning("interrupted: marking the MLflow run KILLED")
-        return finish(plan, JobHandle(launcher.name, plan.run_id, JobState.STOPPED, "interrupted"))
-    except BaseException as exc:
-        finish(plan, JobHandle(launcher.name, plan.run_id, JobState.FAILED, first_line(exc)))
-        raise
-    return finish(plan, handle)
+    SystemExit after it aborted the workers). The run's lease is held meanwhile: a second driver of
+    the same run is refused (RunInUse) before anything starts."""
+    with hold_lease(plan.checkpoint_store(), plan.run_id, plan.run_name):
+        try:
+            with sigterm_as_interrupt():
+                handle = launcher.submit(plan)
+        except (KeyboardInterrupt, SystemExit):
+            log.warning("interrupted: marking the MLflow run KILLED")
+            return finish(plan, JobHandle(launcher.name, plan.run_id, JobState.STOPPED, "interrupted"))
+        except BaseException as exc:
+            finish(plan, JobHandle(launcher.name, plan.run_id, JobState.FAILED, first_line(exc)))
+            raise
+        return finish(plan, handle)
+
+
+def refuse_if_driven(plan: Plan) -> None:
+    """RunInUse when a live process drives the run (it holds the run's lease)."""
+    from orchestrator.lifecycle.lease import LEASE_FILE, RunInUse, in_use_message, live_holder
+
+    store = plan.checkpoint_store()
+    holder = live_holder(store, plan.run_id)
+    if holder is not None:
+        raise RunInUse(in_use_message(plan.run_name, holder, store.describe(LEASE_FILE)))
 
 
 def submit_detached(plan: Plan, launcher) -> JobHandle:
@@ -242,16 +288,21 @@ def settle_detached(plan: Plan, handle: JobHandle) -> None:
 
 
 def finish(plan: Plan, handle: JobHandle) -> Outcome:
-    """Post-mortem on failure, then deliver the journal, upload the report and set the status."""
+    """Post-mortem on failure, then deliver the journal, upload the report and set the status, with
+    the reason of a failure. A step that fails on this machine (a full disk) is said and passed
+    over: the status is set whatever happens, unless MLflow itself cannot be reached (then it is
+    kept beside the journal, for `orchestrator sync`)."""
     if handle.error:  # shown and written below: an error may quote a URI or a path holding a secret
         handle = replace(handle, error=plan.spec.redact(mask_uri_passwords(handle.error)))
     post_mortem = None
-    if handle.state is JobState.FAILED and plan.local_run_dir:
-        attempts = plan.spec.cluster.max_failures + 1
-        post_mortem = write_post_mortem(plan, handle.error or "unknown error", attempts, resume_command(plan))
+    if handle.state is JobState.FAILED:
+        error, note = handle.error or "unknown error", _full_disk_note(plan)
+        post_mortem = _post_mortem(plan, error + note) if plan.local_run_dir else None
+        # shown and tagged: the message, not the workers' tracebacks (the post-mortem has those)
+        handle = replace(handle, error=error_summary(error) + note)
     if handle.state is JobState.SUCCEEDED and plan.spec.export.formats and plan.local_run_dir:
         _export(plan)  # before the run is finished, so its MLflow page lists the model at once
-    tracked = _finish_tracking(plan, handle.state.mlflow_status)
+    tracked = _finish_tracking(plan, handle.state.mlflow_status, handle.error)
     return Outcome(
         state=handle.state,
         error=handle.error,
@@ -259,6 +310,32 @@ def finish(plan: Plan, handle: JobHandle) -> Outcome:
         tracked=tracked,
         interrupted=handle.state is JobState.STOPPED,
     )
+
+
+def _full_disk_note(plan: Plan) -> str:
+    """What a failure does not always say: the run's disk is full (a worker's error may be a C++
+    stream's or a pickler's, not ENOSPC)."""
+    if not plan.local_run_dir:
+        return ""
+    try:
+        free = shutil.disk_usage(plan.checkpoint_dir).free
+    except OSError:
+        return ""
+    if free >= FULL_DISK_BYTES:
+        return ""
+    return f"; the disk holding {plan.checkpoint_dir} is full ({free:,} bytes free): No space left on device"
+
+
+FULL_DISK_BYTES = 1 << 20
+
+
+def _post_mortem(plan: Plan, error: str) -> Path | None:
+    attempts = plan.spec.cluster.max_failures + 1
+    try:
+        return write_post_mortem(plan, error, attempts, resume_command(plan))
+    except OSError as exc:
+        log.warning("could not write the post-mortem in %s (%s)", plan.checkpoint_dir, exc.strerror or exc)
+        return None
 
 
 def _export(plan: Plan) -> None:
@@ -276,7 +353,7 @@ def _export(plan: Plan) -> None:
             plan.tracking_uri,
             plan.run_id,
         )
-    except OrchestratorError as exc:
+    except (OrchestratorError, OSError) as exc:
         log.warning("the run trained, but its export failed: %s", plan.spec.redact(str(exc)))
         return
     for result in results:
@@ -297,24 +374,34 @@ def _fetch_journal(plan: Plan) -> None:
         store.download(JOURNAL_NAME, local)
 
 
-def _finish_tracking(plan: Plan, status: str) -> bool:
+def _finish_tracking(plan: Plan, status: str, reason: str | None) -> bool:
     """Deliver the journal, upload the report, set the status; on failure say how to finish later."""
     from orchestrator.track.finish import finish_run
 
     try:
         _fetch_journal(plan)
-        finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir)
+        finish_run(plan.tracking_uri, plan.run_id, status, plan.checkpoint_dir, reason)
         return True
     except Exception as exc:
         log.warning(
-            "could not finish the MLflow run at %s (%s); its metrics are safe in %s/metrics.journal.jsonl: "
-            "run `orchestrator sync %s` when MLflow is reachable",
+            "could not finish the MLflow run at %s (%s); its final status %s is kept in %s beside its "
+            "metrics (metrics.journal.jsonl): run `%s` when MLflow is reachable",
             mask_uri_passwords(plan.spec.with_references(plan.tracking_uri)),
             mask_uri_passwords(plan.spec.redact(first_line(exc))),
+            status,
             plan.checkpoint_dir,
-            plan.run_id,
+            sync_command(plan),
         )
         return False
+
+
+def sync_command(plan: Plan) -> str:
+    """The command that finishes this run's tracking later (its store named as resume_command does)."""
+    command = f"orchestrator sync {plan.run_id}"
+    if plan.tracking_uri != tracking_uri_here():
+        shown = mask_uri_passwords(plan.spec.with_references(plan.tracking_uri))
+        command += f" --tracking-uri {shlex.quote(shown)}"
+    return command
 
 
 def resume_command(plan: Plan, command: str = "submit") -> str:

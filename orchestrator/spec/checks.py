@@ -415,8 +415,15 @@ def sweep_values_fit_the_spec(sections) -> Iterator[Finding]:
     for path, space in parameters.items():
         if path_problem(path):
             continue  # reported by sweep_paths_name_fields
+        refused: dict[str, list] = {}  # label -> [(value, message, hint), ...]: one finding per label
         for label, value in probe_values(space):
             problems = [p for p in problems_with_values(sections, {path: value}) if p not in already]
             if problems:
-                message, hint = problems[0]
-                yield Finding(f"sweep.parameters.{path}", f"{label} {value!r} is refused: {message}", hint)
+                refused.setdefault(label, []).append((value, *problems[0]))
+        for label, found in refused.items():
+            value, message, hint = found[0]
+            more = ""
+            if len(found) > 1:
+                shown = ", ".join([repr(v) for v, *_ in found[1:6]] + ["..."] * (len(found) > 6))
+                more = f" (and {len(found) - 1:,} more values of the range: {shown})"
+            yield Finding(f"sweep.parameters.{path}", f"{label} {value!r} is refused: {message}{more}", hint)

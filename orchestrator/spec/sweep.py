@@ -6,8 +6,11 @@ Each key of ``parameters`` is a dotted path to a spec field, and its value one s
 A trial is the spec with the sampled values applied, exactly as ``--set path=value`` would.
 
 Paths and values are checked against the spec before anything runs (``orchestrator.spec.checks``):
-an unknown path gets a did-you-mean, and every choice or grid value and both bounds of a range are
-applied to the spec and validated with its own field bounds and cross-field checks.
+an unknown path gets a did-you-mean, and the values a trial may get are applied to the spec and
+validated with its own field bounds and cross-field checks: every choice and grid value, every whole
+number of a ``randint`` range of up to 4,096 values (of a larger one the 2,048 nearest each bound),
+both bounds of a ``uniform``/``loguniform`` range and the value midway between them (``coverage``
+says which values were checked and which were not; a trial checks its own values as it starts).
 
 >>> from orchestrator.spec import parse_spec
 >>> spec = parse_spec("name: x\\nsweep: {parameters: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}}")
@@ -215,18 +218,68 @@ def path_problem(path: str) -> tuple[str, str] | None:
 
 
 def probe_values(space: SearchSpace) -> list[tuple[str, Any]]:
-    """(label, value) for every value a trial may get that can be checked: each choice or grid value,
-    every whole number of an integer range (up to MAX_PROBED of them), both bounds of the others."""
+    """(label, value) for every value a trial may get that is checked before the sweep runs: each
+    choice or grid value; every whole number of an integer range of up to MAX_PROBED values, else
+    the MAX_PROBED // 2 nearest each bound; both bounds of a float range and the value midway
+    between them (geometrically for loguniform), where a check that is not an interval would show.
+    ``coverage`` says the same in words, with what is left unchecked."""
     if space.kind in ("choice", "grid"):
         return [(f"{space.kind} value", value) for value in space.values]
     low, high = space.bounds
-    if space.kind == "randint" and high - low <= MAX_PROBED:
-        return [(f"{space.kind} value", value) for value in range(int(low), int(high) + 1)]
-    return [(f"{space.kind} low bound", low), (f"{space.kind} high bound", high)]
+    if space.kind == "randint":
+        return [(f"{space.kind} value", value) for value in _probed_integers(int(low), int(high))]
+    return [
+        (f"{space.kind} low bound", low),
+        (f"{space.kind} high bound", high),
+        (f"{space.kind} value", _midway(space)),
+    ]
 
 
-# Whole-number ranges up to this size are checked value by value (each check validates the spec).
-MAX_PROBED = 256
+# Whole-number ranges up to this size are checked value by value (each check validates the spec, in
+# about 0.2 ms); of a larger range, the MAX_PROBED // 2 values nearest each bound.
+MAX_PROBED = 4096
+
+
+def _probed_integers(low: int, high: int) -> list[int]:
+    if high - low + 1 <= MAX_PROBED:
+        return list(range(low, high + 1))
+    half = MAX_PROBED // 2
+    return [*range(low, low + half), *range(high - half + 1, high + 1)]
+
+
+def _midway(space: SearchSpace) -> float:
+    low, high = space.bounds
+    return math.sqrt(low * high) if space.kind == "loguniform" else (low + high) / 2
+
+
+def coverage(space: SearchSpace) -> str:
+    """Which of the values a trial may get were checked before the sweep ran, and which were not
+    (a trial validates its own spec when it starts: a value refused then fails that trial only).
+
+    >>> coverage(SearchSpace(randint=[1, 8]))
+    'checked: all 8 values'
+    >>> coverage(SearchSpace(uniform=[0.0, 0.5])).split(";")[0]
+    'checked: both bounds and 0.25'
+    """
+    if space.kind in ("choice", "grid"):
+        return f"checked: all {len(space.values):,} values"
+    low, high = (int(bound) for bound in space.bounds) if space.kind == "randint" else space.bounds
+    if space.kind != "randint":
+        return (
+            f"checked: both bounds and {_midway(space):g}; not checked: values strictly between the "
+            "bounds (every float field of the spec is checked against bounds and other fields, which "
+            "holds on intervals)"
+        )
+    size = high - low + 1
+    if size <= MAX_PROBED:
+        return f"checked: all {size:,} values"
+    half = MAX_PROBED // 2
+    first_gap, last_gap = low + half, high - half
+    return (
+        f"checked: every value from {low:,} to {first_gap - 1:,} and from {last_gap + 1:,} to {high:,}; "
+        f"not checked: the {last_gap - first_gap + 1:,} values from {first_gap:,} to {last_gap:,} (a trial "
+        "that draws a refused one fails with the reason)"
+    )
 
 
 def problems_with_values(sections: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:

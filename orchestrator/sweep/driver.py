@@ -33,8 +33,11 @@ import yaml
 from orchestrator.errors import PlanError, ResumeError, UsageError
 from orchestrator.interrupts import sigterm_like_sigint
 from orchestrator.lifecycle import existing_plan, plan_run, prepare_data, reopen_run, start_run
+from orchestrator.lifecycle.lease import hold_lease
+from orchestrator.lifecycle.run import refuse_if_driven
 from orchestrator.plan import Plan
 from orchestrator.spec import RunSpec
+from orchestrator.spec.sweep import coverage
 from orchestrator.sweep.report import BEST_SPEC, build_sweep_report, trials_table
 from orchestrator.sweep.results import TrialResult, best_trial, ranked, read_trials
 from orchestrator.sweep.settle import resume_command, settle_trials
@@ -130,6 +133,7 @@ def reopen_sweep(run_ref: str, tracking_uri: str, cwd: Path | None = None) -> Pl
             "resume; hint: run this on the machine (or shared file system) where the sweep ran"
         )
     check_sweepable(plan.spec)
+    refuse_if_driven(plan)  # a sweep still running: its driver holds the parent run's lease
     return reopen_run(run.info.run_id, tracking_uri, cwd)
 
 
@@ -147,7 +151,8 @@ def _drive(plan: Plan, on_change, make_tuner, cwd: Path | None) -> SweepOutcome:
     from launchers.ray_local import private_ray_token
 
     embedded = not plan.spec.cluster.address
-    with private_ray_token() if embedded else contextlib.nullcontext():
+    token = private_ray_token() if embedded else contextlib.nullcontext()
+    with hold_lease(plan.checkpoint_store(), plan.run_id, plan.run_name), token:
         return _drive_on_ray(plan, on_change, make_tuner, cwd)
 
 
@@ -236,7 +241,9 @@ def _context(plan: Plan, cwd: Path | None) -> SweepContext:
         source=f"sweep {plan.run_name}",
         cwd=str((cwd or Path.cwd()).resolve()),
         spec_dir=str((cwd or Path.cwd()).resolve()),
-        tracking_uri=plan.tracking_uri,
+        # with its `${env:...}` references: what goes through Ray may reach its disk (spilled
+        # objects, Tune's saved state); each trial resolves them in its own environment
+        tracking_uri=plan.spec.with_references(plan.tracking_uri),
         parent_run_id=plan.run_id,
         sweep_run_name=plan.run_name,
         sweep_dir=plan.checkpoint_dir,
@@ -347,7 +354,10 @@ def describe_sweep(plan: Plan) -> str:
         f"search     {sweep.search}, {sweep.trial_count} trial(s), each {plan.total_steps} steps on "
         f"{plan.world_size} worker(s)",
         f"metric     {sweep.metric} ({sweep.direction}), scheduler {scheduler}",
-        *(f"parameter  {path}: {space.describe()}" for path, space in sweep.parameters.items()),
+        *(
+            f"parameter  {path}: {space.describe()} ({coverage(space)})"
+            for path, space in sweep.parameters.items()
+        ),
         f"directory  {plan.checkpoint_dir}",
     ]
     return plan.spec.redact("\n".join(lines))

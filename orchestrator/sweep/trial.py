@@ -45,13 +45,19 @@ class SweepContext:
     source: str  # the sweep's run name, for messages
     cwd: str  # where relative paths of the spec are resolved (the driver's working directory)
     spec_dir: str  # where the git commit tag of trial runs is read (the sweep's working directory)
-    tracking_uri: str
+    tracking_uri: str  # secrets as `${env:...}` references: ``store()`` resolves them in the trial
     parent_run_id: str
     sweep_run_name: str
     sweep_dir: str  # every trial's directory is in it
 
     def trial_run_name(self, trial_id: str) -> str:
         return run_dir_name(self.sweep_run_name, trial_id)
+
+    def store(self) -> str:
+        """The tracking URI, resolved in this process's environment."""
+        from orchestrator.spec import resolve_references
+
+        return resolve_references(self.tracking_uri)
 
 
 def run_trial(config: dict[str, Any], context: SweepContext) -> None:
@@ -73,7 +79,8 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
 def trial_plan(context: SweepContext, trial_id: str, params: dict[str, Any]) -> Plan | None:
     """The trial's run: new, or the one a resumed sweep continues (None: it had finished already)."""
     name = context.trial_run_name(trial_id)
-    existing = _find(context.tracking_uri, name)
+    tracking_uri = context.store()
+    existing = _find(tracking_uri, name)
     cwd = Path(context.cwd)
     if existing is None:
         spec = parse_spec(
@@ -90,7 +97,7 @@ def trial_plan(context: SweepContext, trial_id: str, params: dict[str, Any]) -> 
     if existing.info.status == FINISHED_STATUS:  # it ended after the sweep's last saved state
         _report_last_evaluation(existing)
         return None
-    return replace(reopen_run(existing.info.run_id, context.tracking_uri, cwd), report_to_ray=True)
+    return replace(reopen_run(existing.info.run_id, tracking_uri, cwd), report_to_ray=True)
 
 
 def trial_overrides(context: SweepContext, run_name: str, params: dict[str, Any]) -> list[str]:

@@ -36,13 +36,14 @@ MLFLOW_GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own: its UI shows
 JOB_ID_TAG = "orchestrator.job_id"  # a detached backend's job (a Ray job submission id, a RayJob)
 ADDRESS_TAG = "orchestrator.address"  # where that job runs (no credentials)
 STOP_REASON_TAG = "orchestrator.stop_reason"  # why training ended before its last step
+ERROR_TAG = "orchestrator.error"  # why a run ended FAILED (its first lines)
 RESUME_OVERRIDES_TAG = "orchestrator.resume_overrides"  # `--set` values applied by the last resume
 # On experiments: MLflow 3's UI kind of experiment (model training, not GenAI traces)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec, secrets as references
 RUN_RECORD_FILE = ".orchestrator-run.json"  # in the run's directory: {"run_id": ...}
-FINAL_STATUS_FILE = "tracking-status.json"  # beside it when the job ended: {"run_id", "status"}
+FINAL_STATUS_FILE = "tracking-status.json"  # beside it when the job ended: {"run_id", "status", "reason"}
 # Sweeps: one parent run holds the sweep; each trial is a child run (MLflow's own parent tag, which
 # its UI nests by).
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -120,6 +121,7 @@ class RunRecord:
     checkpoint_uri: str
     job_id: str
     address: str
+    spec_sha256: str = ""  # the hash of the spec.yaml the run stored (empty: runs from before it)
 
     @property
     def state(self) -> JobState:
@@ -139,6 +141,7 @@ class RunRecord:
             checkpoint_uri=tags.get(CHECKPOINT_URI_TAG, tags.get(CHECKPOINT_DIR_TAG, "")),
             job_id=tags.get(JOB_ID_TAG, ""),
             address=tags.get(ADDRESS_TAG, ""),
+            spec_sha256=tags.get(SPEC_SHA256_TAG, ""),
         )
 
 
@@ -274,7 +277,13 @@ def read_stored_spec(tracking_uri: str, run_id: str) -> str:
                 f"MLflow run {run_id} holds no {SPEC_ARTIFACT} artifact ({first_line(exc)}); "
                 "it was not started by this orchestrator"
             ) from None
-        return Path(path).read_text()
+        try:
+            return Path(path).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrackingError(
+                f"the {SPEC_ARTIFACT} artifact of MLflow run {run_id} cannot be read as text "
+                f"({first_line(exc)}): it was damaged or edited; hint: restore it as the run stored it"
+            ) from None
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ engine, restores the latest complete checkpoint of the run if there is one (a re
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 from orchestrator.plan import Plan
@@ -24,6 +25,7 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], MetricsPipe
     import torch.distributed as dist
 
     startup.mark("entry")
+    quiet_library_warnings()
     owns_process_group = not dist.is_initialized()  # torchrun: ours (DeepSpeed sets it up); Ray Train's
     session, restore = _setup(plan)
     session.sinks = make_sinks(plan, session.rank, restore is not None)
@@ -41,6 +43,16 @@ def train_worker(plan: Plan, make_sinks: Callable[[Plan, int, bool], MetricsPipe
         # gloo connections can close under a peer still tearing down (a benchmark run saw SIGABRT).
         dist.barrier()
         dist.destroy_process_group()
+
+
+def quiet_library_warnings() -> None:
+    """Warnings that libraries raise about each other (torch's FutureWarning for the collectives
+    DeepSpeed calls, `all_gather_into_tensor is deprecated`) are nothing a user can act on, and read as
+    failures on the console: ignored in this process before DeepSpeed runs. Warnings about this
+    project's own calls still show."""
+    for module in ("torch", "deepspeed"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=rf"{module}(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=rf"{module}(\.|$)")
 
 
 def _setup(plan: Plan):

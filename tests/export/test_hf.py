@@ -20,6 +20,7 @@ from orchestrator.export.hf import check_gpt2_compatible, to_gpt2_state_dict, wr
 from orchestrator.export.weights import STAGE0_MODEL_FILE, pick_checkpoint
 from orchestrator.generate import Sampling, generate_ids, load_from_directory, load_from_run
 from orchestrator.spec.models import ModelSpec
+from orchestrator.text import printable
 from orchestrator.train.model import build_model
 from tests.export.helpers import small_tokenizer
 
@@ -310,3 +311,73 @@ def test_a_pretrained_tokenizer_is_trained_on_and_exported_as_it_is(tmp_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     assert tokenizer.eos_token == "</s>" and tokenizer.eos_token_id == elsewhere.token_to_id("</s>")
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eos_token_id
+
+
+GREEDY_PROMPTS = ("The for statement", "A class", "import", "Return the", "If the", "See also")
+
+
+def greedy_texts(directory, prompts, new_tokens: int) -> tuple[list[str], list[str]]:
+    """What transformers generates greedily from the exported directory: (each prompt's text, the
+    prompts whose continuation reached <|endoftext|>)."""
+    tokenizer, model = transformers.AutoTokenizer.from_pretrained(directory), hf_model(directory)
+    texts, stopped = [], []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(
+                **ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
+        texts.append(tokenizer.decode(out[0], skip_special_tokens=True))
+        if tokenizer.eos_token_id in out[0, ids.input_ids.shape[1] :].tolist():
+            stopped.append(prompt)
+    return texts, stopped
+
+
+def orchestrator_generate(source: list[str], prompts, new_tokens: int, capsys) -> str:
+    from orchestrator.cli import main
+
+    argv = ["generate", *source, "--temperature", "0", "--max-new-tokens", str(new_tokens)]
+    assert main([*argv, *(part for prompt in prompts for part in ("--prompt", prompt))]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_generate_of_a_run_and_its_exported_model_give_the_same_greedy_text(exported, capsys, monkeypatch):
+    from pathlib import Path
+
+    plan, directory = exported[2]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    new_tokens = plan.spec.model.context_length - max(len(tokenizer(p).input_ids) for p in GREEDY_PROMPTS)
+    texts, _ = greedy_texts(directory, GREEDY_PROMPTS, new_tokens)  # within the context, as GPT-2 must
+    monkeypatch.chdir(Path(plan.tracking_uri.removeprefix("sqlite:///")).parent)  # where the run lives
+    ours = orchestrator_generate(
+        [plan.run_name, "--tracking-uri", plan.tracking_uri], GREEDY_PROMPTS, new_tokens, capsys
+    )
+    assert ours == printable("".join(f"[{i}] {text}\n" for i, text in enumerate(texts)))
+
+
+def test_generate_stops_at_end_of_text_where_transformers_does(tmp_path, tokenizer_path, capsys):
+    """A model whose greedy continuations reach <|endoftext|> (spread random weights; every token
+    of the vocabulary is a prompt, and some lead there within the context): `orchestrator generate
+    --from-hf` ends each text exactly where `transformers` ends it, and the others at the same length."""
+    spec, model = random_model(tie=True)
+    directory = tmp_path / "hf"
+    write_hf_directory(model, spec, tokenizer_path, directory)
+    tokenizer, theirs = transformers.AutoTokenizer.from_pretrained(directory), hf_model(directory)
+    eos = tokenizer.eos_token_id
+    ids = [
+        i for i in range(spec.vocab_size) if i != eos and tokenizer(tokenizer.decode([i])).input_ids == [i]
+    ]
+    prompts = [tokenizer.decode([i]) for i in ids]
+    new_tokens = spec.context_length - 1
+    with torch.no_grad():  # one batch: every prompt is one token long, so no padding
+        out = theirs.generate(
+            torch.tensor([[i] for i in ids]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=eos
+        )
+    texts = {p: tokenizer.decode(row, skip_special_tokens=True) for p, row in zip(prompts, out, strict=True)}
+    stopped = [p for p, row in zip(prompts, out, strict=True) if eos in row[1:].tolist()]
+    assert stopped, "no greedy continuation reached <|endoftext|>: nothing to compare"
+    chosen = [*stopped[:8], *[p for p in prompts if p not in stopped][:4]]
+    ours = orchestrator_generate(["--from-hf", str(directory)], chosen, new_tokens, capsys)
+    shown = "".join(f"[{i}] {texts[prompt]}\n" for i, prompt in enumerate(chosen))
+    assert ours == printable(shown)  # as the terminal gets it: control characters escaped

@@ -38,7 +38,14 @@ def test_status_and_list_of_a_job_whose_cluster_is_gone_fall_back_to_mlflow(tmp_
 
 
 def test_cancel_of_a_foreground_run_says_how_to_stop_it(tmp_path):
+    """A run whose status file was just updated (a driver without a lease: an older version) is
+    live: cancel says where to stop it. One whose driver is gone is settled: see
+    tests/lifecycle/test_run_state.py."""
+    import time
+
     run_id = make_run(tmp_path, "ray-local")
+    status = tmp_path / "checkpoints" / "demo" / STATUS_FILE
+    status.write_text(json.dumps({**json.loads(status.read_text()), "updated": time.time()}))
     result = run_cli("cancel", run_id, cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     assert "foreground" in result.stderr and "Ctrl-C" in result.stderr and "Traceback" not in result.stderr

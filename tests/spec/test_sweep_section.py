@@ -139,9 +139,10 @@ def test_a_bound_that_breaks_a_cross_field_check_is_refused_with_its_hint():
 
 
 def test_a_float_range_over_a_whole_number_field_points_at_randint():
-    low, high = problems(sweep("model.n_layers: {uniform: [1.0, 4.0]}"))  # each refused value
+    low, high, middle = problems(sweep("model.n_layers: {uniform: [1.0, 4.0]}"))  # each refused value
     assert "low bound 1.0" in low.message and "high bound 4.0" in high.message
-    assert all("valid integer" in p.message and "randint" in p.hint for p in (low, high))
+    assert "value 2.5" in middle.message  # and one between them
+    assert all("valid integer" in p.message and "randint" in p.hint for p in (low, high, middle))
 
 
 def test_every_problem_is_reported_once_and_at_once():

@@ -62,3 +62,29 @@ def test_resume_refuses_a_run_that_is_not_a_sweep(sqlite_run, capsys):
     uri, run_id, _ = sqlite_run
     assert main(["sweep", "--resume", run_id, "--tracking-uri", uri]) == 2
     assert "is not a sweep's parent run" in capsys.readouterr().err
+
+
+def test_what_the_sweep_hands_ray_tune_holds_no_resolved_secret(tmp_path, monkeypatch):
+    """Every trial gets the sweep's context through Ray (its object store, which spills to disk under
+    memory pressure, and Tune's experiment state on resume): the tracking URI travels with its
+    `${env:...}` reference, and each trial resolves it in its own environment, as a cluster's driver
+    resolves a ticket."""
+    import pickle
+
+    from orchestrator.lifecycle import plan_run
+    from orchestrator.spec import parse_spec, resolve_references
+    from orchestrator.sweep.driver import _context
+
+    canary = "tune-canary-7d1e9a"
+    monkeypatch.setenv("SWEEP_TRACKING_PASSWORD", canary)
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(
+        TINY_SPEC
+        + "tracking: {uri: 'http://me:${env:SWEEP_TRACKING_PASSWORD}@127.0.0.1:5000'}\n"
+        + "sweep: {parameters: {optimizer.lr: {choice: [1.0e-3, 2.0e-3]}}}\n"
+    )
+    plan = plan_run(spec, tmp_path)
+    assert canary in plan.tracking_uri  # the driver itself uses the resolved store
+    context = _context(plan, tmp_path)
+    assert canary.encode() not in pickle.dumps(context), "a resolved secret in what Tune is handed"
+    assert resolve_references(context.tracking_uri) == plan.tracking_uri  # what a trial tracks to

@@ -102,6 +102,11 @@ def test_a_malformed_status_file_shows_as_no_progress(store, capsys):
 
 def test_a_malformed_final_status_record_is_ignored_by_sync(store, capsys):
     run_id, run_dir = store
-    (run_dir / "tracking-status.json").write_text('{"run_id": ')
-    assert main(["sync", run_id]) == 0
-    assert "status     RUNNING" in capsys.readouterr().out
+    record = run_dir / "tracking-status.json"
+    record.write_text('{"run_id": ')
+    try:
+        assert main(["sync", run_id]) == 0
+    finally:
+        record.unlink()  # the run directory is the template's, shared by the module
+    # no status recorded that sync could trust, and no driver left: the run failed, and says why
+    assert "status     FAILED" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -367,6 +368,7 @@ def live_run(mlflow_server, tmp_path_factory):
         status = read_status(run_dir)
         running = driver.poll() is None and mlflow.get_run(run_id).info.status == "RUNNING"
         output_then = log.read_text()
+        commands = commands_on_a_live_run(uri, run_id, work) if running else None
         driver.send_signal(signal.SIGTERM)  # `kill PID`, as a scheduler or `timeout` does
         returncode = driver.wait(180)
     finally:
@@ -374,7 +376,8 @@ def live_run(mlflow_server, tmp_path_factory):
             stop_process_group(driver)
     return SimpleNamespace(
         run_id=run_id, seen=seen, system=system, status=status, running=running,
-        output_then=output_then, returncode=returncode, output=log.read_text(),
+        output_then=output_then, returncode=returncode, output=log.read_text(), commands=commands,
+        driver_pid=driver.pid,
     )  # fmt: skip
 
 
@@ -432,3 +435,88 @@ def test_the_run_page_shows_mfu_and_the_system_metrics(mlflow_server, live_run, 
     shown = titles.evaluate_all("els => els.map(e => e.getAttribute('title'))")  # those drawn so far
     assert "system/cpu_utilization_percentage" in shown and set(shown) <= set(system), shown
     page.screenshot(path=str(screenshots() / "mlflow-ui-system-metrics.png"))
+
+
+def run_main(argv: list[str], cwd=".") -> tuple[int, str]:
+    """The command line in this process, in ``cwd``: its exit code and everything it printed."""
+    import contextlib
+    import io
+
+    from orchestrator.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue() + err.getvalue()
+
+
+def commands_on_a_live_run(uri: str, run_id: str, cwd) -> dict:
+    """While the run trains: `submit --resume`, `sync` and `cancel` of it, and its MLflow status after
+    them (what each printed, with its exit code)."""
+    seen = {
+        command: run_main([command, *extra, run_id, "--tracking-uri", uri], cwd)
+        for command, extra in (("submit", ["--resume"]), ("sync", []), ("cancel", []))
+    }
+    return {**seen, "status": client(uri).get_run(run_id).info.status}
+
+
+@pytest.mark.ray
+def test_commands_on_a_live_run_leave_it_alone_and_say_where_it_runs(live_run):
+    """A second trainer for a run that trains is refused before anything starts; `sync` and `cancel`
+    leave it alone and say where it runs."""
+    assert live_run.running and live_run.commands, "the run trained while the commands ran"
+    pid, seen = live_run.driver_pid, live_run.commands
+    code, output = seen["submit"]
+    assert code == 2 and "still training" in output and f"pid {pid}" in output, output
+    code, output = seen["sync"]
+    assert code == 0 and "still training" in output and "RUNNING" in output, output
+    code, output = seen["cancel"]
+    assert code == 1 and f"pid {pid}" in output and "Ctrl-C" in output, output
+    assert seen["status"] == "RUNNING", "the live run was not touched"
+    assert not any("Traceback" in out for _, out in (seen["submit"], seen["sync"], seen["cancel"]))
+
+
+@pytest.mark.ray
+def test_a_server_down_at_the_end_of_a_trained_run_is_said_and_sync_finishes_it(mlflow_server, tmp_path):
+    """Training succeeds, then the tracking server crashes before the driver finishes the run: submit
+    says the run trained and its tracking is incomplete, prints the run id and the `sync` command,
+    keeps the final status beside the journal; once the server is back, that command finishes it."""
+    from orchestrator.track.runs import FINAL_STATUS_FILE
+    from tests.conftest import TINY_SPEC
+    from tests.servers import stop_process_group
+
+    uri = mlflow_server.url
+    tracking = f"tracking: {{uri: '{uri}', request_timeout_s: 5, request_retries: 0, drain_timeout_s: 5}}"
+    (tmp_path / "spec.yaml").write_text(TINY_SPEC.replace("name: tiny", "name: lastgasp") + tracking + "\n")
+    log = tmp_path / "submit.log"
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "submit", "spec.yaml"],
+        cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "[train] done" in log.read_text() or driver.poll() is not None, 400, "the end")
+        mlflow_server.kill()  # every point was delivered; the driver has not finished the run yet
+        returncode = driver.wait(300)
+    finally:
+        if driver.poll() is None:
+            stop_process_group(driver)
+        mlflow_server.start()
+    out = log.read_text()
+    run_id = re.search(r"MLflow run (\w+)\)", out).group(1)
+    assert returncode == 1, out[-3000:]
+    assert "Traceback" not in without_ray_teardown_noise(out), out[-3000:]
+    assert "trained" in out and "tracking incomplete" in out, out[-3000:]
+    sync = f"orchestrator sync {run_id} --tracking-uri {uri}"
+    assert sync in out and "the MLflow store cannot be used" not in out, out[-3000:]
+    (run_dir,) = (tmp_path / "checkpoints").iterdir()
+    assert json.loads((run_dir / FINAL_STATUS_FILE).read_text())["status"] == "FINISHED"
+    assert client(uri).get_run(run_id).info.status == "RUNNING"  # until the sync
+
+    code, output = run_main(["sync", run_id, "--tracking-uri", uri])
+    assert code == 0 and "FINISHED" in output, output
+    run = client(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and "final_val_loss" in run.data.metrics
