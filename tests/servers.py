@@ -325,7 +325,7 @@ class S3Server:
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGCONT)
-            stop_process_group(process)
+            stop_process_group(process, grace_s=3)  # weed takes 20 s to stop on SIGTERM; its data goes
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
