@@ -116,7 +116,7 @@ name: prepare-bench-train
 model: {{vocab_size: 50257, context_length: 128, n_layers: 2, n_heads: 4, d_model: 128}}
 data: {{corpus: files, files: ['{corpus}/*.txt'], prepared: '{prepared}'}}
 train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 5, eval_interval: {steps},
-        eval_batches: 2}}
+        eval_batches: 2, final_eval_sequences: 512}}
 deepspeed: {{zero_stage: 2, precision: fp32}}
 cluster: {{backend: ray-local, num_workers: 2, cpus_per_worker: 1}}
 tracking: {{uri: 'sqlite:///{work}/mlflow.db', experiment: prepare-bench}}

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +74,11 @@ def s3_prefix(s3_server, request) -> str:
 
 # `make fuzz` sets this: every property-based test then runs that many examples.
 FUZZ_EXAMPLES = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "0"))
+# The hostile corpus of `make test` is seeded: the same examples in every run (a failure in CI is a
+# failure here); `make fuzz` draws new ones each time (the failing example is printed to replay).
+hypothesis.settings.register_profile("seeded", derandomize=True, print_blob=True)
+hypothesis.settings.register_profile("fuzz", derandomize=False, print_blob=True)
+hypothesis.settings.load_profile("fuzz" if FUZZ_EXAMPLES else "seeded")
 
 
 def fuzz_examples(quick: int, most: int | None = None) -> int:

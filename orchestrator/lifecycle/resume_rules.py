@@ -24,6 +24,7 @@ SAFE_ON_RESUME = (
     "train.log_interval",
     "train.eval_interval",
     "train.eval_batches",
+    "train.final_eval_sequences",
     "train.nan_policy",
     "train.max_skipped_steps",
     "train.peak_tflops",  # what mfu is measured against, nothing trained

@@ -16,8 +16,8 @@ from orchestrator.fsutil import output_directory
 from orchestrator.report.artifacts import (
     REPORT_FORMATS,
     MetricHistory,
+    final_validation,
     training_metrics,
-    whole_split_val_loss,
     write_report_of,
 )
 from orchestrator.report.mlflow_history import read_history
@@ -34,7 +34,7 @@ def build_report(
     target = output_directory(out_dir) if out_dir else _run_directory(run)
     with _cyclic_gc_paused():
         history = read_run_history(tracking_uri, run_id, run)
-        return write_report_of(training_metrics(history), target, formats, whole_split_val_loss(history))
+        return write_report_of(training_metrics(history), target, formats, final_validation(history))
 
 
 def _run_directory(run) -> Path:

@@ -27,7 +27,7 @@ CURVE_PNG = "training_curve.png"
 EPOCH_PNG = "loss_by_epoch.png"
 REPORT_METRICS = ("train_loss", "val_loss", "learning_rate", "epoch")
 # Read with the report's metrics; not in the documented lists, the summary uses it.
-SUMMARY_METRICS = ("final_val_loss",)
+SUMMARY_METRICS = ("final_val_loss", "final_eval_sequences", "val_sequences")
 REPORT_FORMATS = ("json", "png")
 PLOT_POINTS = 4000  # most points drawn per line; beyond that the line is drawn from its envelope
 
@@ -46,10 +46,20 @@ def training_metrics(history: MetricHistory) -> dict[str, list]:
     }
 
 
-def whole_split_val_loss(history: MetricHistory) -> float | None:
-    """The validation loss over the whole split measured at the end of the run, if it was."""
+def final_validation(history: MetricHistory):
+    """The run's final validation (a ``FinalValidation``), if it had one: over the whole split, or
+    over the seeded sample ``final_eval_sequences`` says of ``val_sequences``."""
+    from orchestrator.report.summary import FinalValidation
+
     values = history.get("final_val_loss")
-    return values[max(values)] if values else None
+    if not values:
+        return None
+    step = max(values)
+    seen = history.get("final_eval_sequences", {}).get(step)
+    total = history.get("val_sequences", {}).get(step)
+    if seen is None or total is None or seen >= total:
+        return FinalValidation(values[step])
+    return FinalValidation(values[step], f"sample of {seen:,.0f} of {total:,.0f} validation sequences")
 
 
 def loss_by_epoch(metrics: dict[str, list]) -> dict[int, float]:
@@ -84,22 +94,20 @@ def write_tables(history: MetricHistory, out_dir: Path) -> list[Path]:
     from orchestrator.report.summary import summarize
 
     metrics = training_metrics(history)
-    return _tables(metrics, summarize(metrics, whole_split_val_loss(history)), Path(out_dir))
+    return _tables(metrics, summarize(metrics, final_validation(history)), Path(out_dir))
 
 
 def write_report(history: MetricHistory, out_dir: Path, formats=REPORT_FORMATS) -> list[Path]:
     """The whole report: ``json`` = training_metrics.json + summary.json, ``png`` = both plots."""
     metrics = training_metrics(history)
-    return write_report_of(metrics, Path(out_dir), formats, whole_split_val_loss(history))[0]
+    return write_report_of(metrics, Path(out_dir), formats, final_validation(history))[0]
 
 
-def write_report_of(
-    metrics: dict[str, list], out_dir: Path, formats=REPORT_FORMATS, whole_split_val_loss: float | None = None
-):
+def write_report_of(metrics: dict[str, list], out_dir: Path, formats=REPORT_FORMATS, final=None):
     """The whole report from the documented lists (built once), and the run's summary."""
     from orchestrator.report.summary import summarize
 
-    summary = summarize(metrics, whole_split_val_loss)
+    summary = summarize(metrics, final)
     paths = _tables(metrics, summary, out_dir) if "json" in formats else []
     return paths + (_plots(metrics, out_dir) if "png" in formats else []), summary
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from orchestrator.fsutil import atomic_write, output_directory
 from orchestrator.report.artifacts import (
     MetricHistory,
+    final_validation,
     new_figure,
     save_figure,
     training_metrics,
-    whole_split_val_loss,
 )
 from orchestrator.report.summary import RunSummary, summarize
 from orchestrator.text import format_number
@@ -34,7 +34,7 @@ class ComparedRun:
 
 def compared_run(run_id: str, name: str, history: MetricHistory) -> ComparedRun:
     metrics = training_metrics(history)
-    return ComparedRun(run_id, name, metrics, summarize(metrics, whole_split_val_loss(history)))
+    return ComparedRun(run_id, name, metrics, summarize(metrics, final_validation(history)))
 
 
 def compare_runs(tracking_uri: str, run_ids: list[str], out_dir: str | Path) -> tuple[list[Path], str]:

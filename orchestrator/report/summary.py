@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -55,7 +56,8 @@ class RunSummary(BaseModel):
     best_val_step: int | None
     best_val_loss: float | None
     final_val_loss: float | None  # on the whole validation split at the end, if measured (see scope)
-    final_val_scope: str | None  # "whole validation split" or "last evaluation" (eval_batches per rank)
+    # "whole validation split", "sample of N of M validation sequences" or "last evaluation"
+    final_val_scope: str | None
     diagnostics: list[Diagnostic]
 
     def to_json(self) -> str:
@@ -63,9 +65,17 @@ class RunSummary(BaseModel):
         return json.dumps(doc, indent=2, allow_nan=False)
 
 
-def summarize(metrics: dict[str, list], whole_split_val_loss: float | None = None) -> RunSummary:
-    """``whole_split_val_loss``: the run's final validation on its whole split (``final_val_loss``),
-    which the summary prefers to the last periodic evaluation."""
+@dataclass(frozen=True)
+class FinalValidation:
+    """The run's final validation (``final_val_loss``), which the summary prefers to the last
+    periodic evaluation: over the whole split, or over a seeded sample of it."""
+
+    loss: float
+    scope: str = "whole validation split"
+
+
+def summarize(metrics: dict[str, list], final_validation: FinalValidation | None = None) -> RunSummary:
+    """The run's summary and diagnostics; ``final_validation``: the run's, if it had one."""
     steps, train = metrics["steps"], metrics["train_loss"]
     lr = [v for v in metrics["learning_rate"] if v is not None]
     initial, final = (train[0], train[-1]) if train else (None, None)
@@ -89,14 +99,14 @@ def summarize(metrics: dict[str, list], whole_split_val_loss: float | None = Non
         best_loss=best[1],
         best_val_step=best_val[0],
         best_val_loss=best_val[1],
-        **_final_validation(vals, whole_split_val_loss),
+        **_final_validation(vals, final_validation),
         diagnostics=diagnose(metrics),
     )
 
 
-def _final_validation(vals: list[float], whole_split: float | None) -> dict:
-    if whole_split is not None:
-        return {"final_val_loss": whole_split, "final_val_scope": "whole validation split"}
+def _final_validation(vals: list[float], final: FinalValidation | None) -> dict:
+    if final is not None:
+        return {"final_val_loss": final.loss, "final_val_scope": final.scope}
     if vals:
         return {"final_val_loss": vals[-1], "final_val_scope": "last evaluation"}
     return {"final_val_loss": None, "final_val_scope": None}

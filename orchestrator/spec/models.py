@@ -159,6 +159,12 @@ class TrainSpec(_Section):
     log_interval: int = Field(5, ge=1, description="Log training metrics every N steps.")
     eval_interval: int = Field(25, ge=1, description="Evaluate every N steps (a multiple of log_interval).")
     eval_batches: int = Field(8, ge=1, description="Validation micro batches per rank per evaluation.")
+    final_eval_sequences: int = Field(
+        16384,
+        ge=0,
+        description="The run's final validation: every validation sequence when the split holds at most "
+        "this many (0: always every one), else a fixed, seeded sample of this many spread over the split.",
+    )
     seed: int = 1234
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="On a NaN/inf loss: stop with a message, or skip the batch and count it."

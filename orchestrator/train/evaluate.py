@@ -44,11 +44,19 @@ def evaluate(plan, engine, dataset, device, step: int, ids) -> list[MetricEvent]
     ]
 
 
-def evaluate_whole_split(plan, engine, dataset, device) -> tuple[float, float, int]:
-    """(mean loss, accuracy, tokens) over every validation sequence, each counted once."""
-    import numpy as np
+def final_evaluation_ids(plan, dataset):
+    """The final validation's sequences: every one of the split, or, when it holds more than
+    ``train.final_eval_sequences``, a fixed seeded sample of that many spread over it (a corpus of
+    gigabytes holds millions: the whole split would take longer than the training)."""
+    from orchestrator.data.cursor import evaluation_sample
 
-    return _over(plan, engine, dataset, device, np.arange(dataset.val_samples))
+    most = plan.spec.train.final_eval_sequences or dataset.val_samples
+    return evaluation_sample(dataset.val_samples, most, plan.spec.data.seed + 1)
+
+
+def evaluate_final(plan, engine, dataset, device, ids) -> tuple[float, float, int]:
+    """(mean loss, accuracy, tokens) over ``ids`` (see ``final_evaluation_ids``), each counted once."""
+    return _over(plan, engine, dataset, device, ids)
 
 
 def _over(plan, engine, dataset, device, ids) -> tuple[float, float, int]:

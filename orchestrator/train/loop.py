@@ -29,7 +29,13 @@ from orchestrator.track import startup
 from orchestrator.track.events import MetricEvent
 from orchestrator.train.batches import to_device
 from orchestrator.train.early_stopping import EarlyStopping
-from orchestrator.train.evaluate import compute_loss, evaluate, evaluate_whole_split, perplexity
+from orchestrator.train.evaluate import (
+    compute_loss,
+    evaluate,
+    evaluate_final,
+    final_evaluation_ids,
+    perplexity,
+)
 from orchestrator.train.state import TrainingState
 
 if TYPE_CHECKING:
@@ -142,10 +148,12 @@ def train_step(s: Session) -> None:
 
 def final_validation(s: Session) -> None:
     """Periodic evaluations see a fixed sample of the validation split; the final one sees every
-    validation sequence once: ``final_val_loss``, ``final_val_perplexity``, ``final_val_accuracy``
-    and ``final_eval_seconds``, at the last step."""
+    validation sequence once (or a seeded sample of ``train.final_eval_sequences`` of a larger
+    split): ``final_val_loss``, ``final_val_perplexity``, ``final_val_accuracy`` and
+    ``final_eval_seconds``, at the last step."""
     started = time.perf_counter()
-    loss, accuracy, tokens = evaluate_whole_split(s.plan, s.engine, s.dataset, s.device)
+    ids = final_evaluation_ids(s.plan, s.dataset)
+    loss, accuracy, tokens = evaluate_final(s.plan, s.engine, s.dataset, s.device, ids)
     took, step = time.perf_counter() - started, s.state.step
     _write(
         s,
@@ -154,13 +162,20 @@ def final_validation(s: Session) -> None:
             MetricEvent("final_val_perplexity", perplexity(loss), step),
             MetricEvent("final_val_accuracy", accuracy, step),
             MetricEvent("final_eval_seconds", took, step),
+            MetricEvent("final_eval_sequences", float(len(ids)), step),
+            MetricEvent("val_sequences", float(s.dataset.val_samples), step),
         ],
     )
     if s.rank == 0:
+        total = s.dataset.val_samples
+        which = (
+            f"the whole split ({total} sequences"
+            if len(ids) == total
+            else f"a seeded sample of {len(ids):,} of its {total:,} sequences (train.final_eval_sequences"
+        )
         print(
-            f"[train] final validation on the whole split ({s.dataset.val_samples} sequences, "
-            f"{tokens:,} tokens): loss {loss:.4f}, perplexity {perplexity(loss):.2f}, accuracy "
-            f"{accuracy:.3f} in {took:.1f}s",
+            f"[train] final validation on {which}, {tokens:,} tokens): loss {loss:.4f}, perplexity "
+            f"{perplexity(loss):.2f}, accuracy {accuracy:.3f} in {took:.1f}s",
             flush=True,
         )
 

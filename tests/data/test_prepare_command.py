@@ -50,3 +50,47 @@ def test_prepare_runs_its_pieces_as_ray_tasks_and_makes_what_one_process_makes(t
     assert (
         f"{by_ray.totals['tokens']:,} tokens in {by_ray.totals['documents']:,} documents" in validated.stdout
     )
+
+
+def test_ctrl_c_during_prepare_exits_130_and_the_next_prepare_finishes_the_rest(tmp_path):
+    """Ctrl-C while the Ray tasks tokenize: exit code 130 and a word, no traceback, no manifest (so
+    nothing half-made is used); the next `prepare` finishes the dataset."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, wait_for
+
+    (tmp_path / "corpus").mkdir()
+    for index in range(8):
+        text = "\n\n".join(
+            f"Part {index}, paragraph {i}: the quick brown fox jumps. " * 8 for i in range(3000)
+        )
+        (tmp_path / "corpus" / f"part-{index}.txt").write_text(text)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    log = tmp_path / "prepare.log"
+    command = [sys.executable, "-m", "orchestrator", "prepare", "spec.yaml"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )  # fmt: skip
+    try:
+        started = lambda: "trained on" in log.read_text() or process.poll() is not None  # noqa: E731
+        wait_for(started, 300, "the tokenizer trained: the pieces' tasks start")
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        returncode = process.wait(120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    output = log.read_text()
+    assert returncode == 130 and "interrupted" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    spec = load_spec(tmp_path / "spec.yaml")
+    store = open_store(dataset_uri(spec, tmp_path))
+    assert not store.exists("manifest.json"), "an interrupted prepare leaves no manifest"
+    again = run_cli("prepare", "spec.yaml", cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert read_manifest(store).totals["documents"] == 8 * 3000

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from orchestrator.report.artifacts import training_metrics, write_report
-from orchestrator.report.summary import SUMMARY_JSON, render_summary, summarize
+from orchestrator.report.summary import SUMMARY_JSON, FinalValidation, render_summary, summarize
 
 STEPS = list(range(10, 110, 10))  # 10 logging steps
 
@@ -49,7 +49,7 @@ def test_a_healthy_run_has_exact_figures_and_no_diagnostics():
 def test_the_summary_prefers_the_final_validation_on_the_whole_split():
     m = metrics(DECREASING, {50: 3.6, 100: 2.95})
     assert (summarize(m).final_val_loss, summarize(m).final_val_scope) == (2.95, "last evaluation")
-    s = summarize(m, whole_split_val_loss=3.02)
+    s = summarize(m, FinalValidation(3.02))
     assert (s.final_val_loss, s.final_val_scope) == (3.02, "whole validation split")
     assert s.best_val_loss == 2.95, "the periodic evaluations stay what they were"
     assert "final val    loss 3.0200 (whole validation split)" in render_summary(s)
@@ -65,6 +65,13 @@ def test_the_live_and_rebuilt_summary_read_the_final_validation_from_the_history
     write_report(history, tmp_path, formats=("json",))
     doc = json.loads((tmp_path / SUMMARY_JSON).read_text())
     assert (doc["final_val_loss"], doc["final_val_scope"]) == (3.02, "whole validation split")
+    sampled = {**history, "final_eval_sequences": {100: 16384.0}, "val_sequences": {100: 2_500_000.0}}
+    write_report(sampled, tmp_path, formats=("json",))
+    doc = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert doc["final_val_scope"] == "sample of 16,384 of 2,500,000 validation sequences"
+    whole = {**history, "final_eval_sequences": {100: 340.0}, "val_sequences": {100: 340.0}}
+    write_report(whole, tmp_path, formats=("json",))
+    assert json.loads((tmp_path / SUMMARY_JSON).read_text())["final_val_scope"] == "whole validation split"
 
 
 def test_a_warmup_does_not_hide_the_decay_from_the_peak():

@@ -76,18 +76,45 @@ def test_a_nan_loss_stops_the_run_at_the_next_logging_step_with_where_it_happene
 def test_the_final_validation_counts_every_validation_sequence_once(one_rank, tmp_path):
     import numpy as np
 
-    from orchestrator.train.evaluate import evaluate_whole_split, validation_totals
+    from orchestrator.train.evaluate import evaluate_final, final_evaluation_ids, validation_totals
     from orchestrator.train.model import GPT
 
     dataset = _ValidationOnly(np.random.default_rng(0).integers(0, 50, (10, 17)))  # 10 sequences
     torch.manual_seed(0)  # an untrained model: about 2% of its guesses are right, so never none by chance
     model = GPT(vocab_size=50, context_length=16, d_model=16, n_layers=1, n_heads=2)
-    plan = new_session().plan
-    loss, accuracy, counted = evaluate_whole_split(plan, model, dataset, torch.device("cpu"))
+    plan = evaluation_plan()
+    ids = final_evaluation_ids(plan, dataset)
+    assert list(ids) == list(range(10)), "a split smaller than train.final_eval_sequences: every sequence"
+    loss, accuracy, counted = evaluate_final(plan, model, dataset, torch.device("cpu"), ids)
     assert counted == 10 * 16, "3 batches of 4 rows: the 2 padding rows count for nothing"
     assert 0 < accuracy < 1 and abs(loss - math.log(50)) < 0.5
     first_row = validation_totals(model, dataset, [0], 4, 1, torch.device("cpu"))
     assert first_row[2] == 16 and model.training, "one real row; the model is back in training mode"
+
+
+def evaluation_plan(final_eval_sequences: int | None = None):
+    """What the evaluation reads of a plan; the spec's default unless given."""
+    from orchestrator.spec.models import TrainSpec
+
+    most = TrainSpec().final_eval_sequences if final_eval_sequences is None else final_eval_sequences
+    train = SimpleNamespace(micro_batch_size=4, final_eval_sequences=most)
+    return SimpleNamespace(spec=SimpleNamespace(train=train, data=SimpleNamespace(seed=1234)))
+
+
+def test_the_final_validation_of_a_large_split_is_a_fixed_sample_spread_over_it():
+    """A split of millions of sequences: the seeded sample of train.final_eval_sequences, the same in
+    every run, spread from its start to its end; 0 asks for every sequence."""
+    import numpy as np
+
+    from orchestrator.train.evaluate import final_evaluation_ids
+
+    dataset = _ValidationOnly(np.zeros((1, 1)))
+    dataset.val_samples = 3_000_000
+    ids = final_evaluation_ids(evaluation_plan(), dataset)
+    assert len(ids) == 16384 == len(set(ids.tolist())) and list(ids) == sorted(ids)
+    assert ids[0] < 3_000_000 * 0.01 and ids[-1] > 3_000_000 * 0.99, "spread over the whole split"
+    assert np.array_equal(ids, final_evaluation_ids(evaluation_plan(), dataset)), "the same every time"
+    assert len(final_evaluation_ids(evaluation_plan(0), dataset)) == 3_000_000
 
 
 class _ValidationOnly:
