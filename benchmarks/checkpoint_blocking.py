@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import statistics
 import tempfile
@@ -30,6 +31,7 @@ name: ckpt-bench
 model: {model}
 train: {{epochs: 1, max_steps: {steps}, micro_batch_size: 4, log_interval: 1, eval_interval: 1000,
         eval_batches: 1}}
+schedule: {{warmup_steps: 2}}
 deepspeed: {{zero_stage: 2, precision: fp32}}
 checkpoint: {{interval: {interval}, keep_last: 2}}
 storage: {{retry_deadline_s: 300}}
@@ -39,7 +41,6 @@ report: {{artifacts: false}}
 
 def run_one(work: Path, name: str, where: str, store_env: dict, checkpoint_uri: str | None) -> dict:
     from orchestrator.spec import parse_spec
-    from orchestrator.storage.store import open_store
     from orchestrator.track.mlflow_run import client
     from orchestrator.train.checkpoint import latest_complete_checkpoint
 
@@ -58,7 +59,7 @@ def run_one(work: Path, name: str, where: str, store_env: dict, checkpoint_uri: 
         return [m.value for m in sorted(mlflow.get_metric_history(plan.run_id, key), key=lambda m: m.step)]
 
     blocked, uploads = history("checkpoint_seconds"), history("checkpoint_upload_seconds")
-    latest = latest_complete_checkpoint(open_store(plan.checkpoint_uri))
+    latest = latest_complete_checkpoint(plan.checkpoint_store())
     size = sum(f["size"] for f in latest.files.values()) if latest.files else _folder_size(latest.path)
     return {
         "blocked_s": blocked,
@@ -83,6 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ckpt-bench-"))
     server = S3Server(work / "s3").start().wait_ready()
+    os.environ.update(server.env())  # this process reads the checkpoints on the store too
     try:
         results = {}
         for name in args.models:
