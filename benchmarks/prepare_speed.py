@@ -111,6 +111,24 @@ def _spec(corpus: Path, prepared: Path) -> Path:
     return spec
 
 
+def run_sampled(args: list[str], cwd: Path, env: dict) -> tuple[str, float, PssSampler]:
+    """An `orchestrator` command in a fresh process, the PSS of all its processes sampled meanwhile:
+    (its output, its seconds, the sampler)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    sampler = PssSampler(process.pid)
+    sampler.start()
+    out, _ = process.communicate()
+    took = time.perf_counter() - started
+    sampler.stop()
+    if process.returncode != 0:
+        raise RuntimeError(out[-3000:])
+    return out, took, sampler
+
+
 TRAIN_SPEC = """\
 name: prepare-bench-train
 model: {{vocab_size: 50257, context_length: 128, n_layers: 2, n_heads: 4, d_model: 128}}
@@ -132,18 +150,7 @@ def run_training(corpus: Path, prepared: Path, work: Path, steps: int) -> dict:
     spec = work / "train.yaml"
     spec.write_text(TRAIN_SPEC.format(corpus=corpus, prepared=prepared, steps=steps, work=work))
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_CACHE_DIR": str(work / "cache")}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "submit", str(spec), "--progress", "off"],
-        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    sampler = PssSampler(process.pid)
-    sampler.start()
-    out, _ = process.communicate()
-    took = time.perf_counter() - started
-    sampler.stop()
-    if process.returncode != 0:
-        raise RuntimeError(out[-3000:])
+    out, took, sampler = run_sampled(["submit", str(spec), "--progress", "off"], work, env)
     run_id = re.search(r"MLflow run (\w+)\)", out).group(1)
     mlflow = client(f"sqlite:///{work}/mlflow.db")
 
@@ -168,18 +175,7 @@ def run_training(corpus: Path, prepared: Path, work: Path, steps: int) -> dict:
 def run_prepare(spec: Path, cwd: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_CACHE_DIR": str(cwd / "cache")}
     available_before = psutil.virtual_memory().available
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "prepare", str(spec)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    sampler = PssSampler(process.pid)
-    sampler.start()
-    out, _ = process.communicate()
-    took = time.perf_counter() - started
-    sampler.stop()
-    if process.returncode != 0:
-        raise RuntimeError(out[-3000:])
+    out, took, sampler = run_sampled(["prepare", str(spec)], cwd, env)
     tokens = int(re.search(r"([\d,]+) tokens in \d+ shards", out).group(1).replace(",", ""))
     trained = re.search(r"trained on ([\d.]+) MB of text in ([\d.]+)s", out)
     training_s = float(trained.group(2)) if trained else 0.0

@@ -121,6 +121,23 @@ def run_cli(
     )
 
 
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    """The command line in this process: its exit code (argparse's usage errors count as exit codes)
+    and everything it printed, which never holds a traceback."""
+    from orchestrator.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main(): a traceback for the user")
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "Traceback" not in output, output
+    return code, output
+
+
 @pytest.fixture
 def tiny_spec_text() -> str:
     return TINY_SPEC

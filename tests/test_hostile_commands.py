@@ -13,22 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.errors import EXIT_INTERRUPTED
-from tests.conftest import REPO, TINY_SPEC
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str]:
-    """Exit code and everything printed; argparse's usage errors count as exit codes."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    except KeyboardInterrupt:
-        pytest.fail("Ctrl-C escaped main(): a traceback for the user")
-    captured = capsys.readouterr()
-    output = captured.out + captured.err
-    assert "Traceback" not in output, output
-    return code, output
-
+from tests.conftest import REPO, TINY_SPEC, run_main
 
 # --- hand-edited checkpoint markers --------------------------------------------------------------
 

@@ -7,16 +7,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.cli import main
-from tests.conftest import REPO
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+from tests.conftest import REPO, run_main
 
 
 def test_a_warmup_longer_than_the_planned_run_is_refused(capsys):

@@ -17,24 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import STOP_REASON_TAG
-from tests.conftest import REPO, TINY_SPEC, wait_for
+from tests.conftest import REPO, TINY_SPEC, run_main, wait_for
 from tests.mounts import require_private_mounts, with_mounts
 
 ERROR_TAG = "orchestrator.error"  # why a run failed
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    output = captured.out + captured.err
-    assert "Traceback" not in output, output
-    return code, output
 
 
 def driver_lines(output: str) -> str:
