@@ -44,7 +44,10 @@ class RayTasks:
                 done, running = ray.wait(running, num_returns=1)
                 yield _result(done[0])
         finally:
-            for ref in running:
+            # An embedded Ray goes with its shutdown (and Ctrl-C reached its workers already: a
+            # force-cancel of tasks whose workers died then makes Ray's core worker abort the whole
+            # process); on a cluster the tasks left would run on, so they are cancelled.
+            for ref in running if self.address else []:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
 

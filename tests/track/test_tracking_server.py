@@ -84,7 +84,7 @@ def test_a_server_outage_mid_run_loses_no_step_and_duplicates_none(mlflow_server
     loop.start()
     try:
         time.sleep(1.5)
-        before = system_steps(uri, run_id)
+        before = wait_for(lambda: system_steps(uri, run_id), 60, "the first system metrics on the server")
         mlflow_server.stop()
         stopped_at = loop.step
         time.sleep(3)
