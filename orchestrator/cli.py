@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
     try:
         return _run(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's clean-up ran: still no traceback
+        return EXIT_INTERRUPTED
     finally:
         sys.stdout, sys.stderr = saved
 
