@@ -13,14 +13,13 @@ files. Goal: the blocked time no longer grows with the upload.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import REPO, plan_for, run_checked, torchrun, training_env
+from benchmarks.harness import REPO, emit, plan_for, run_checked, torchrun, training_env
 
 MODELS = {  # name -> (model section, steps, checkpoint interval)
     "quickstart": ("{n_layers: 4, n_heads: 4, d_model: 128, context_length: 128, vocab_size: 512}", 24, 4),
@@ -93,10 +92,7 @@ def main() -> None:
             results[name] = {"local": local, "s3": s3}
     finally:
         server.stop()
-    text = json.dumps(results, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

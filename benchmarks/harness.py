@@ -3,6 +3,7 @@ the CPU time every process of a run used, and statistics over repeated measureme
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -188,3 +189,11 @@ def spread(values: list[float]) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def emit(results, json_path: str | None) -> None:
+    """Print the results as JSON, and write them to ``json_path`` when one is given."""
+    text = json.dumps(results, indent=1)
+    if json_path:
+        Path(json_path).write_text(text)
+    print(text)

@@ -26,7 +26,6 @@ the same at 100 MB and 1 GB; a training step waits for data less than 1% of its 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.harness import REPO
+from benchmarks.harness import REPO, emit
 
 FILE_BYTES = 64_000_000
 
@@ -259,10 +258,7 @@ def main() -> None:
         size = max(args.sizes_mb)
         corpus, prepared = work / f"corpus-{size}", work / f"prepared-{size}"
         results["training"] = run_training(corpus, prepared, work, args.train_steps)
-    text = json.dumps(results, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    emit(results, args.json)
 
 
 if __name__ == "__main__":
