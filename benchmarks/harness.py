@@ -164,6 +164,7 @@ def _process_name(pid: int) -> str:
     if not command:
         return "?"
     command = re.sub(r"\S*/(site-packages|bin)/", "", command)
+    command = re.sub(r"\s--?[\w-]+=/\S*", "", command)  # options naming this machine's directories
     return command.strip()[:90]
 
 
