@@ -25,6 +25,7 @@ from pathlib import Path
 
 from orchestrator.cli_parser import build_parser
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OrchestratorError
+from orchestrator.interrupts import forget_handled_interrupts
 from orchestrator.masking import mask_uri_passwords
 from orchestrator.text import PrintableStream
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         sys.stdout, sys.stderr = saved
+        forget_handled_interrupts()  # every Ctrl-C was handled above: the exit code is main's
 
 
 def _run(argv: list[str] | None) -> int:

@@ -40,3 +40,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def forget_handled_interrupts() -> None:
+    """Keep the exit code this process returns once it has handled a Ctrl-C.
+
+    CPython notes a KeyboardInterrupt that escapes code run by ``exec`` of a string (dataclasses
+    build their methods so: a Ctrl-C during an import lands there often) as unhandled, even when a
+    caller catches it later, and then ends ``python -m ...`` by SIGINT instead of with the code
+    ``main`` returned (130 becomes -2 to a parent process). Each ``exec`` of a string clears that note
+    first; an empty one clears it and runs nothing."""
+    exec("")

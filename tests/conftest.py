@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,11 @@ _S3_SERVER = None
 
 def pytest_configure(config):
     global _S3_SERVER
+    # Started with Ctrl-C ignored (`nohup make test &`): the commands the tests start would inherit
+    # that and ignore the Ctrl-C the interrupt tests send them, as such a program should. A handler
+    # here resets to the default in every process started from now on.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if hasattr(config, "workerinput") or os.environ.get(S3_ENV_PREFIX + "ENDPOINT"):
         return  # an xdist worker, or a server given from outside
     from tests.servers import S3Server

@@ -56,3 +56,19 @@ def test_unknown_command_is_a_usage_error():
     result = run_cli("trian", cwd=REPO)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_a_ctrl_c_caught_inside_exec_code_still_exits_130(tmp_path):
+    """A Ctrl-C that lands in code run by ``exec`` of a string (a dataclass being built during an
+    import) and is handled by the command: ``python -m`` still exits with the command's 130, not by
+    SIGINT (-2), which CPython would otherwise choose."""
+    (tmp_path / "interrupted_main.py").write_text(
+        "from orchestrator import cli\n"
+        "def _run(argv):\n"
+        "    exec('raise KeyboardInterrupt')  # where the Ctrl-C landed\n"
+        "cli._run = _run\n"
+        "raise SystemExit(cli.main([]))\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "interrupted_main"], cwd=tmp_path, env=env)
+    assert result.returncode == 130
