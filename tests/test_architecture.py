@@ -24,7 +24,8 @@ from tests.conftest import REPO
 
 LAYERS = [
     ["orchestrator.errors", "orchestrator.masking", "orchestrator.text", "orchestrator.fsutil",
-     "orchestrator.jsonfloat", "orchestrator.net", "orchestrator.interrupts", "orchestrator",
+     "orchestrator.jsonfloat", "orchestrator.net", "orchestrator.interrupts", "orchestrator.imports",
+     "orchestrator",
      "orchestrator.storage"],
     ["orchestrator.spec"],
     ["orchestrator.data"],

@@ -14,13 +14,11 @@ the killed attempt's journal) are not logged twice, and the live report starts f
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-import sys
-from collections.abc import Iterator
 
+from orchestrator.imports import kept_out
 from orchestrator.report.artifacts import MetricHistory
 from orchestrator.track.events import MetricEvent, MetricSink
 from orchestrator.track.journal import MetricJournal, MetricPoint, journal_path
@@ -31,21 +29,12 @@ from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
 PLOT_INTERVAL_S = 10.0
 
 
-@contextlib.contextmanager
-def mlflow_kept_out() -> Iterator[None]:
+def mlflow_kept_out():
     """Imports inside this block find no MLflow (``import mlflow`` raises ImportError). DeepSpeed's
     autotuner imports MLflow whenever it is installed: about 1.5 s of every rank's start-up (a third
     of its imports) for autotuning, which workers never run. Rank 0's tracking child process
     imports MLflow itself."""
-    if "mlflow" in sys.modules:
-        yield
-        return
-    sys.modules["mlflow"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if sys.modules.get("mlflow", False) is None:
-            del sys.modules["mlflow"]
+    return kept_out("mlflow")
 
 
 class MetricsPipeline:

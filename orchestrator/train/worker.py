@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+from orchestrator.imports import stand_in
 from orchestrator.plan import Plan
 from orchestrator.track import startup
 from orchestrator.track.pipeline import MetricsPipeline, mlflow_kept_out, open_sinks
@@ -103,6 +104,19 @@ def _open_dataset(plan: Plan):
     return TokenDataset.open(data.dataset_uri, data.manifest_digest, plan.spec.model.context_length, settings)
 
 
+# DeepSpeed's optimizers ask whether the optimizer is its Muon by importing that class, and its
+# module's torch.compile decorators import all of inductor: about 1.2 s of CPU on every rank at
+# every start (the engine's set-up, or its first step). The worker's optimizer is torch's AdamW.
+DEEPSPEED_MUON = "deepspeed.runtime.zero.muon.muon_optimizer"
+
+
+class NoMuon:
+    """What DeepSpeed finds as its Muon optimizer in a worker: no optimizer is one."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("DeepSpeed's Muon optimizer is not used by the orchestrator's workers")
+
+
 def _engine(plan: Plan, deepspeed, universal: bool):
     import torch
 
@@ -127,6 +141,7 @@ def _engine(plan: Plan, deepspeed, universal: bool):
     config = dict(plan.deepspeed_config)
     if universal:  # a checkpoint of another world size, converted to DeepSpeed's universal form
         config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
+    stand_in(DEEPSPEED_MUON, MuonWithAuxAdam=NoMuon)  # the optimizer is torch's AdamW
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
