@@ -104,10 +104,12 @@ def _open_dataset(plan: Plan):
     return TokenDataset.open(data.dataset_uri, data.manifest_digest, plan.spec.model.context_length, settings)
 
 
-# DeepSpeed's optimizers ask whether the optimizer is its Muon by importing that class, and its
-# module's torch.compile decorators import all of inductor: about 1.2 s of CPU on every rank at
-# every start (the engine's set-up, or its first step). The worker's optimizer is torch's AdamW.
+# DeepSpeed's ZeRO asks whether the optimizer is its Muon by importing that class (in the engine's
+# set-up) and imports Muon's update in every gradient partitioning (the first step); their module's
+# torch.compile decorators import all of inductor: about 1.2 s of CPU on every rank at every start.
+# The worker's optimizer is torch's AdamW: light stand-ins take their place.
 DEEPSPEED_MUON = "deepspeed.runtime.zero.muon.muon_optimizer"
+DEEPSPEED_MUON_UPDATE = "deepspeed.runtime.zero.muon.original_muon"
 
 
 class NoMuon:
@@ -115,6 +117,15 @@ class NoMuon:
 
     def __init__(self, *args, **kwargs):
         raise TypeError("DeepSpeed's Muon optimizer is not used by the orchestrator's workers")
+
+
+def no_muon_update(*args, **kwargs):
+    raise TypeError("DeepSpeed's Muon update is not used by the orchestrator's workers")
+
+
+def _without_deepspeed_muon() -> None:
+    stand_in(DEEPSPEED_MUON, MuonWithAuxAdam=NoMuon)
+    stand_in(DEEPSPEED_MUON_UPDATE, MuonWithAuxAdam=NoMuon, muon_update=no_muon_update)
 
 
 def _engine(plan: Plan, deepspeed, universal: bool):
@@ -141,7 +152,7 @@ def _engine(plan: Plan, deepspeed, universal: bool):
     config = dict(plan.deepspeed_config)
     if universal:  # a checkpoint of another world size, converted to DeepSpeed's universal form
         config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
-    stand_in(DEEPSPEED_MUON, MuonWithAuxAdam=NoMuon)  # the optimizer is torch's AdamW
+    _without_deepspeed_muon()
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )

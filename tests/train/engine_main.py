@@ -33,6 +33,11 @@ def main() -> None:
     from orchestrator.train.worker import train_worker
 
     train_worker(plan)
+    import sys
+
+    # what the run imported of torch.compile's stack (tests/train/test_engine.py)
+    compiler = "torch._inductor.compile_fx" in sys.modules
+    print(f"[engine_main] torch._inductor.compile_fx imported: {compiler}", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

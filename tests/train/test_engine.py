@@ -225,6 +225,15 @@ def test_nothing_is_compiled_on_the_way_to_the_first_step(stage_runs, trained_ru
         assert "shm_comm" not in result.stdout + result.stderr, name
 
 
+def test_an_uncompiled_model_imports_nothing_of_torch_compile(stage_runs, trained_runs):
+    """DeepSpeed's ZeRO imports its Muon optimizer's module, whose torch.compile decorators import
+    inductor's compiler (about 1.2 s of CPU per rank), unless the worker's stand-ins take its place."""
+    for name in stage_runs:
+        result = trained_runs.results[name]
+        said = result.stdout.count("torch._inductor.compile_fx imported: False")  # the ranks' lines may join
+        assert said == 2 and "imported: True" not in result.stdout, (name, result.stdout[-2000:])
+
+
 def test_evaluates_at_each_epoch_end_and_reshuffles_epochs(work):
     corpus = work / "small.txt"
     corpus.write_text(
