@@ -1,0 +1,114 @@
+"""The part of start-up that is Ray's and Ray Train's: an embedded Ray started as a run starts it
+(``launchers.ray_local.connect``: 127.0.0.1, token authentication, the workers' environment), then a
+``TorchTrainer`` of 2 workers whose training function only notes the time. No MLflow, no DeepSpeed,
+no model: whatever a run spends before its own training function is entered is at least this.
+
+    .venv/bin/python -m benchmarks.ray_train_floor [--runs 3] [--json OUT]
+
+Each run is a process of its own (``--one``). The figures: ``ray.init``; from ``fit()`` to the
+worker processes' start (the controller actor's process and its set-up); from ``fit()`` to the
+training function's entry on the later of the two ranks (the worker processes' imports and Ray
+Train's process group on top).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import REPO, emit, median, plan_for
+
+SPEC = """\
+name: floor
+model: {n_layers: 2, n_heads: 2, d_model: 32, context_length: 32, vocab_size: 300}
+cluster: {backend: ray-local, num_workers: 2}
+"""
+
+
+def _process_start() -> float:
+    import os
+
+    with open("/proc/self/stat") as handle:
+        ticks = int(handle.read().rpartition(")")[2].split()[19])
+    with open("/proc/uptime") as handle:
+        uptime = float(handle.read().split()[0])
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _entry(config: dict) -> None:
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    mark = {"rank": rank, "entry": time.time(), "process_start": _process_start()}
+    Path(config["marks"], f"rank-{rank}.json").write_text(json.dumps(mark))
+
+
+def one(work: Path) -> dict[str, float]:
+    """One embedded Ray and one empty training run (in this process). Ray is imported once
+    ``connect`` has set its authentication mode, which Ray reads at its import."""
+    from launchers.ray_local import connect, private_ray_token
+    from orchestrator.spec import parse_spec
+
+    plan = plan_for(parse_spec(SPEC), work, tracking=False)
+    marks = work / "marks"
+    marks.mkdir()
+    with private_ray_token():
+        started = time.time()
+        connect(plan, None, log_to_driver=False)
+        connected = time.time()
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        from launchers.loopback_torch import LoopbackTorchConfig
+
+        try:
+            trainer = TorchTrainer(
+                _entry,
+                train_loop_config={"marks": str(marks)},
+                scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                torch_config=LoopbackTorchConfig(backend="gloo"),
+                run_config=RunConfig(storage_path=str(work / "ray")),
+            )
+            fit = time.time()
+            trainer.fit()
+        finally:
+            ray.shutdown()
+    ranks = [json.loads(path.read_text()) for path in sorted(marks.glob("rank-*.json"))]
+    return {
+        "ray_init_s": connected - started,
+        "fit_to_worker_process_s": min(r["process_start"] for r in ranks) - fit,
+        "fit_to_entry_s": max(r["entry"] for r in ranks) - fit,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a single run in this process, into this file
+    args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory(prefix="floor-") as work:
+            Path(args.one).write_text(json.dumps(one(Path(work))))
+        return
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="floor-runs-") as scratch:
+        for index in range(args.runs):
+            out = Path(scratch) / f"run-{index}.json"
+            command = [sys.executable, "-m", "benchmarks.ray_train_floor", "--one", str(out)]
+            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+            runs.append(json.loads(out.read_text()))
+            print(f"  run {index + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1].items()), flush=True)
+    figures = {key: median([run[key] for run in runs]) for key in runs[0]}
+    figures["floor_s"] = figures["ray_init_s"] + figures["fit_to_entry_s"]
+    emit({"runs": runs, "median": figures}, args.json)
+
+
+if __name__ == "__main__":
+    main()
