@@ -1,5 +1,6 @@
-"""Imports that find nothing on purpose: modules a library imports on a path this project never
-takes, whose import alone costs seconds of every rank's start-up.
+"""Modules a library imports on a path this project never takes, whose import alone costs seconds of
+every rank's start-up: kept out (the import fails, as if the module were absent) or stood in for (a
+light module in its place).
 
     with kept_out("mlflow"):
         import deepspeed          # its autotuner's `import mlflow` raises ImportError, as if absent
