@@ -31,21 +31,13 @@ cluster: {backend: ray-local, num_workers: 2}
 """
 
 
-def _process_start() -> float:
-    import os
-
-    with open("/proc/self/stat") as handle:
-        ticks = int(handle.read().rpartition(")")[2].split()[19])
-    with open("/proc/uptime") as handle:
-        uptime = float(handle.read().split()[0])
-    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
-
-
 def _entry(config: dict) -> None:
     import ray.train
 
+    from orchestrator.track.startup import process_start_time
+
     rank = ray.train.get_context().get_world_rank()
-    mark = {"rank": rank, "entry": time.time(), "process_start": _process_start()}
+    mark = {"rank": rank, "entry": time.time(), "process_start": process_start_time()}
     Path(config["marks"], f"rank-{rank}.json").write_text(json.dumps(mark))
 
 

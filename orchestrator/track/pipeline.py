@@ -18,7 +18,6 @@ import functools
 import math
 import os
 
-from orchestrator.imports import kept_out
 from orchestrator.report.artifacts import MetricHistory
 from orchestrator.track.events import MetricEvent, MetricSink
 from orchestrator.track.journal import MetricJournal, MetricPoint, journal_path
@@ -27,14 +26,6 @@ from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
 # The live plots of a run are redrawn at most this often: each redraw is about half a second of CPU
 # on a small machine, taken from the ranks whenever they could use it.
 PLOT_INTERVAL_S = 10.0
-
-
-def mlflow_kept_out():
-    """Imports inside this block find no MLflow (``import mlflow`` raises ImportError). DeepSpeed's
-    autotuner imports MLflow whenever it is installed: about 1.5 s of every rank's start-up (a third
-    of its imports) for autotuning, which workers never run. Rank 0's tracking child process
-    imports MLflow itself."""
-    return kept_out("mlflow")
 
 
 class MetricsPipeline:
