@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.track.mlflow_run import client
 from orchestrator.track.runs import STOP_REASON_TAG
-from tests.conftest import REPO, TINY_SPEC, run_main
+from tests.conftest import REPO, TINY_SPEC, run_main, wait_for
 from tests.mounts import require_private_mounts, with_mounts
 
 ERROR_TAG = "orchestrator.error"  # why a run failed
@@ -182,6 +182,15 @@ def test_a_submit_whose_tracking_store_fails_leaves_no_run_directory(tmp_path, c
     assert not list((tmp_path / "checkpoints").glob("*")), list((tmp_path / "checkpoints").glob("*"))
 
 
+def _accepted(server: socket.socket) -> socket.socket | None:
+    """A connection made to ``server``, if one is waiting (a short wait)."""
+    server.settimeout(0.2)
+    try:
+        return server.accept()[0]
+    except TimeoutError:
+        return None
+
+
 @pytest.mark.timeout(300)
 def test_a_submit_interrupted_while_its_run_is_created_leaves_no_run_directory(tmp_path):
     """The tracking server takes the connection and never answers: Ctrl-C while submit waits."""
@@ -199,8 +208,8 @@ def test_a_submit_interrupted_while_its_run_is_created_leaves_no_run_directory(t
         )  # fmt: skip
         try:
             # The driver's MLflow request has reached the server, which never answers: Ctrl-C now.
-            silent.settimeout(240)
-            connection, _ = silent.accept()
+            connection = wait_for(lambda: _accepted(silent) or driver.poll() is not None, 240, "a request")
+            assert driver.poll() is None, log.read_text()[-3000:]
             os.killpg(driver.pid, signal.SIGINT)
             returncode = driver.wait(60)
         finally:
