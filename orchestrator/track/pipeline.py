@@ -9,7 +9,8 @@
 
 In the training process there is no MLflow and no matplotlib: on a small machine their CPU time and
 the GIL would come out of the training step. After a resume, steps already logged (by MLflow or by
-the killed attempt's journal) are not logged twice, and the live report starts from that history.
+the killed attempt's journal) are not logged twice, the journaled ones MLflow lacks are sent first,
+and the live report starts from that history.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import os
 
 from orchestrator.report.artifacts import MetricHistory
+from orchestrator.text import first_line
 from orchestrator.track.events import MetricEvent, MetricSink
 from orchestrator.track.journal import MetricJournal, MetricPoint, journal_path
 from orchestrator.track.mlflow_sink import MlflowSink, SinkSettings, stamp
@@ -64,7 +66,8 @@ def _rank0_sinks(plan, resumed: bool, node_id: str | None = None) -> list[Metric
         return [journaled_child_sink(plan, tracking_sinks, node_id=node_id)]
     history = logged_history(plan)
     logged = max(history.get("train_loss", {0: 0.0}))
-    return [SkipLoggedSteps(journaled_child_sink(plan, tracking_sinks, history, node_id=node_id), logged)]
+    child = journaled_child_sink(plan, tracking_sinks, history, node_id=node_id, catch_up_through=logged)
+    return [SkipLoggedSteps(child, logged)]
 
 
 def _monitors(plan) -> bool:
@@ -73,7 +76,8 @@ def _monitors(plan) -> bool:
 
 def logged_history(plan) -> MetricHistory:
     """What earlier attempts of the run logged: MLflow's history and the journal's (points journaled by
-    a killed attempt may not have reached MLflow yet; the driver's replay delivers them at the end)."""
+    a killed attempt may not have reached MLflow yet; the resumed attempt's sender sends them first,
+    see ``catch_up``)."""
     from orchestrator.track.journal import journaled_per_step
     from orchestrator.track.live_report import LiveArtifacts
     from orchestrator.track.mlflow_read import read_latest_per_step
@@ -98,10 +102,15 @@ def _child_timeout_s(plan) -> float:
     return plan.spec.tracking.drain_timeout_s + 300  # the child may still be sending to MLflow
 
 
-def tracking_sinks(plan, history: MetricHistory | None = None, node_id: str | None = None) -> TrackingSinks:
+def tracking_sinks(
+    plan, history: MetricHistory | None = None, node_id: str | None = None, catch_up_through: int = 0
+) -> TrackingSinks:
     """What the child process builds: the batched MLflow sender, the monitor of rank 0's node and,
-    if asked for, the live report."""
+    if asked for, the live report. A resumed attempt's sender first catches up on the earlier
+    attempts' journaled steps (up to ``catch_up_through``) that MLflow lacks."""
     mlflow = mlflow_sink(plan)
+    if catch_up_through:
+        catch_up(plan, mlflow, catch_up_through)
     monitor = system_metrics(plan, node_id) if _monitors(plan) else None
     report = plan.spec.report
     if not report.artifacts:
@@ -208,6 +217,29 @@ def mlflow_sink(plan) -> MlflowSink:
         flush_interval_s=tracking.flush_interval_s, drain_timeout_s=tracking.drain_timeout_s
     )
     return MlflowSink(plan.tracking_uri, plan.run_id, settings, _say(plan))
+
+
+def catch_up(plan, mlflow: MlflowSink, through_step: int) -> None:
+    """Queue on ``mlflow`` the journal's points of steps up to ``through_step`` that MLflow does not
+    hold: what a killed attempt journaled while its tracking child was behind. Sent now, MLflow's
+    charts of a restarted run have no gap while it trains (the driver's replay at the end would
+    otherwise be the first to send them, and a run trained without a driver would never get them).
+    The new attempt journals only later steps, so nothing is sent twice."""
+    from orchestrator.track.journal import load_journal
+    from orchestrator.track.replay import missing_points
+
+    path = journal_path(plan.checkpoint_dir)
+    try:
+        earlier = [p for p in load_journal(path)[0] if p.step <= through_step] if path.is_file() else []
+        missing = missing_points(plan.tracking_uri, plan.run_id, earlier) if earlier else []
+    except Exception as exc:  # MLflow unreachable: training goes on, the driver's replay sends them
+        _say(plan)(
+            f"[track] could not compare the run's journal with MLflow ({first_line(exc)}): the steps an "
+            "earlier attempt journaled reach MLflow when the run ends (or with `orchestrator sync RUN_ID`)"
+        )
+        return
+    if missing:
+        mlflow.write_points(missing)
 
 
 def bound_requests(tracking) -> None:

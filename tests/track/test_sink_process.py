@@ -148,13 +148,15 @@ def test_rank0_sends_mlflow_exactly_what_it_journaled_from_the_child_process(sql
     assert json.loads((out / "training_metrics.json").read_text())["steps"] == list(range(5, 55, 5))
 
 
-def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlflow_never_got(sqlite_run):
+def test_a_restarted_rank0_sends_what_its_killed_attempt_journaled_but_mlflow_never_got(sqlite_run):
     """A worker killed while its tracking child was behind: MLflow holds steps 5-10, the journal 5-20.
-    The restarted attempt replays steps 15-20 from its checkpoint; they must not be logged again (the
-    driver's journal replay delivers the first attempt's), and the live report shows all of them."""
+    The restarted attempt replays steps 15-20 from its checkpoint; they must not be logged again, the
+    first attempt's 15-20 reach MLflow from the restarted attempt (no driver, no replay here), and the
+    live report shows all of them."""
     from types import SimpleNamespace
 
     from orchestrator.track.journal import MetricJournal, journal_path, read_journal
+    from orchestrator.track.mlflow_read import read_metric_rows
     from orchestrator.track.mlflow_run import client, log_points
     from orchestrator.track.mlflow_sink import stamp
     from orchestrator.track.pipeline import _rank0_sinks
@@ -183,3 +185,7 @@ def test_a_restarted_rank0_skips_the_steps_its_killed_attempt_journaled_but_mlfl
     journaled = [(p.key, p.step) for p in read_journal(journal_path(out)) if p.key == "train_loss"]
     assert [step for _, step in journaled] == [5, 10, 15, 20, 25], "each step journaled once"
     assert json.loads((out / "training_metrics.json").read_text())["steps"] == [5, 10, 15, 20, 25]
+    rows = read_metric_rows(uri, run_id, ["train_loss"])["train_loss"]
+    assert sorted(step for step, _, _ in rows) == [5, 10, 15, 20, 25], "in MLflow, each step once"
+    first_attempt = {(p.step, p.timestamp) for p in read_journal(journal_path(out)) if p.step in (15, 20)}
+    assert {(step, ts) for step, ts, _ in rows if step in (15, 20)} == first_attempt
