@@ -338,21 +338,28 @@ def _post_mortem(plan: Plan, error: str) -> Path | None:
         return None
 
 
+def export_outputs(plan: Plan, section=None) -> list:
+    """The end-of-run export of a trained run: ``section`` (an ``ExportSpec``; the spec's `export:`
+    by default), each format under the run directory; the ``ExportResult`` of each."""
+    from orchestrator.export import export_after_run
+
+    return export_after_run(
+        section or plan.spec.export,
+        plan.spec,
+        plan.checkpoint_dir,
+        plan.checkpoint_store(),
+        plan.data.tokenizer_path,
+        plan.tracking_uri,
+        plan.run_id,
+    )
+
+
 def _export(plan: Plan) -> None:
     """The spec's `export:` formats; a failed export is reported and leaves the training FINISHED."""
     from orchestrator.errors import OrchestratorError
-    from orchestrator.export import export_after_run
 
     try:
-        results = export_after_run(
-            plan.spec.export,
-            plan.spec,
-            plan.checkpoint_dir,
-            plan.checkpoint_store(),
-            plan.data.tokenizer_path,
-            plan.tracking_uri,
-            plan.run_id,
-        )
+        results = export_outputs(plan)
     except (OrchestratorError, OSError) as exc:
         log.warning("the run trained, but its export failed: %s", plan.spec.redact(str(exc)))
         return

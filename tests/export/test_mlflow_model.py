@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from orchestrator.export import export_after_run, export_run
+from orchestrator.export import export_run
 from orchestrator.generate import Sampling, generate_texts, load_from_directory
+from orchestrator.lifecycle.run import export_outputs
 from orchestrator.spec.export import ExportSpec
 from orchestrator.track.mlflow_run import client
 
@@ -45,15 +46,7 @@ def end_of_run_export(trained_run):
     """The end-of-run hook with every format, as `submit` calls it for an `export:` section."""
     plan = trained_run(2)
     section = ExportSpec(formats=["mlflow", "safetensors", "hf"], register_name="engine-gpt")
-    results = export_after_run(
-        section,
-        plan.spec,
-        plan.checkpoint_dir,
-        plan.checkpoint_store(),
-        plan.data.tokenizer_path,
-        plan.tracking_uri,
-        plan.run_id,
-    )
+    results = export_outputs(plan, section)
     return plan, {r.format: r for r in results}
 
 
