@@ -63,8 +63,22 @@ def interrupted(tmp_path_factory):
     return work, run_dir, returncode, out, latest_complete_checkpoint(run_dir).step
 
 
+def last_journaled_step(run_dir: Path) -> int:
+    """The last training step the run's journal holds (of the interrupted attempt, before the resume)."""
+    from orchestrator.track.journal import journal_path, read_journal
+
+    return max(p.step for p in read_journal(journal_path(run_dir)) if p.key == "train_loss")
+
+
 @pytest.fixture(scope="module")
-def resumed(interrupted):
+def first_attempt_logged(interrupted) -> int:
+    """How far the interrupted attempt logged: a Ctrl-C is acted on some steps after it is sent, so
+    the attempt may have trained (and evaluated) past its last complete checkpoint."""
+    return last_journaled_step(interrupted[1])
+
+
+@pytest.fixture(scope="module")
+def resumed(interrupted, first_attempt_logged):
     work, run_dir, *_ = interrupted
     return run_cli("submit", "--resume", run_dir.name, "--set", "train.eval_interval=20", cwd=work)
 
@@ -118,7 +132,9 @@ def test_a_resume_refuses_what_it_cannot_apply_before_starting_anything(interrup
     assert mlflow_run(work)[1].info.status == "KILLED"
 
 
-def test_resume_applies_a_safe_set_value_and_continues_the_zero_3_run(interrupted, resumed):
+def test_resume_applies_a_safe_set_value_and_continues_the_zero_3_run(
+    interrupted, first_attempt_logged, resumed
+):
     work, run_dir, _, _, stopped_at = interrupted
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from {run_dir / f'step-{stopped_at}'}" in resumed.stdout
@@ -130,8 +146,12 @@ def test_resume_applies_a_safe_set_value_and_continues_the_zero_3_run(interrupte
     stored = yaml.safe_load(read_stored_spec(f"sqlite:///{work / 'mlflow.db'}", run.info.run_id))
     assert stored["train"]["eval_interval"] == 20 and stored["deepspeed"]["zero_stage"] == 3
     val_steps = sorted(m.step for m in mlflow.get_metric_history(run.info.run_id, "val_loss"))
-    after = [s for s in val_steps if s > stopped_at]
-    assert after and all(s % 20 == 0 for s in after), val_steps
+    # the steps the interrupted attempt logged past its checkpoint keep its values (each step holds one
+    # value), so the new interval shows in the evaluations after them
+    kept = [s for s in val_steps if stopped_at < s <= first_attempt_logged]
+    after = [s for s in val_steps if s > first_attempt_logged]
+    assert all(s % 10 == 0 for s in kept), (val_steps, stopped_at, first_attempt_logged)
+    assert after and all(s % 20 == 0 for s in after), (val_steps, stopped_at, first_attempt_logged)
 
 
 def test_the_same_mlflow_run_holds_one_value_per_step(interrupted, resumed):
