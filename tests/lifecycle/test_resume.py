@@ -63,18 +63,14 @@ def interrupted(tmp_path_factory):
     return work, run_dir, returncode, out, latest_complete_checkpoint(run_dir).step
 
 
-def last_journaled_step(run_dir: Path) -> int:
-    """The last training step the run's journal holds (of the interrupted attempt, before the resume)."""
-    from orchestrator.track.journal import journal_path, read_journal
-
-    return max(p.step for p in read_journal(journal_path(run_dir)) if p.key == "train_loss")
-
-
 @pytest.fixture(scope="module")
 def first_attempt_logged(interrupted) -> int:
-    """How far the interrupted attempt logged: a Ctrl-C is acted on some steps after it is sent, so
-    the attempt may have trained (and evaluated) past its last complete checkpoint."""
-    return last_journaled_step(interrupted[1])
+    """The last training step the interrupted attempt journaled (read before the resume): a Ctrl-C is
+    acted on some steps after it is sent, so the attempt may have trained (and evaluated) past its
+    last complete checkpoint."""
+    from orchestrator.track.journal import journal_path, journaled_per_step
+
+    return max(journaled_per_step(journal_path(interrupted[1]), ["train_loss"])["train_loss"])
 
 
 @pytest.fixture(scope="module")
